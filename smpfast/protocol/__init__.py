@@ -1,0 +1,1 @@
+"""Sans-IO SMP protocol: encodings, versions, commands, handshake, addresses."""
