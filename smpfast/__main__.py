@@ -1,0 +1,3 @@
+from smpfast.cli import main
+
+raise SystemExit(main())

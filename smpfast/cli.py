@@ -1,0 +1,357 @@
+"""The ``smpfast`` command.
+
+Each subcommand is one registration: a function adding its arguments and a function running
+it (returning the exit code), registered with :func:`subcommand`.  To add one::
+
+    def _load_args(p: argparse.ArgumentParser) -> None: ...
+
+    @subcommand("load", "run the load generator", _load_args)
+    def _load(args: argparse.Namespace) -> int:
+        from smpfast.load.main import run   # import lazily: keeps `smpfast --help` fast
+        return run(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import ipaddress
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TextIO
+
+import smpfast
+from smpfast.config import (
+    DEFAULT_BIND,
+    DEFAULT_PORT,
+    INI_FILE,
+    Config,
+    ConfigError,
+    default_ini_text,
+    load_config,
+    parse_config,
+    parse_hosts,
+    parse_ports,
+    validate_basic_auth,
+)
+from smpfast.credentials import (
+    CredentialsError,
+    create_credentials,
+    load_identity,
+    renew_server_certificate,
+)
+from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
+
+DEFAULT_DIR = "smpfast-data"
+RANDOM_PASSWORD_BYTES = 32
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``smpfast: error: ...``, exit code 1."""
+
+
+# --- subcommand registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(
+    name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
+        return run
+
+    return register
+
+
+def _add_dir_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir",
+        default=DEFAULT_DIR,
+        help=f"server directory: configuration, keys and store (default: ./{DEFAULT_DIR})",
+    )
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitResult:
+    config: Config
+    fingerprint: str
+    address: str
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def make_password(option: str) -> str | None:
+    """``random`` (32 random bytes, base64url as the reference), ``none``, or the value itself."""
+    if option == "random":
+        return base64.urlsafe_b64encode(secrets.token_bytes(RANDOM_PASSWORD_BYTES)).decode("ascii")
+    if option == "none":
+        return None
+    try:
+        return validate_basic_auth(option)
+    except ValueError as e:
+        raise CliError(f"--password: {e}") from None
+
+
+def _create_store(config: Config) -> None:
+    """Create the LMDB store directory (through the store itself once it exists)."""
+    if importlib.util.find_spec("smpfast.store.lmdb") is None:
+        config.store.path.mkdir(parents=True, exist_ok=True)
+        return
+    from smpfast.store.lmdb import LMDBStore
+
+    config.store.path.mkdir(parents=True, exist_ok=True)
+    store = LMDBStore(
+        str(config.store.path), map_size=config.store.map_size, durability=config.store.durability
+    )
+    store.close()
+
+
+def initialize(
+    directory: str | os.PathLike[str],
+    *,
+    ip: str = DEFAULT_BIND,
+    fqdn: str | None = None,
+    ports: Sequence[int] = (DEFAULT_PORT,),
+    password: str | None = None,
+    algorithm: SignAlgorithm = SignAlgorithm.ED25519,
+) -> InitResult:
+    """Create a server directory: credentials, ``smpfast.ini``, ``fingerprint``, store.
+
+    Refuses a directory that exists and is not empty.  On failure, removes what it created.
+    """
+    target = Path(directory)
+    if target.exists() and not _is_empty_dir(target):
+        raise CliError(f"{target} already exists and is not empty; refusing to overwrite it")
+    try:
+        ip_addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise CliError(f"--ip: {ip!r} is not an IP address") from None
+    try:
+        hosts = parse_hosts(fqdn) if fqdn else (ip,)
+    except ValueError as e:
+        raise CliError(f"--fqdn: {e}") from None
+    bind = "::" if not ip_addr.is_loopback else ip
+    ini_text = default_ini_text(hosts=hosts, ports=ports, bind=bind, create_password=password)
+
+    existed = target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        config = parse_config(ini_text, target)  # the text we write must load back
+        identity = create_credentials(target, common_name=hosts[0], algorithm=algorithm)
+        ini_fd = os.open(config.ini_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(ini_fd, "w", encoding="utf-8") as f:
+            f.write(ini_text)
+        _create_store(config)
+    except BaseException:
+        if existed:
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    fingerprint = encode_fingerprint(identity)
+    return InitResult(config, fingerprint, config.address(fingerprint))
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    _add_dir_argument(p)
+    p.add_argument(
+        "--ip",
+        default=DEFAULT_BIND,
+        help="server IP address, used in the certificate and address unless --fqdn is given; "
+        "a non-loopback address also makes the server listen on all interfaces "
+        f"(default: {DEFAULT_BIND})",
+    )
+    p.add_argument(
+        "--fqdn", help="server host name(s), comma-separated; the first is the certificate CN"
+    )
+    p.add_argument(
+        "--port",
+        default=str(DEFAULT_PORT),
+        help=f"TCP port(s) to serve, comma-separated (default: {DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--password",
+        default="random",
+        metavar="random|none|VALUE",
+        help="password to create queues: random (default), none, or the password itself",
+    )
+    p.add_argument(
+        "--sign-algorithm",
+        "-a",
+        default="ED25519",
+        choices=[a.value for a in SignAlgorithm],
+        type=str.upper,
+        help="signature algorithm of the certificates (default: ED25519)",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+
+def _confirm(prompt: str) -> bool:
+    print(prompt + " Continue (Y/n): ", end="", flush=True)
+    return sys.stdin.readline().strip() in ("", "y", "Y")
+
+
+@subcommand("init", "create a new server (keys, certificates, smpfast.ini, store)", _init_args)
+def _cmd_init(args: argparse.Namespace) -> int:
+    try:
+        ports = parse_ports(args.port)
+    except ValueError as e:
+        raise CliError(f"--port: {e}") from None
+    password = make_password(args.password)
+    if not args.yes and sys.stdin is not None and sys.stdin.isatty():
+        if not _confirm(f"A new SMP server identity will be created in {args.dir}."):
+            print("Server not initialised.")
+            return 1
+    result = initialize(
+        args.dir,
+        ip=args.ip,
+        fqdn=args.fqdn,
+        ports=ports,
+        password=password,
+        algorithm=SignAlgorithm.parse(args.sign_algorithm),
+    )
+    _print_init_report(result)
+    return 0
+
+
+def _print_init_report(result: InitResult, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    cfg = result.config
+    print(f"smpfast server initialised in {cfg.config_dir}", file=out)
+    print(f"Configuration: {cfg.ini_path}", file=out)
+    if cfg.transport.bind in ("127.0.0.1", "::1"):
+        print(
+            f"The server listens on {cfg.transport.bind} only; set [TRANSPORT] bind = :: in "
+            f"{INI_FILE} to accept connections from other machines.",
+            file=out,
+        )
+    print("----------", file=out)
+    print(
+        "Move the CA private key to secure offline storage and delete it from this machine:\n"
+        f"  {cfg.files.ca_key}\n"
+        "It is needed only to sign a new server certificate (`smpfast cert`) that keeps the\n"
+        "same identity and address, e.g. if the server key is ever compromised.",
+        file=out,
+    )
+    print("----------", file=out)
+    print(f"Start the server with: smpfast start --dir {cfg.config_dir}", file=out)
+    print(f"Fingerprint: {result.fingerprint}", file=out)
+    print("Server address:", file=out)
+    print(result.address, file=out)
+
+
+# --- address ----------------------------------------------------------------------------------
+
+
+def _address_of(directory: str | os.PathLike[str]) -> tuple[Config, str]:
+    config = load_config(directory)
+    fingerprint = encode_fingerprint(load_identity(config.config_dir))
+    return config, config.address(fingerprint)
+
+
+@subcommand("address", "print the server address", _add_dir_argument)
+def _cmd_address(args: argparse.Namespace) -> int:
+    _, address = _address_of(args.dir)
+    print(address)
+    return 0
+
+
+# --- cert -------------------------------------------------------------------------------------
+
+
+def _cert_args(p: argparse.ArgumentParser) -> None:
+    _add_dir_argument(p)
+    p.add_argument(
+        "--sign-algorithm",
+        "-a",
+        choices=[a.value for a in SignAlgorithm],
+        type=str.upper,
+        help="algorithm of the new certificate (default: that of the current one)",
+    )
+    p.add_argument("--cn", help="common name of the new certificate (default: the current one)")
+
+
+@subcommand("cert", "new server key and certificate signed by the CA (needs ca.key)", _cert_args)
+def _cmd_cert(args: argparse.Namespace) -> int:
+    load_config(args.dir)  # only for a configured server
+    alg = SignAlgorithm.parse(args.sign_algorithm) if args.sign_algorithm else None
+    cn, alg = renew_server_certificate(args.dir, common_name=args.cn, algorithm=alg)
+    print(f"New server certificate for {cn} ({alg.value}) in {Path(args.dir) / 'server.crt'}")
+    print("The server identity and address are unchanged; restart the server to use it.")
+    print(f"Move the CA private key back offline: {Path(args.dir) / 'ca.key'}")
+    return 0
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def ensure_initialized(directory: str | os.PathLike[str]) -> InitResult | None:
+    """Initialise ``directory`` with defaults if it is missing or empty (so `start` just works).
+
+    Returns the init result when it did, None when the directory was already there.
+    """
+    target = Path(directory)
+    if target.exists() and not _is_empty_dir(target):
+        return None
+    print(f"smpfast: {target} is missing or empty, initialising a new server there", file=sys.stderr)
+    result = initialize(target, password=make_password("random"))
+    _print_init_report(result, out=sys.stderr)
+    return result
+
+
+@subcommand("start", "run the server in the foreground (initialises an empty --dir first)", _add_dir_argument)
+def _cmd_start(args: argparse.Namespace) -> int:
+    ensure_initialized(args.dir)
+    config = load_config(args.dir)
+    from smpfast.server.main import run  # lazily: the server pulls in trio and the store
+
+    return run(config)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smpfast", description="SimpleX Messaging Protocol (SMP) relay server"
+    )
+    parser.add_argument("--version", "-v", action="version", version=f"smpfast {smpfast.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in SUBCOMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except (CliError, ConfigError, CredentialsError) as e:
+        print(f"smpfast: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,559 @@
+"""``smpfast.ini``: parsing into a typed, frozen :class:`Config`, and the text ``init`` writes.
+
+Sections and keys follow the reference server's ``smp-server.ini`` wherever the meaning is the
+same, so an operator's habits carry over.  Differences, on purpose:
+
+* Unknown sections and keys stop start-up (the reference silently ignores them), so a typo
+  never turns a setting off.  A few keys the reference's ``init`` writes are accepted when
+  they hold the only value that is true of smpfast anyway (see ``_COMPAT``); any other value
+  of them is an error, never silently ignored.
+* ``[TRANSPORT] bind`` (ours): the listen address, loopback unless configured.
+* ``[STORE]`` (ours): the LMDB store.
+* Absent ``[INACTIVE_CLIENTS] disconnect`` means on (what the reference's ``init`` writes; the
+  reference code itself reads an absent key as off).
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from smpfast.credentials import CredentialPaths
+
+INI_FILE = "smpfast.ini"
+DEFAULT_PORT = 5223
+DEFAULT_BIND = "127.0.0.1"
+DEFAULT_STORE_DIR = "store"
+DEFAULT_MAP_SIZE = 8 * 1024**3
+MAX_BASIC_AUTH_LEN = 255  # encoded with a one-byte length on the wire
+HOSTING_TYPES = ("virtual", "dedicated", "colocation", "owned")
+DURABILITY_MODES = ("fsync", "none")
+NO_HOST = "<hostnames>"  # printed in the address when [TRANSPORT] host is not set
+
+
+class ConfigError(Exception):
+    """The INI file is missing, unreadable, or has an unknown or invalid setting."""
+
+    def __init__(self, message: str, section: str | None = None, key: str | None = None):
+        where = f"[{section}]" if section else ""
+        if key:
+            where += f" {key}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.section = section
+        self.key = key
+
+
+# --- typed sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InformationConfig:
+    """Public server information; published only when ``source_code`` is set (AGPLv3)."""
+
+    source_code: str
+    usage_conditions: str | None = None
+    condition_amendments: str | None = None
+    server_country: str | None = None
+    operator: str | None = None
+    operator_country: str | None = None
+    website: str | None = None
+    admin_simplex: str | None = None
+    admin_email: str | None = None
+    admin_pgp: str | None = None
+    admin_pgp_fingerprint: str | None = None
+    complaints_simplex: str | None = None
+    complaints_email: str | None = None
+    complaints_pgp: str | None = None
+    complaints_pgp_fingerprint: str | None = None
+    hosting: str | None = None
+    hosting_country: str | None = None
+    hosting_type: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreLogConfig:
+    expire_messages_days: int = 21
+    expire_messages_on_start: bool = True
+    expire_messages_on_send: bool = True  # reference default when absent; init writes off
+    expire_ntfs_hours: int = 24
+    log_stats: bool = False
+
+    @property
+    def message_ttl_seconds(self) -> int:
+        return self.expire_messages_days * 86400
+
+    @property
+    def notification_ttl_seconds(self) -> int:
+        return self.expire_ntfs_hours * 3600
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    new_queues: bool = True
+    create_password: str | None = None
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    host: tuple[str, ...] = ()  # for the printed address only
+    port: tuple[int, ...] = (DEFAULT_PORT,)
+    bind: str = DEFAULT_BIND
+    log_tls_errors: bool = False
+
+
+@dataclass(frozen=True)
+class InactiveClientsConfig:
+    disconnect: bool = True
+    ttl: int = 21600
+    check_interval: int = 3600
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path  # resolved against the config directory
+    map_size: int = DEFAULT_MAP_SIZE
+    durability: str = "fsync"
+    commit_interval_ms: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    config_dir: Path
+    ini_path: Path
+    files: CredentialPaths
+    information: InformationConfig | None
+    store_log: StoreLogConfig
+    auth: AuthConfig
+    transport: TransportConfig
+    inactive_clients: InactiveClientsConfig
+    store: StoreConfig
+
+    def address(self, fingerprint: str) -> str:
+        """``smp://<fingerprint>[:<password>]@<hosts>[:<port>]`` for this configuration."""
+        return server_address(
+            fingerprint, self.transport.host, self.transport.port, self.auth.create_password
+        )
+
+
+# --- value parsers (raise ValueError with a message for the operator) -------------------------
+
+
+def parse_on_off(value: str) -> bool:
+    if value == "on":
+        return True
+    if value == "off":
+        return False
+    raise ValueError(f"must be on or off, not {value!r}")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not re.fullmatch(r"[0-9]+", value):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        n = int(value)
+        if not low <= n <= high:
+            raise ValueError(f"must be between {low} and {high}, not {n}")
+        return n
+
+    return parse
+
+
+def validate_basic_auth(value: str) -> str:
+    """Server password rules: printable ASCII without space, '@', ':' and '/'."""
+    if not value:
+        raise ValueError("password must not be empty")
+    if len(value) > MAX_BASIC_AUTH_LEN:
+        raise ValueError(f"password must be at most {MAX_BASIC_AUTH_LEN} characters")
+    for ch in value:
+        if not ("!" <= ch <= "~") or ch in "@:/":
+            raise ValueError(
+                f"invalid character {ch!r} in password (printable ASCII only, "
+                "no whitespace, '@', ':' or '/')"
+            )
+    return value
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty (comment the line out to leave it unset)")
+    return value
+
+
+def _country(value: str) -> str:
+    if len(value) == 2 and value.isascii() and value.isalpha():
+        return value.upper()
+    raise ValueError(f"must be an ISO 3166 two-letter country code, not {value!r}")
+
+
+def _hosting_type(value: str) -> str:
+    if value in HOSTING_TYPES:
+        return value
+    raise ValueError(f"must be one of {', '.join(HOSTING_TYPES)}, not {value!r}")
+
+
+_HOST_FORBIDDEN = set(":#,;/@ \t\r\n")
+
+
+def parse_hosts(value: str) -> tuple[str, ...]:
+    """Comma-separated host names or IP addresses (IPv6 with or without brackets)."""
+    hosts = []
+    for part in value.split(","):
+        h = part.strip()
+        if not h:
+            raise ValueError(f"empty host name in {value!r}")
+        bare = h[1:-1] if h.startswith("[") and h.endswith("]") else h
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if _HOST_FORBIDDEN & set(h):
+                raise ValueError(f"invalid host {h!r}") from None
+        hosts.append(h)
+    return tuple(hosts)
+
+
+def parse_ports(value: str) -> tuple[int, ...]:
+    """Comma-separated TCP ports, each served."""
+    port = _int_range(1, 65535)
+    ports = tuple(port(p.strip()) for p in value.split(","))
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"port listed twice in {value!r}")
+    return ports
+
+
+def _bind(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"must be an IP address such as 127.0.0.1, 0.0.0.0 or ::, not {value!r}") from None
+    return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str) -> int:
+    """Bytes, or a number with a K/M/G/T suffix (powers of 1024)."""
+    m = re.fullmatch(r"([0-9]+)\s*([kKmMgGtT]?)", value)
+    if not m:
+        raise ValueError(f"must be a size in bytes or with a K, M, G or T suffix, not {value!r}")
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+    if size < 1024**2:
+        raise ValueError(f"must be at least 1M, not {value!r}")
+    return size
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value in allowed:
+            return value
+        raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+
+    return parse
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+_INFORMATION_KEYS: dict[str, Callable[[str], Any]] = {
+    "source_code": _text,
+    "usage_conditions": _text,
+    "condition_amendments": _text,
+    "server_country": _country,
+    "operator": _text,
+    "operator_country": _country,
+    "website": _text,
+    "admin_simplex": _text,
+    "admin_email": _text,
+    "admin_pgp": _text,
+    "admin_pgp_fingerprint": _text,
+    "complaints_simplex": _text,
+    "complaints_email": _text,
+    "complaints_pgp": _text,
+    "complaints_pgp_fingerprint": _text,
+    "hosting": _text,
+    "hosting_country": _country,
+    "hosting_type": _hosting_type,
+}
+
+_SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
+    "INFORMATION": _INFORMATION_KEYS,
+    "STORE_LOG": {
+        "expire_messages_days": _int_range(1, 36500),
+        "expire_messages_on_start": parse_on_off,
+        "expire_messages_on_send": parse_on_off,
+        "expire_ntfs_hours": _int_range(1, 876000),
+        "log_stats": parse_on_off,
+    },
+    "AUTH": {
+        "new_queues": parse_on_off,
+        "create_password": validate_basic_auth,
+    },
+    "TRANSPORT": {
+        "host": parse_hosts,
+        "port": parse_ports,
+        "bind": _bind,
+        "log_tls_errors": parse_on_off,
+    },
+    "INACTIVE_CLIENTS": {
+        "disconnect": parse_on_off,
+        "ttl": _int_range(1, 2**31 - 1),
+        "check_interval": _int_range(1, 2**31 - 1),
+    },
+    "STORE": {
+        "path": _text,
+        "map_size": parse_size,
+        "durability": _choice(*DURABILITY_MODES),
+        "commit_interval_ms": _int_range(0, 10000),
+    },
+}
+
+# Keys the reference's `init` writes uncommented, accepted only with the value that already
+# describes smpfast (queues and messages always persist, in LMDB; plain TLS only).  Anything
+# else in them is an error, because smpfast cannot do what it would ask for.
+_COMPAT: dict[str, dict[str, str]] = {
+    "STORE_LOG": {
+        "enable": "on",
+        "store_queues": "memory",
+        "store_messages": "memory",
+        "restore_messages": "on",
+    },
+    "TRANSPORT": {"websockets": "off"},
+}
+
+# Sections the reference's `init` writes that smpfast accepts only when empty of keys.
+_EMPTY_ONLY_SECTIONS = ("PROXY",)
+
+
+def _read_ini(text: str, source: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        strict=True,
+        empty_lines_in_values=False,
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=None,
+        default_section="\x00no default section",
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        parser.read_string(text, source=source)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(f"section appears twice in {source}", e.section) from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(f"key appears twice in {source}", e.section, e.option) from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(f"{source} line {e.lineno}: setting outside any [SECTION]") from None
+    except configparser.ParsingError as e:
+        lines = ", ".join(str(n) for n, _ in e.errors)
+        raise ConfigError(f"{source}: cannot parse line(s) {lines} (expected `key = value`)") from None
+    return parser
+
+
+def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = INI_FILE) -> Config:
+    """Parse INI ``text`` for a server whose files live in ``config_dir``."""
+    config_dir = Path(config_dir).absolute()
+    ini = _read_ini(text, source)
+    values: dict[str, dict[str, Any]] = {s: {} for s in _SCHEMA}
+    for section in ini.sections():
+        if section in _EMPTY_ONLY_SECTIONS:
+            for key in ini[section]:
+                raise ConfigError("not supported by smpfast (remove it)", section, key)
+            continue
+        if section not in _SCHEMA and section not in _COMPAT:
+            known = ", ".join(f"[{s}]" for s in _SCHEMA)
+            raise ConfigError(f"unknown section in {source} (known: {known})", section)
+        for key, raw in ini[section].items():
+            value = raw.strip()
+            compat = _COMPAT.get(section, {}).get(key)
+            if compat is not None:
+                if value != compat:
+                    raise ConfigError(
+                        f"smpfast supports only `{key} = {compat}` (got {value!r})", section, key
+                    )
+                continue
+            parse = _SCHEMA.get(section, {}).get(key)
+            if parse is None:
+                raise ConfigError("unknown key", section, key)
+            try:
+                values[section][key] = parse(value)
+            except ValueError as e:
+                raise ConfigError(str(e), section, key) from None
+
+    info = values["INFORMATION"]
+    store = values["STORE"]
+    store_path = Path(store.pop("path", DEFAULT_STORE_DIR))
+    return Config(
+        config_dir=config_dir,
+        ini_path=config_dir / INI_FILE,
+        files=CredentialPaths.in_dir(config_dir),
+        # Like the reference: without source_code nothing is published.
+        information=InformationConfig(**info) if "source_code" in info else None,
+        store_log=StoreLogConfig(**values["STORE_LOG"]),
+        auth=AuthConfig(**values["AUTH"]),
+        transport=TransportConfig(**values["TRANSPORT"]),
+        inactive_clients=InactiveClientsConfig(**values["INACTIVE_CLIENTS"]),
+        store=StoreConfig(path=config_dir / store_path, **store),
+    )
+
+
+def load_config(config_dir: str | os.PathLike[str]) -> Config:
+    """Read ``<config_dir>/smpfast.ini``."""
+    path = Path(config_dir) / INI_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run `smpfast init`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    return parse_config(text, config_dir, source=str(path))
+
+
+# --- server address ---------------------------------------------------------------------------
+
+
+def server_address(
+    fingerprint: str,
+    hosts: Sequence[str],
+    ports: Sequence[int] = (DEFAULT_PORT,),
+    password: str | None = None,
+) -> str:
+    """The address clients are given: ``smp://<fp>[:<password>]@<h1>[,<h2>...][:<port>]``.
+
+    The port shown is the first configured one, omitted when it is 5223 (the clients' default).
+    (The reference prints its raw ``port`` setting unless it is exactly "5223", which for a list
+    such as "5223,443" is not a valid address; smpfast prints one port.)
+    """
+    host_list = list(hosts) or [NO_HOST]
+    port = ports[0] if ports else DEFAULT_PORT
+    port_part = "" if port == DEFAULT_PORT else f":{port}"
+    if port_part and ":" in host_list[-1] and not host_list[-1].startswith("["):
+        host_list[-1] = f"[{host_list[-1]}]"  # keep an IPv6 literal apart from the port
+    auth = f":{password}" if password else ""
+    return f"smp://{fingerprint}{auth}@{','.join(host_list)}{port_part}"
+
+
+# --- the file `init` writes -------------------------------------------------------------------
+
+
+def _ini_value(value: str | None, placeholder: str) -> str:
+    return value if value is not None else placeholder
+
+
+def default_ini_text(
+    *,
+    hosts: Sequence[str],
+    ports: Sequence[int] = (DEFAULT_PORT,),
+    bind: str = DEFAULT_BIND,
+    create_password: str | None = None,
+    source_code: str | None = None,
+) -> str:
+    """A complete, commented ``smpfast.ini``; parsing it gives exactly these settings."""
+    public = not ipaddress.ip_address(bind).is_loopback
+    host_line = f"host = {','.join(hosts)}" if hosts else "# host = smp.example.com"
+    src = f"source_code = {source_code}" if source_code else "# source_code = https://..."
+    pwd = (
+        f"create_password = {create_password}"
+        if create_password is not None
+        else "# create_password = <printable ASCII, no spaces, '@', ':' or '/'>"
+    )
+    if public:
+        bind_comment = (
+            "# Listen address. `::` accepts connections on every interface (IPv6 and, on most\n"
+            "# systems, IPv4 too). Use 127.0.0.1 to accept local connections only."
+        )
+    else:
+        bind_comment = (
+            "# Listen address. Loopback only: nothing outside this machine can connect.\n"
+            "# Set `bind = ::` (all interfaces) or a public address to run a public relay."
+        )
+    return f"""\
+# smpfast server configuration.
+# Sections and keys follow the reference server's smp-server.ini where they mean the same.
+# Values: `on`/`off` for switches. Unknown sections or keys, and invalid values, stop the
+# server at start-up with a message naming them. A line starting with `#` is a comment.
+#
+# Accepted for compatibility with a copied smp-server.ini (only these values, they describe
+# what smpfast always does): [STORE_LOG] enable = on, store_queues = memory,
+# store_messages = memory, restore_messages = on; [TRANSPORT] websockets = off; an empty
+# [PROXY] section. Other reference keys ([WEB], control port, database, ...) are not supported.
+
+[INFORMATION]
+# Public information about this server. Nothing here is published unless source_code is set.
+# The AGPLv3 licence requires you to offer the source code you run, modifications included:
+# point source_code at it. All other keys below are optional.
+{src}
+# usage_conditions = https://...
+# condition_amendments = https://...
+# server_country = two-letter ISO 3166 code
+# operator = organisation or person
+# operator_country = two-letter ISO 3166 code
+# website = https://...
+# admin_simplex = SimpleX contact address
+# admin_email =
+# admin_pgp =
+# admin_pgp_fingerprint =
+# complaints_simplex = SimpleX contact address
+# complaints_email =
+# complaints_pgp =
+# complaints_pgp_fingerprint =
+# hosting = hosting provider
+# hosting_country = two-letter ISO 3166 code
+# hosting_type = virtual, dedicated, colocation or owned
+
+[STORE_LOG]
+# Queues and messages always persist in the LMDB store (see [STORE]).
+# How long undelivered messages are kept, and when old ones are removed.
+expire_messages_days = 21
+expire_messages_on_start = on
+# Removing expired messages of a queue whenever a message is sent to it (off: only by the
+# periodic expiry task; the reference server also writes off here).
+expire_messages_on_send = off
+# How long undelivered notifications are kept.
+expire_ntfs_hours = 24
+# Daily statistics.
+log_stats = off
+
+[AUTH]
+# `off` refuses to create new queues (e.g. while decommissioning the server); existing
+# queues keep working.
+new_queues = on
+# A password required to create queues and to use this server as a proxy. It becomes part
+# of the server address (smp://fingerprint:password@host); give it only to the people who
+# may create queues here, your contacts never see it. Comment it out for an open server.
+{pwd}
+
+[TRANSPORT]
+# Host names or IP addresses clients use to reach this server, comma-separated. They are
+# only printed in the server address; they do not affect what the server listens on.
+{host_line}
+# TCP ports to serve, comma-separated (for example 5223,443). The address shows the first
+# one unless it is 5223. Ports below 1024 need privileges.
+port = {",".join(str(p) for p in ports)}
+{bind_comment}
+bind = {bind}
+# Log failed TLS handshakes.
+log_tls_errors = off
+
+[INACTIVE_CLIENTS]
+# Disconnect clients that have no subscriptions and have neither sent nor received
+# anything for `ttl` seconds, checked every `check_interval` seconds.
+disconnect = on
+ttl = 21600
+check_interval = 3600
+
+[STORE]
+# LMDB store directory, relative to this file's directory unless absolute.
+path = {DEFAULT_STORE_DIR}
+# The largest the store may grow (bytes, or with K, M, G or T). Disk space is used only as
+# data is written; raising it later is fine, lowering it below the data size is not.
+map_size = 8G
+# fsync: a reply to a change is sent only after the change is on disk.
+# none: faster, but a machine crash can lose recent acknowledged changes.
+durability = fsync
+# Group-commit window in milliseconds: changes from all connections arriving within it
+# share one disk write.
+commit_interval_ms = 2
+"""
