@@ -1,0 +1,1 @@
+"""The SMP relay: command semantics (broker), group commit, connections, and the server process."""

@@ -1,0 +1,748 @@
+"""SMP command semantics over a store, with no I/O.
+
+The network layer hands each decrypted block of a connection to ``Broker.process_block``.
+The broker splits and parses it, verifies every authorization of the block in one call,
+executes the commands against the store's open write transaction and appends the encoded
+responses to the connection's outbox — and events (MSG, END, DELD, NMSG) to other
+connections' outboxes. Each outbox entry carries the commit generation that must be durable
+before it may be sent (see ``committer.py``): a state change is acknowledged only once it is
+on disk, and nobody sees data that could still be rolled back.
+
+Behaviour follows the reference server (Server.hs ``processCommand``,
+``verifyQueueTransmission``); deliberate differences are noted where they occur.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from .. import _core as core
+from ..crypto import auth as cauth
+from ..crypto import message as cmsg
+from ..crypto.keys import CryptoError
+from ..protocol import commands as C
+from ..protocol import errors as E
+from ..protocol import versions as V
+from ..protocol.errors import ParseError, UnknownTag
+from ..store import Store, WriteResult
+from ..store.errors import StoreError, StoreUsageError
+from ..store.records import NotifierRecord, QueueRecord, StoredMessage
+
+log = logging.getLogger(__name__)
+
+ID_SIZE = 24
+DAY = 86400
+
+
+class Durability(Protocol):
+    """What the broker needs of the group committer."""
+
+    def wrote(self, count: int = 1) -> int: ...
+
+    def current(self) -> int: ...
+
+    def abort_open(self) -> None: ...
+
+
+class NoDurability:
+    """For sans-IO tests and the memory store: everything is 'durable' at once."""
+
+    def wrote(self, count: int = 1) -> int:
+        return 0
+
+    def current(self) -> int:
+        return 0
+
+    def abort_open(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    allow_new_queues: bool = True
+    create_password: bytes | None = None
+    quota: int = 128
+    message_ttl: int | None = 21 * DAY  # seconds; None: messages never expire
+    expire_on_send: bool = False
+    ntf_ttl: int = 24 * 3600
+
+
+class Sub:
+    """A connection's relation to one queue: subscribed (``prohibited`` False) or used with
+    GET (``prohibited`` True), and the one message delivered and not yet acknowledged."""
+
+    __slots__ = ("prohibited", "delivered")
+
+    def __init__(self, prohibited: bool = False) -> None:
+        self.prohibited = prohibited
+        self.delivered: bytes | None = None
+
+
+@dataclass(eq=False)
+class Client:
+    """Per-connection state the broker keeps. ``notify`` wakes the connection's writer."""
+
+    version: int
+    session_id: bytes
+    session_private: bytes | None  # server X25519 session key (v >= 7)
+    notify: Callable[[], None] = lambda: None
+    subscriptions: dict[bytes, Sub] = field(default_factory=dict)
+    ntf_subscriptions: set[bytes] = field(default_factory=set)
+    outbox: list[tuple[int, bytes]] = field(default_factory=list)
+    connected: bool = True
+    last_received: float = 0.0
+    last_sent: float = 0.0
+    verifier: cauth.AuthVerifier = field(init=False)
+    implied_session: bool = field(init=False)
+    service_auth: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verifier = cauth.AuthVerifier(self.session_private)
+        self.implied_session = V.implied_session(self.version)
+        self.service_auth = V.service_auth(self.version)
+
+    @property
+    def has_subscriptions(self) -> bool:
+        return bool(self.subscriptions) or bool(self.ntf_subscriptions)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A parsed transmission on its way through verification to execution."""
+
+    corr_id: bytes
+    entity_id: bytes
+    cmd: C.Command
+    queue: QueueRecord | None = None
+
+
+class Broker:
+    def __init__(
+        self,
+        store: Store,
+        config: BrokerConfig | None = None,
+        durability: Durability | None = None,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.store = store
+        self.config = config or BrokerConfig()
+        self.durability = durability or NoDurability()
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.subscribers: dict[bytes, Client] = {}  # recipient id -> subscribed connection
+        self.ntf_subscribers: dict[bytes, Client] = {}  # notifier id -> subscribed connection
+        self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
+        self.stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ connections
+
+    def disconnect(self, client: Client) -> None:
+        """Drop the connection's subscriptions (no END: nobody took them over)."""
+        client.connected = False
+        for rid in client.subscriptions:
+            if self.subscribers.get(rid) is client:
+                del self.subscribers[rid]
+        for nid in client.ntf_subscriptions:
+            if self.ntf_subscribers.get(nid) is client:
+                del self.ntf_subscribers[nid]
+        client.subscriptions.clear()
+        client.ntf_subscriptions.clear()
+
+    # ------------------------------------------------------------------ output
+
+    def _send(self, client: Client, items: list[tuple[bytes, bytes, C.Response]]) -> None:
+        if not items or not client.connected:
+            return
+        gen = self.durability.current()
+        version = client.version
+        for corr_id, entity_id, msg in items:
+            command = C.encode_response(msg, version)
+            t = core.encode_transmission(
+                b"", corr_id, entity_id, command, client.session_id, client.implied_session, False
+            )
+            client.outbox.append((gen, t))
+        client.notify()
+
+    def _event(self, client: Client, entity_id: bytes, msg: C.Response) -> None:
+        self._send(client, [(b"", entity_id, msg)])
+
+    def _count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    # ------------------------------------------------------------------ blocks
+
+    def process_block(self, client: Client, block: bytes) -> None:
+        """Handle one decrypted, padded 16 KB block of ``client``."""
+        client.last_received = self.clock()
+        try:
+            parts = core.split_block(block, client.session_id, client.implied_session, client.service_auth)
+        except core.FramingError:
+            self._send(client, [(b"", b"", C.Err(E.BLOCK))])
+            return
+        errors: list[tuple[bytes, bytes, C.Response]] = []
+        pending: list[_Pending] = []
+        requests: list[cauth.AuthRequest] = []
+        owners: list[int] = []  # index into pending for each request
+        for status, auth, service_sig, corr_id, entity_id, command, t_for_auth in parts:
+            if status != core.T_OK:
+                if status == core.T_BAD:
+                    errors.append((b"", b"", C.Err(E.BLOCK)))
+                elif status == core.T_BAD_AUTH:
+                    errors.append((corr_id, b"", C.Err(E.BLOCK)))
+                else:
+                    errors.append((corr_id, b"", C.Err(E.SESSION)))
+                continue
+            try:
+                cmd = C.parse_command(command, client.version)
+            except UnknownTag:
+                errors.append((corr_id, b"", C.Err(E.CMD_UNKNOWN)))
+                continue
+            except ParseError:
+                errors.append((corr_id, b"", C.Err(E.CMD_SYNTAX)))
+                continue
+            cred_error = C.check_credentials(cmd, bool(auth), entity_id)
+            if cred_error is not None:
+                errors.append((corr_id, b"", C.Err(cred_error)))
+                continue
+            item = _Pending(corr_id, entity_id, cmd)
+            verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
+            if verdict is None:
+                owners.append(len(pending))
+                pending.append(item)
+                requests.append(self._request)
+            elif verdict is True:
+                pending.append(item)
+            else:
+                errors.append((corr_id, entity_id, C.Err(verdict)))
+        verified: list[_Pending] = []
+        if requests:
+            results = client.verifier.verify_batch(requests)
+            failed = {owners[i] for i, ok in enumerate(results) if not ok}
+            for i, item in enumerate(pending):
+                if i in failed:
+                    errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                else:
+                    verified.append(item)
+        else:
+            verified = pending
+        # The reference sends the block's verification errors first, as one batch.
+        self._send(client, errors)
+        if verified:
+            responses: list[tuple[bytes, bytes, C.Response]] = []
+            events: list[tuple[bytes, bytes, C.Response]] = []
+            for item in verified:
+                try:
+                    self._execute(client, item, responses, events)
+                except StoreUsageError:
+                    log.exception("store precondition failed")
+                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+                except StoreError:
+                    # The store aborted its whole uncommitted batch: everyone waiting on it
+                    # gets an error from the committer; this command answers INTERNAL.
+                    log.exception("store failure")
+                    self.durability.abort_open()
+                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+            self._send(client, responses + events)
+
+    # ------------------------------------------------------------------ verification
+
+    _request: cauth.AuthRequest  # set by _prepare_verification when it returns None
+
+    def _prepare_verification(
+        self, client: Client, item: _Pending, auth: bytes, service_sig: bytes | None, t_for_auth: bytes
+    ) -> bool | E.ErrorType | None:
+        """Decide what verifies ``item``: None (a request was stored in ``self._request``),
+        True (verified without a key) or the error to answer."""
+        cmd = item.cmd
+        # No service sessions yet: a service signature is never valid here (SERVICE).
+        if service_sig is not None:
+            return E.SERVICE
+        if isinstance(cmd, (C.Subs, C.Nsubs)):
+            return E.SERVICE
+        store = self.store
+        entity = item.entity_id
+        corr_id = item.corr_id
+        party = cmd.PARTY
+        key: object
+        if isinstance(cmd, C.New):
+            key = cmd.rcv_auth_key
+        elif party is C.Party.RECIPIENT:
+            q = store.get_queue(entity)
+            item.queue = q
+            key = None if q is None else list(q.recipient_keys)
+        elif isinstance(cmd, C.Send):
+            q = store.queue_by_sender(entity)
+            item.queue = q
+            if q is not None and q.sender_key is None:
+                return True if not auth else E.AUTH
+            key = None if q is None else q.sender_key
+        elif isinstance(cmd, (C.Skey, C.Lkey)):
+            q = store.queue_by_sender(entity) if isinstance(cmd, C.Skey) else store.queue_by_link(entity)
+            item.queue = q
+            allowed = q is not None and q.queue_mode == "M" and q.sender_key in (None, cmd.key)
+            key = cmd.key if allowed else None
+        elif isinstance(cmd, C.Lget):
+            q = store.queue_by_link(entity)
+            if q is None:
+                self._dummy(client, auth, t_for_auth, corr_id, entity)
+                return E.AUTH
+            item.queue = q
+            return True if _is_contact(q) else E.AUTH
+        elif isinstance(cmd, C.Nsub):
+            q = store.queue_by_notifier(entity)
+            item.queue = q
+            key = None if q is None or q.notifier is None else q.notifier.notifier_key
+        elif isinstance(cmd, C.Ping):
+            return True
+        else:
+            # Proxy commands (v8+) are never parsed at the versions this server announces.
+            return E.CMD_PROHIBITED
+        self._request = cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
+        return None
+
+    def _dummy(self, client: Client, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
+        if auth:
+            client.verifier.verify_batch((cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity),))
+
+    # ------------------------------------------------------------------ execution
+
+    def _execute(self, client: Client, item: _Pending, out: list, events: list) -> None:
+        cmd = item.cmd
+        corr_id, entity = item.corr_id, item.entity_id
+        if isinstance(cmd, C.Ping):
+            out.append((corr_id, b"", C.PONG))
+            return
+        if isinstance(cmd, C.New):
+            out.append((corr_id, entity, self._create_queue(client, cmd, corr_id)))
+            return
+        q = item.queue
+        if q is None:  # verified commands always carry their queue; guard anyway
+            out.append((corr_id, entity, C.Err(E.INTERNAL)))
+            return
+        if isinstance(cmd, C.Send):
+            out.append((corr_id, entity, self._send_message(client, q, cmd)))
+            return
+        if isinstance(cmd, C.Nsub):
+            out.append((corr_id, entity, self._subscribe_notifications(client, q, entity)))
+            return
+        # Everything below goes through the reference's withQueue: blocked queues answer
+        # BLOCKED, except OFF and DEL.
+        if q.status == "blocked" and not isinstance(cmd, (C.Off, C.Del)):
+            out.append((corr_id, entity, C.Err(_blocked_error(q))))
+            return
+        self._touch(q)
+        handler = self._RECIPIENT_HANDLERS.get(type(cmd))
+        if handler is not None:
+            handler(self, client, q, item, out, events)
+            return
+        if isinstance(cmd, C.Skey):
+            out.append((corr_id, entity, self._secure(q, cmd.key, require_mode="M")))
+        elif isinstance(cmd, C.Lkey):
+            result = self._secure(q, cmd.key, require_mode="M")
+            if isinstance(result, C.Ok):
+                result = self._link_response(q, entity)
+            out.append((corr_id, entity, result))
+        elif isinstance(cmd, C.Lget):
+            out.append((corr_id, entity, self._link_response(q, entity)))
+        else:
+            out.append((corr_id, entity, C.Err(E.CMD_PROHIBITED)))
+
+    def _touch(self, q: QueueRecord) -> None:
+        """Keep ``updated_at`` (a day number in seconds) current, at most one write a day."""
+        today = int(self.clock()) // DAY * DAY
+        if q.updated_at != today:
+            q.updated_at = today
+            self.store.update_queue(q)
+            self.durability.wrote()
+
+    # --- NEW
+
+    def _create_queue(self, client: Client, cmd: C.New, corr_id: bytes) -> C.Response:
+        cfg = self.config
+        if not cfg.allow_new_queues or (
+            cfg.create_password is not None and cmd.basic_auth != cfg.create_password
+        ):
+            return C.Err(E.AUTH)
+        try:
+            dh = cmsg.new_queue_dh(cmd.rcv_dh_key)
+            ntf_dh = None if cmd.ntf_creds is None else cmsg.new_queue_dh(cmd.ntf_creds.dh_key)
+        except CryptoError:
+            return C.Err(E.AUTH)
+        qr = cmd.queue_req
+        mode = None if qr is None else qr.mode.value
+        client_sender_id: bytes | None = None
+        link: tuple[bytes, bytes, bytes] | None = None
+        if qr is not None and qr.sender_id is not None:
+            client_sender_id = qr.sender_id
+            if client_sender_id != cauth.sender_id_for(corr_id):
+                return C.Err(E.CMD_PROHIBITED)
+        today = int(self.clock()) // DAY * DAY
+        for _ in range(3):
+            rid = self.random_bytes(ID_SIZE)
+            sid = client_sender_id if client_sender_id is not None else self.random_bytes(ID_SIZE)
+            if qr is not None and qr.link_data is not None:
+                link_id = qr.link_id if qr.link_id is not None else self.random_bytes(ID_SIZE)
+                link = (link_id, qr.link_data.fixed, qr.link_data.user)
+            notifier = None
+            if ntf_dh is not None:
+                notifier = NotifierRecord(self.random_bytes(ID_SIZE), cmd.ntf_creds.auth_key, ntf_dh.box_key)
+            rec = QueueRecord(
+                recipient_id=rid,
+                recipient_keys=[cmd.rcv_auth_key],
+                rcv_dh_secret=dh.box_key,
+                sender_id=sid,
+                queue_mode=mode,
+                link_id=None if link is None else link[0],
+                link_fixed=None if link is None else link[1],
+                link_user=None if link is None else link[2],
+                notifier=notifier,
+                updated_at=today,
+            )
+            if self.store.add_queue(rec):
+                self.durability.wrote()
+                self._count("queues_created")
+                if cmd.subscribe:
+                    client.subscriptions[rid] = Sub()
+                    self._take_subscription(client, rid)
+                return C.Ids(
+                    rid,
+                    sid,
+                    dh.server_public_der,
+                    queue_mode=None if qr is None else qr.mode,
+                    link_id=None if link is None else link[0],
+                    service_id=None,
+                    ntf_creds=None if notifier is None else C.ServerNtfCreds(notifier.notifier_id, ntf_dh.server_public_der),
+                )
+            if client_sender_id is not None or (qr is not None and qr.link_id is not None):
+                return C.Err(E.AUTH)  # client-chosen ids collide: no retry, as the reference
+        return C.Err(E.INTERNAL)
+
+    # --- subscriptions
+
+    def _take_subscription(self, client: Client, rid: bytes) -> None:
+        """Make ``client`` the queue's subscriber; the previous one receives END."""
+        previous = self.subscribers.get(rid)
+        self.subscribers[rid] = client
+        if previous is not None and previous is not client and previous.connected:
+            previous.subscriptions.pop(rid, None)
+            self._event(previous, rid, C.END)
+
+    def _sub(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        rid = q.recipient_id
+        sub = client.subscriptions.get(rid)
+        if sub is None:
+            sub = client.subscriptions[rid] = Sub()
+            self._take_subscription(client, rid)
+        elif sub.prohibited:
+            out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
+            return
+        else:
+            sub.delivered = None
+        out.append((item.corr_id, item.entity_id, C.Sok(None)))
+        msg = self.store.peek_message(rid)
+        if msg is not None:
+            sub.delivered = msg.msg_id
+            events.append((b"", rid, self._msg(q, msg)))
+
+    def _get(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        rid = q.recipient_id
+        sub = client.subscriptions.get(rid)
+        if sub is None:
+            sub = client.subscriptions[rid] = Sub(prohibited=True)
+        elif not sub.prohibited:
+            out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
+            return
+        msg = self.store.peek_message(rid)
+        if msg is None:
+            sub.delivered = None
+            out.append((item.corr_id, item.entity_id, C.OK))
+        else:
+            sub.delivered = msg.msg_id
+            out.append((item.corr_id, item.entity_id, self._msg(q, msg)))
+
+    def _ack(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        rid = q.recipient_id
+        msg_id = item.cmd.msg_id
+        sub = client.subscriptions.get(rid)
+        if sub is None or sub.delivered is None or (msg_id and msg_id != sub.delivered):
+            out.append((item.corr_id, item.entity_id, C.Err(E.NO_MSG)))
+            return
+        target = sub.delivered if not msg_id else msg_id
+        sub.delivered = None
+        if self.store.delete_message(rid, target):
+            self.durability.wrote()
+            self._count("messages_received")
+        if sub.prohibited:
+            out.append((item.corr_id, item.entity_id, C.OK))
+            return
+        nxt = self.store.peek_message(rid)
+        if nxt is None:
+            out.append((item.corr_id, item.entity_id, C.OK))
+        else:
+            sub.delivered = nxt.msg_id
+            out.append((item.corr_id, item.entity_id, self._msg(q, nxt)))
+
+    def _msg(self, q: QueueRecord, msg: StoredMessage) -> C.Msg:
+        if msg.is_quota:
+            body = cmsg.encode_rcv_msg_quota(msg.ts)
+        else:
+            body = cmsg.encode_rcv_msg_body(msg.ts, msg.notification, msg.body)
+        return C.Msg(msg.msg_id, cmsg.encrypt_rcv_msg(q.rcv_dh_secret, msg.msg_id, body))
+
+    # --- queue management
+
+    def _secure(self, q: QueueRecord, key: bytes, require_mode: str | None = None) -> C.Response:
+        if require_mode is not None and q.queue_mode != require_mode:
+            return C.Err(E.AUTH)
+        if q.sender_key is not None:
+            return C.OK if q.sender_key == key else C.Err(E.AUTH)
+        q.sender_key = key
+        self.store.update_queue(q)
+        self.durability.wrote()
+        return C.OK
+
+    def _key(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        out.append((item.corr_id, item.entity_id, self._secure(q, item.cmd.key)))
+
+    def _rkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        if q.queue_mode != "C":
+            out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+            return
+        q.recipient_keys = list(item.cmd.keys)
+        self.store.update_queue(q)
+        self.durability.wrote()
+        out.append((item.corr_id, item.entity_id, C.OK))
+
+    def _lset(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        cmd = item.cmd
+        if _is_secured_messaging(q) or (q.link_id is not None and q.link_id != cmd.link_id):
+            result: C.Response = C.Err(E.AUTH)
+        elif q.link_id is not None and q.link_fixed != cmd.data.fixed:
+            result = C.Err(E.AUTH)
+        else:
+            q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed, cmd.data.user
+            self.store.update_queue(q)
+            self.durability.wrote()
+            result = C.OK
+        out.append((item.corr_id, item.entity_id, result))
+
+    def _ldel(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        if q.link_id is not None:
+            q.link_id = q.link_fixed = q.link_user = None
+            self.store.update_queue(q)
+            self.durability.wrote()
+        out.append((item.corr_id, item.entity_id, C.OK))
+
+    def _link_response(self, q: QueueRecord, link_id: bytes) -> C.Response:
+        if q.link_id is None or q.link_id != link_id:
+            return C.Err(E.AUTH)
+        return C.Lnk(q.sender_id, C.QueueLinkData(q.link_fixed, q.link_user))
+
+    def _nkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        cmd = item.cmd
+        try:
+            dh = cmsg.new_queue_dh(cmd.dh_key)
+        except CryptoError:
+            out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+            return
+        old = q.notifier
+        for _ in range(3):
+            nid = self.random_bytes(ID_SIZE)
+            if self.store.queue_by_notifier(nid) is not None:
+                continue
+            q.notifier = NotifierRecord(nid, cmd.auth_key, dh.box_key)
+            self.store.update_queue(q)
+            self.durability.wrote()
+            if old is not None:
+                self._notifier_gone(client, old.notifier_id)
+            out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
+            return
+        out.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+
+    def _ndel(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        old = q.notifier
+        if old is not None:
+            q.notifier = None
+            self.store.update_queue(q)
+            self.durability.wrote()
+            self._notifier_gone(client, old.notifier_id)
+        out.append((item.corr_id, item.entity_id, C.OK))
+
+    def _notifier_gone(self, client: Client, nid: bytes) -> None:
+        self.notifications.pop(nid, None)
+        subscriber = self.ntf_subscribers.pop(nid, None)
+        if subscriber is not None:
+            subscriber.ntf_subscriptions.discard(nid)
+            if subscriber is not client and subscriber.connected:
+                self._event(subscriber, nid, C.DELD)
+
+    def _off(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        if q.status != "off":
+            q.status = "off"
+            q.blocked_info = None
+            self.store.update_queue(q)
+            self.durability.wrote()
+        out.append((item.corr_id, item.entity_id, C.OK))
+
+    def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        rid = q.recipient_id
+        self.store.delete_queue(rid)
+        self.durability.wrote()
+        self._count("queues_deleted")
+        client.subscriptions.pop(rid, None)
+        subscriber = self.subscribers.pop(rid, None)
+        if subscriber is not None and subscriber is not client:
+            subscriber.subscriptions.pop(rid, None)
+            if subscriber.connected:
+                self._event(subscriber, rid, C.DELD)
+        if q.notifier is not None:
+            self._notifier_gone(client, q.notifier.notifier_id)
+        out.append((item.corr_id, item.entity_id, C.OK))
+
+    def _que(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        rid = q.recipient_id
+        info: dict = {"qiSnd": q.sender_key is not None, "qiNtf": q.notifier is not None}
+        sub = client.subscriptions.get(rid)
+        if sub is not None:
+            qsub: dict = {"qSubThread": "prohibitSub" if sub.prohibited else "noSub"}
+            if sub.delivered is not None:
+                qsub["qDelivered"] = base64.b64encode(sub.delivered).decode()
+            info["qiSub"] = qsub
+        info["qiSize"] = self.store.message_count(rid)
+        head = self.store.peek_message(rid)
+        if head is not None:
+            ts = datetime.datetime.fromtimestamp(head.ts, datetime.timezone.utc)
+            info["qiMsg"] = {
+                "msgId": base64.b64encode(head.msg_id).decode(),
+                "msgTs": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "msgType": "quota" if head.is_quota else "message",
+            }
+        out.append((item.corr_id, item.entity_id, C.Info(json.dumps(info, separators=(",", ":")).encode())))
+
+    _RECIPIENT_HANDLERS: dict[type, Callable] = {}
+
+    # --- SEND
+
+    def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
+        if len(cmd.body) > V.max_message_length(client.version):
+            return C.Err(E.LARGE_MSG)
+        if q.status == "off":
+            return C.Err(E.AUTH)
+        if q.status == "blocked":
+            return C.Err(_blocked_error(q))
+        self._touch(q)
+        rid = q.recipient_id
+        if q.link_id is not None and _is_secured_messaging(q):
+            q.link_id = q.link_fixed = q.link_user = None
+            self.store.update_queue(q)
+        now = self.clock()
+        if self.config.expire_on_send and self.config.message_ttl is not None:
+            self.store.expire_messages(rid, int(now) - self.config.message_ttl)
+        msg = StoredMessage(self.random_bytes(ID_SIZE), int(now), cmd.flags.notification, cmd.body)
+        result = self.store.write_message(rid, msg, self.config.quota)
+        self.durability.wrote()
+        if not result.stored:
+            self._count("messages_quota")
+            return C.Err(E.QUOTA)
+        self._count("messages_sent")
+        if result.was_empty:
+            self._deliver(rid, q, msg)
+        if cmd.flags.notification and q.notifier is not None:
+            self._notify(q.notifier, msg)
+        return C.OK
+
+    def _deliver(self, rid: bytes, q: QueueRecord, msg: StoredMessage) -> None:
+        """Push a message that arrived in an empty queue to its subscriber, if idle."""
+        subscriber = self.subscribers.get(rid)
+        if subscriber is None or not subscriber.connected:
+            return
+        sub = subscriber.subscriptions.get(rid)
+        if sub is None or sub.prohibited or sub.delivered is not None:
+            return
+        sub.delivered = msg.msg_id
+        self._event(subscriber, rid, self._msg(q, msg))
+
+    # --- notifications
+
+    def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
+        nonce, enc = cmsg.encrypt_ntf_meta(notifier.ntf_dh_secret, msg.msg_id, msg.ts)
+        self.notifications.setdefault(notifier.notifier_id, []).append((msg.msg_id, msg.ts, nonce, enc))
+
+    def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
+        if q.notifier is None or q.notifier.notifier_id != nid:
+            return C.Err(E.INTERNAL)
+        if nid not in client.ntf_subscriptions:
+            client.ntf_subscriptions.add(nid)
+            previous = self.ntf_subscribers.get(nid)
+            self.ntf_subscribers[nid] = client
+            if previous is not None and previous is not client and previous.connected:
+                previous.ntf_subscriptions.discard(nid)
+                self._event(previous, nid, C.END)
+        return C.Sok(None)
+
+    def deliver_notifications(self) -> int:
+        """Send stored notifications to their subscribers (the reference does this every
+        1.5 s). Returns how many were sent."""
+        sent = 0
+        for nid, client in list(self.ntf_subscribers.items()):
+            pending = self.notifications.pop(nid, None)
+            if not pending:
+                continue
+            self._send(client, [(b"", nid, C.Nmsg(nonce, enc)) for _, _, nonce, enc in pending])
+            sent += len(pending)
+        return sent
+
+    def expire_notifications(self, now: float | None = None) -> int:
+        cutoff = (self.clock() if now is None else now) - self.config.ntf_ttl
+        removed = 0
+        for nid in list(self.notifications):
+            kept = [n for n in self.notifications[nid] if n[1] >= cutoff]
+            removed += len(self.notifications[nid]) - len(kept)
+            if kept:
+                self.notifications[nid] = kept
+            else:
+                del self.notifications[nid]
+        return removed
+
+
+Broker._RECIPIENT_HANDLERS = {
+    C.Sub: Broker._sub,
+    C.Get: Broker._get,
+    C.Ack: Broker._ack,
+    C.Key: Broker._key,
+    C.Rkey: Broker._rkey,
+    C.Lset: Broker._lset,
+    C.Ldel: Broker._ldel,
+    C.Nkey: Broker._nkey,
+    C.Ndel: Broker._ndel,
+    C.Off: Broker._off,
+    C.Del: Broker._del,
+    C.Que: Broker._que,
+}
+
+
+def _is_contact(q: QueueRecord) -> bool:
+    if q.queue_mode == "M":
+        return False
+    if q.queue_mode == "C":
+        return True
+    return q.sender_key is None  # pre-SKEY contact addresses
+
+
+def _is_secured_messaging(q: QueueRecord) -> bool:
+    return q.queue_mode != "C" and q.sender_key is not None
+
+
+def _blocked_error(q: QueueRecord) -> E.ErrorType:
+    try:
+        return E.parse_error_type(b"BLOCKED " + (q.blocked_info or b"reason=spam"))
+    except ParseError:
+        return E.BLOCKED_SPAM

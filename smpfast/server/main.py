@@ -1,0 +1,208 @@
+"""The server process: store, broker, group committer, listeners and background tasks.
+
+``run(config)`` serves in the foreground until SIGINT or SIGTERM, then stops accepting,
+lets in-flight commits finish, closes the connections and returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+import trio
+
+from ..config import Config
+from ..credentials import load_server_credentials
+from ..store import Store
+from ..transport import serve_blocks, server_context
+from .broker import Broker, BrokerConfig
+from .committer import GroupCommitter
+from .connection import Connection, Identity
+
+log = logging.getLogger("smpfast.server")
+
+EXPIRE_CHECK_INTERVAL = 7200.0
+NTF_DELIVERY_INTERVAL = 1.5
+NTF_EXPIRE_INTERVAL = 3600.0
+EXPIRE_STEP_BUDGET = 5000
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    """What the running server needs besides the store and credentials."""
+
+    bind: str | None = "127.0.0.1"
+    ports: tuple[int, ...] = (5223,)
+    commit_interval: float = 0.002
+    expire_messages_on_start: bool = True
+    inactive_ttl: float | None = 21600.0  # seconds; None disables the check
+    inactive_check_interval: float = 3600.0
+    handshake_timeout: float = 120.0
+    tls_handshake_timeout: float = 60.0
+
+
+class Server:
+    """Everything that serves one store; usable in-process (tests, the traffic tool)."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: Identity,
+        ssl_context,
+        broker_config: BrokerConfig | None = None,
+        settings: ServerSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.ssl_context = ssl_context
+        self.settings = settings or ServerSettings()
+        self.committer = GroupCommitter(store, self.settings.commit_interval)
+        self.broker = Broker(store, broker_config, self.committer)
+        self.connections: set[Connection] = set()
+        self.ports: list[int] = []
+        self._stop = trio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
+        s = self.settings
+        async with trio.open_nursery() as background:
+            background.start_soon(self.committer.run)
+            background.start_soon(self._deliver_notifications)
+            background.start_soon(self._expire_messages)
+            if s.inactive_ttl is not None:
+                background.start_soon(self._expire_inactive_clients)
+            async with trio.open_nursery() as connections:
+                ports = []
+                for port in s.ports:
+                    listeners = await connections.start(
+                        lambda task_status, port=port: serve_blocks(
+                            self._handle,
+                            port,
+                            self.ssl_context,
+                            host=s.bind,
+                            handshake_timeout=s.tls_handshake_timeout,
+                            task_status=task_status,
+                        )
+                    )
+                    ports.append(listeners[0].socket.getsockname()[1])
+                self.ports = ports
+                task_status.started(ports)
+                await self._stop.wait()
+                # Stop accepting and reading; what was processed is committed below.
+                connections.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self.committer.flush()
+            background.cancel_scope.cancel()
+
+    async def _handle(self, conn) -> None:
+        connection = Connection(conn, self.broker, self.committer, self.identity, self.settings.handshake_timeout)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        except trio.Cancelled:
+            raise
+        except Exception:
+            # A bug must cost one connection, never the server.
+            log.exception("connection failed")
+        finally:
+            self.connections.discard(connection)
+
+    async def _deliver_notifications(self) -> None:
+        last_expiry = time.monotonic()
+        while True:
+            await trio.sleep(NTF_DELIVERY_INTERVAL)
+            self.broker.deliver_notifications()
+            if time.monotonic() - last_expiry > NTF_EXPIRE_INTERVAL:
+                self.broker.expire_notifications()
+                last_expiry = time.monotonic()
+
+    async def _expire_messages(self) -> None:
+        ttl = self.broker.config.message_ttl
+        if ttl is None:
+            return
+        if not self.settings.expire_messages_on_start:
+            await trio.sleep(EXPIRE_CHECK_INTERVAL)
+        while True:
+            # Bounded steps, each its own commit, so expiry never stalls the server.
+            while True:
+                self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                self.committer.wrote()
+                await trio.sleep(0)
+                if self.store.expire_pass_complete:
+                    break
+            await trio.sleep(EXPIRE_CHECK_INTERVAL)
+
+    async def _expire_inactive_clients(self) -> None:
+        s = self.settings
+        while True:
+            await trio.sleep(s.inactive_check_interval)
+            cutoff = self.broker.clock() - s.inactive_ttl
+            for connection in list(self.connections):
+                client = connection.client
+                if client is None or client.has_subscriptions:
+                    continue
+                if max(client.last_received, client.last_sent) < cutoff:
+                    await connection.conn.aclose()
+
+
+def build_server(config: Config) -> tuple[Server, str]:
+    """Open the store and credentials named by ``config``; returns the server and its
+    address line."""
+    from ..store.lmdb import LMDBStore
+    from ..transport.tls import server_context
+
+    creds = load_server_credentials(config.config_dir)
+    files = config.files
+    ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
+    sc = config.store
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, durability=sc.durability)
+    sl = config.store_log
+    broker_config = BrokerConfig(
+        allow_new_queues=config.auth.new_queues,
+        create_password=None if config.auth.create_password is None else config.auth.create_password.encode(),
+        message_ttl=sl.message_ttl_seconds,
+        expire_on_send=sl.expire_messages_on_send,
+        ntf_ttl=sl.notification_ttl_seconds,
+    )
+    ic = config.inactive_clients
+    settings = ServerSettings(
+        bind=config.transport.bind,
+        ports=tuple(config.transport.port),
+        commit_interval=sc.commit_interval_ms / 1000.0,
+        expire_messages_on_start=sl.expire_messages_on_start,
+        inactive_ttl=float(ic.ttl) if ic.disconnect else None,
+        inactive_check_interval=float(ic.check_interval),
+    )
+    identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
+    return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
+
+
+def run(config: Config) -> int:
+    """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server, address = build_server(config)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(server.serve)
+            bind = server.settings.bind or "*"
+            log.info("smpfast serving on %s port(s) %s", bind, ",".join(map(str, ports)))
+            print(f"Server address: {address}", flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s, stopping", signal.Signals(signum).name)
+                    server.stop()
+                    break
+
+    try:
+        trio.run(main)
+    finally:
+        server.store.close()
+    log.info("stopped")
+    return 0
+
