@@ -1,0 +1,174 @@
+"""The store interfaces: QueueStore (queue records and their id indexes), MessageStore
+(per-queue message lists with the reference's quota rule) and Store (both, plus transaction
+control). LMDBStore and MemoryStore implement Store with the same observable behaviour."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+
+from .records import QueueRecord, StoredMessage
+
+DEFAULT_QUOTA = 128  # the reference's msgQueueQuota
+
+
+class WriteResult(enum.Enum):
+    """The outcome of write_message (the reference's writeMsg)."""
+
+    STORED = "stored"  # appended to a queue that already had messages
+    STORED_EMPTY = "stored_empty"  # appended to an empty queue: the broker may push it now
+    QUOTA = "quota"  # the quota marker was appended instead; answer ERR QUOTA
+    FULL = "full"  # over quota and not yet emptied: nothing stored; answer ERR QUOTA
+
+    @property
+    def stored(self) -> bool:
+        return self is WriteResult.STORED or self is WriteResult.STORED_EMPTY
+
+    @property
+    def was_empty(self) -> bool:
+        return self is WriteResult.STORED_EMPTY
+
+
+class QueueStore(ABC):
+    """Queue records keyed by recipient id, with sender, notifier and link id indexes."""
+
+    @abstractmethod
+    def get_queue(self, rid: bytes) -> QueueRecord | None:
+        """The record of queue ``rid`` (a fresh copy), or None."""
+
+    @abstractmethod
+    def queue_by_sender(self, sid: bytes) -> QueueRecord | None: ...
+
+    @abstractmethod
+    def queue_by_notifier(self, nid: bytes) -> QueueRecord | None: ...
+
+    @abstractmethod
+    def queue_by_link(self, link_id: bytes) -> QueueRecord | None: ...
+
+    @abstractmethod
+    def add_queue(self, rec: QueueRecord) -> bool:
+        """Store a new queue. False (nothing written) if its recipient id, sender id, notifier id
+        or link id is already in use. RecordError (nothing written) for an invalid record."""
+
+    @abstractmethod
+    def update_queue(self, rec: QueueRecord) -> None:
+        """Rewrite the record of ``rec.recipient_id``, moving the sender/notifier/link indexes
+        when those ids change. QueueNotFound if there is no such queue; DuplicateIdError if a new
+        id belongs to another queue; RecordError for an invalid record (nothing written)."""
+
+    @abstractmethod
+    def delete_queue(self, rid: bytes) -> QueueRecord | None:
+        """Remove the queue, its indexes and all its messages; its old record, or None."""
+
+    @abstractmethod
+    def queue_count(self) -> int: ...
+
+    @abstractmethod
+    def notifier_count(self) -> int:
+        """Queues with a notifier (the reference's notifierCount statistic)."""
+
+
+class MessageStore(ABC):
+    """Per-queue FIFO of messages, ending at most in one quota marker."""
+
+    @abstractmethod
+    def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
+        """Append ``msg`` following the reference's writeMsg rule (spec/semantics.md §5):
+
+        - over quota (a marker was written) and the queue not empty yet -> FULL, nothing stored;
+        - otherwise, if the queue holds fewer than ``quota`` entries (marker included) -> the
+          message is appended: STORED_EMPTY if the queue was empty, else STORED;
+        - otherwise a quota marker with msg's id and ts is appended, the queue is over quota
+          until it is empty again -> QUOTA.
+        QueueNotFound if ``rid`` names no queue; RecordError for an invalid message."""
+
+    @abstractmethod
+    def peek_message(self, rid: bytes) -> StoredMessage | None:
+        """The head of the queue (message or quota marker), or None if empty/unknown."""
+
+    @abstractmethod
+    def delete_message(self, rid: bytes, msg_id: bytes) -> bool:
+        """Delete the head if its id is ``msg_id`` (reference tryDelMsg); True if deleted."""
+
+    @abstractmethod
+    def message_count(self, rid: bytes) -> int:
+        """Entries in the queue, the quota marker included (the reference's queue size)."""
+
+    @abstractmethod
+    def stored_message_count(self) -> int:
+        """Entries (messages and quota markers) in all queues together."""
+
+    @abstractmethod
+    def expire_messages(self, rid: bytes, older_than: int) -> int:
+        """Delete messages with ts < older_than from the head, stopping at the first newer
+        message or at a quota marker (never deleted by expiry). Returns how many."""
+
+
+class Store(QueueStore, MessageStore):
+    """Queue and message store with one lazily opened write transaction.
+
+    Every read and mutation runs in the current write transaction (reads see its uncommitted
+    writes). commit() ends it without fsync; sync() makes everything committed so far durable
+    and may run in a worker thread while this thread goes on mutating in a new transaction.
+    If a mutation fails inside the engine, the whole uncommitted batch is aborted and StoreError
+    (StoreFullError when the map is full) is raised; usage errors (StoreUsageError) are raised
+    before anything is written and leave the batch alone.
+    """
+
+    # Set by expire_all: True when the last call reached the end of the queue space (the
+    # next call starts a new pass from the first queue).
+    expire_pass_complete: bool = False
+    _expire_cursor: bytes | None = None
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Commit the current transaction, without fsync. No-op if none is open."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard every uncommitted change. No-op if no transaction is open."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make every committed transaction durable (fsync, unless durability='none').
+        Safe to call from another thread while this store keeps being used."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Abort the uncommitted batch and release the store."""
+
+    @abstractmethod
+    def _nonempty_after(self, cursor: bytes | None, limit: int) -> tuple[list[bytes], bool]:
+        """Up to ``limit`` recipient ids of non-empty queues, ascending, all > cursor
+        (from the start if cursor is None), and whether the list reaches the last one."""
+
+    def expire_all(self, older_than: int, budget: int) -> int:
+        """One bounded step of the background expiry scan over all non-empty queues.
+
+        Continues after the queue where the previous call stopped, in recipient-id order. Each
+        queue examined costs one unit of ``budget`` and each deleted message one more; a queue
+        is always finished once started, so a call may go over budget by at most one queue's
+        messages. Returns the number of messages deleted. Sets ``expire_pass_complete``."""
+        if budget <= 0:
+            return 0
+        rids, at_end = self._nonempty_after(self._expire_cursor, budget)
+        work = 0
+        deleted = 0
+        for rid in rids:
+            if work >= budget:
+                at_end = False
+                break
+            n = self.expire_messages(rid, older_than)
+            work += 1 + n
+            deleted += n
+            self._expire_cursor = rid
+        if at_end:
+            self._expire_cursor = None
+        self.expire_pass_complete = at_end
+        return deleted
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

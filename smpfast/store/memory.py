@@ -1,0 +1,226 @@
+"""MemoryStore: the Store interface on dicts and deques, for tests and as the model the LMDB
+store is checked against. Nothing survives close(). abort() undoes every change since the last
+commit() through an undo log, so batch semantics match LMDBStore."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+
+from .base import DEFAULT_QUOTA, Store, WriteResult
+from .errors import DuplicateIdError, QueueNotFound, StoreError
+from .records import QueueRecord, StoredMessage, copy_queue, encode_message, encode_queue, quota_marker
+
+_MISSING = object()
+
+
+class MemoryStore(Store):
+    def __init__(self, durability: str = "none") -> None:
+        if durability not in ("fsync", "none"):
+            raise ValueError("durability must be 'fsync' or 'none'")
+        self._queues: dict[bytes, QueueRecord] = {}
+        self._senders: dict[bytes, bytes] = {}
+        self._notifiers: dict[bytes, bytes] = {}
+        self._links: dict[bytes, bytes] = {}
+        self._msgs: dict[bytes, deque[StoredMessage]] = {}  # non-empty queues only
+        self._over_quota: dict[bytes, bool] = {}  # non-empty queues that hit the quota
+        self._undo: list[Callable[[], None]] = []
+        self._closed = False
+
+    # --- undo log -------------------------------------------------------------------------
+
+    def _set(self, d: dict, k: bytes, v: object) -> None:
+        prev = d.get(k, _MISSING)
+        d[k] = v
+        self._undo.append(lambda: d.__setitem__(k, prev) if prev is not _MISSING else d.pop(k, None))
+
+    def _del(self, d: dict, k: bytes) -> None:
+        prev = d.pop(k, _MISSING)
+        if prev is not _MISSING:
+            self._undo.append(lambda: d.__setitem__(k, prev))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    # --- queues ---------------------------------------------------------------------------
+
+    def get_queue(self, rid: bytes) -> QueueRecord | None:
+        self._check_open()
+        rec = self._queues.get(rid)
+        return None if rec is None else copy_queue(rec)
+
+    def _by_index(self, index: dict[bytes, bytes], key: bytes) -> QueueRecord | None:
+        self._check_open()
+        rid = index.get(key)
+        return None if rid is None else self.get_queue(rid)
+
+    def queue_by_sender(self, sid: bytes) -> QueueRecord | None:
+        return self._by_index(self._senders, sid)
+
+    def queue_by_notifier(self, nid: bytes) -> QueueRecord | None:
+        return self._by_index(self._notifiers, nid)
+
+    def queue_by_link(self, link_id: bytes) -> QueueRecord | None:
+        return self._by_index(self._links, link_id)
+
+    def add_queue(self, rec: QueueRecord) -> bool:
+        self._check_open()
+        encode_queue(rec)  # validates: RecordError before anything changes
+        rid = rec.recipient_id
+        if (
+            rid in self._queues
+            or rec.sender_id in self._senders
+            or (rec.notifier is not None and rec.notifier.notifier_id in self._notifiers)
+            or (rec.link_id is not None and rec.link_id in self._links)
+        ):
+            return False
+        self._set(self._queues, rid, copy_queue(rec))
+        self._set(self._senders, rec.sender_id, rid)
+        if rec.notifier is not None:
+            self._set(self._notifiers, rec.notifier.notifier_id, rid)
+        if rec.link_id is not None:
+            self._set(self._links, rec.link_id, rid)
+        return True
+
+    def update_queue(self, rec: QueueRecord) -> None:
+        self._check_open()
+        encode_queue(rec)
+        rid = rec.recipient_id
+        old = self._queues.get(rid)
+        if old is None:
+            raise QueueNotFound(rid.hex())
+        moves = []
+        old_nid = old.notifier.notifier_id if old.notifier is not None else None
+        new_nid = rec.notifier.notifier_id if rec.notifier is not None else None
+        for index, old_id, new_id in (
+            (self._senders, old.sender_id, rec.sender_id),
+            (self._notifiers, old_nid, new_nid),
+            (self._links, old.link_id, rec.link_id),
+        ):
+            if old_id != new_id:
+                if new_id is not None and index.get(new_id, rid) != rid:
+                    raise DuplicateIdError(f"id {new_id.hex()} belongs to another queue")
+                moves.append((index, old_id, new_id))
+        for index, old_id, new_id in moves:
+            if old_id is not None:
+                self._del(index, old_id)
+            if new_id is not None:
+                self._set(index, new_id, rid)
+        self._set(self._queues, rid, copy_queue(rec))
+
+    def delete_queue(self, rid: bytes) -> QueueRecord | None:
+        self._check_open()
+        old = self._queues.get(rid)
+        if old is None:
+            return None
+        self._del(self._queues, rid)
+        self._del(self._senders, old.sender_id)
+        if old.notifier is not None:
+            self._del(self._notifiers, old.notifier.notifier_id)
+        if old.link_id is not None:
+            self._del(self._links, old.link_id)
+        self._del(self._msgs, rid)
+        self._del(self._over_quota, rid)
+        return copy_queue(old)
+
+    def queue_count(self) -> int:
+        self._check_open()
+        return len(self._queues)
+
+    def notifier_count(self) -> int:
+        self._check_open()
+        return len(self._notifiers)
+
+    # --- messages -------------------------------------------------------------------------
+
+    def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
+        self._check_open()
+        encode_message(msg)
+        q = self._msgs.get(rid)
+        if q is None:
+            if rid not in self._queues:
+                raise QueueNotFound(rid.hex())
+            q = deque()
+            self._set(self._msgs, rid, q)
+            self._del(self._over_quota, rid)  # an empty queue accepts writes again
+            size = 0
+        else:
+            if rid in self._over_quota:
+                return WriteResult.FULL
+            size = len(q)
+        if size < quota:
+            item = replace(msg)
+            result = WriteResult.STORED_EMPTY if size == 0 else WriteResult.STORED
+        else:
+            item = quota_marker(msg.msg_id, msg.ts)
+            self._set(self._over_quota, rid, True)
+            result = WriteResult.QUOTA
+        q.append(item)
+        self._undo.append(q.pop)
+        return result
+
+    def peek_message(self, rid: bytes) -> StoredMessage | None:
+        self._check_open()
+        q = self._msgs.get(rid)
+        return None if q is None else replace(q[0])
+
+    def _pop_head(self, rid: bytes, q: deque[StoredMessage]) -> None:
+        head = q.popleft()
+        self._undo.append(lambda: q.appendleft(head))
+        if not q:
+            self._del(self._msgs, rid)
+            self._del(self._over_quota, rid)
+
+    def delete_message(self, rid: bytes, msg_id: bytes) -> bool:
+        self._check_open()
+        q = self._msgs.get(rid)
+        if q is None or q[0].msg_id != msg_id:
+            return False
+        self._pop_head(rid, q)
+        return True
+
+    def message_count(self, rid: bytes) -> int:
+        self._check_open()
+        q = self._msgs.get(rid)
+        return 0 if q is None else len(q)
+
+    def stored_message_count(self) -> int:
+        self._check_open()
+        return sum(len(q) for q in self._msgs.values())
+
+    def expire_messages(self, rid: bytes, older_than: int) -> int:
+        self._check_open()
+        q = self._msgs.get(rid)
+        n = 0
+        while q:
+            head = q[0]
+            if head.is_quota or head.ts >= older_than:
+                break
+            self._pop_head(rid, q)
+            n += 1
+        return n
+
+    def _nonempty_after(self, cursor: bytes | None, limit: int) -> tuple[list[bytes], bool]:
+        rids = sorted(r for r in self._msgs if cursor is None or r > cursor)
+        return rids[:limit], len(rids) <= limit
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def commit(self) -> None:
+        self._check_open()
+        self._undo.clear()
+
+    def abort(self) -> None:
+        undo = self._undo
+        while undo:
+            undo.pop()()
+
+    def sync(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if not self._closed:
+            self.abort()
+            self._closed = True
