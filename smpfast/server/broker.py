@@ -393,11 +393,11 @@ class Broker:
                 link = (link_id, qr.link_data.fixed, qr.link_data.user)
             notifier = None
             if ntf_dh is not None:
-                notifier = NotifierRecord(self.random_bytes(ID_SIZE), cmd.ntf_creds.auth_key, ntf_dh.box_key)
+                notifier = NotifierRecord(self.random_bytes(ID_SIZE), cmd.ntf_creds.auth_key, ntf_dh.secret)
             rec = QueueRecord(
                 recipient_id=rid,
                 recipient_keys=[cmd.rcv_auth_key],
-                rcv_dh_secret=dh.box_key,
+                rcv_dh_secret=dh.secret,
                 sender_id=sid,
                 queue_mode=mode,
                 link_id=None if link is None else link[0],
@@ -495,7 +495,7 @@ class Broker:
             body = cmsg.encode_rcv_msg_quota(msg.ts)
         else:
             body = cmsg.encode_rcv_msg_body(msg.ts, msg.notification, msg.body)
-        return C.Msg(msg.msg_id, cmsg.encrypt_rcv_msg(q.rcv_dh_secret, msg.msg_id, body))
+        return C.Msg(msg.msg_id, cmsg.encrypt_rcv_msg(cmsg.precompute(q.rcv_dh_secret), msg.msg_id, body))
 
     # --- queue management
 
@@ -558,7 +558,7 @@ class Broker:
             nid = self.random_bytes(ID_SIZE)
             if self.store.queue_by_notifier(nid) is not None:
                 continue
-            q.notifier = NotifierRecord(nid, cmd.auth_key, dh.box_key)
+            q.notifier = NotifierRecord(nid, cmd.auth_key, dh.secret)
             self.store.update_queue(q)
             self.durability.wrote()
             if old is not None:
@@ -673,7 +673,7 @@ class Broker:
     # --- notifications
 
     def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
-        nonce, enc = cmsg.encrypt_ntf_meta(notifier.ntf_dh_secret, msg.msg_id, msg.ts)
+        nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
         self.notifications.setdefault(notifier.notifier_id, []).append((msg.msg_id, msg.ts, nonce, enc))
 
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:

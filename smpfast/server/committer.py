@@ -28,6 +28,7 @@ class GroupCommitter:
         self.max_writes = max_writes
         self._open = 1  # generation of the transaction now accepting writes
         self._durable = 0  # highest generation known to be on disk
+        self._committing = 0  # highest generation handed to the store's commit
         self._failed: set[int] = set()
         self._writes = 0
         self._dirty = trio.Event()
@@ -49,7 +50,7 @@ class GroupCommitter:
 
     def current(self) -> int:
         """The generation whose commit makes everything visible now durable."""
-        return self._open if self._writes else self._durable
+        return self._open if self._writes else max(self._durable, self._committing)
 
     def abort_open(self) -> None:
         """The open transaction failed (the store aborted it): fail its waiters."""
@@ -82,6 +83,7 @@ class GroupCommitter:
             self._dirty = trio.Event()
             return
         generation = self._open
+        self._committing = generation
         self._open += 1
         self._writes = 0
         self._dirty = trio.Event()

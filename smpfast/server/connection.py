@@ -18,7 +18,7 @@ import trio
 from .. import _core as core
 from ..crypto import session_key
 from ..crypto.blockcrypt import server_block_ciphers
-from ..crypto.keys import Alg, PublicKey
+from ..crypto.keys import Alg, PublicKey, x25519_dh
 from ..protocol import versions as V
 from ..protocol.commands import CertChainPubKey
 from ..protocol.errors import ParseError
@@ -106,7 +106,7 @@ class Connection:
                 return None
             version = hello.version
             if version >= V.ENCRYPTED_BLOCK and hello.client_key is not None and not hello.proxy_server:
-                secret = core.x25519(session_private, hello.client_key[-32:])
+                secret = x25519_dh(session_private, hello.client_key[-32:])
                 self._encrypt, self._decrypt = server_block_ciphers(session_id, secret)
             self.client = Client(
                 version=version,

@@ -6,7 +6,8 @@ Records (records.py, fixed versioned binary layouts documented there):
   QueueRecord(recipient_id, recipient_keys, rcv_dh_secret, sender_id, sender_key=None,
               queue_mode=None, link_id=None, link_fixed=None, link_user=None, notifier=None,
               status='active', blocked_info=None, updated_at=0, rcv_service_id=None)
-      recipient_keys: non-empty list of SPKI DER keys; rcv_dh_secret: 32-byte box key;
+      recipient_keys: non-empty list of SPKI DER keys; rcv_dh_secret: the raw 32-byte X25519 secret
+      (as the reference stores it; crypto.message.precompute gives the box key);
       queue_mode: 'M' | 'C' | None; link fields all set or all None; status 'active' | 'off' |
       'blocked' with blocked_info (BlockingInfo text) set exactly when 'blocked';
       updated_at: unix SECONDS rounded down to a day (multiple of 86400, the reference's
