@@ -78,7 +78,7 @@ class NotifierRecord:
 
     notifier_id: bytes
     notifier_key: bytes  # SPKI DER
-    ntf_dh_secret: bytes  # 32-byte precomputed box key
+    ntf_dh_secret: bytes  # raw 32-byte X25519 secret (box key: crypto.message.precompute)
     ntf_service_id: bytes | None = None
 
 
@@ -88,7 +88,7 @@ class QueueRecord:
 
     recipient_id: bytes
     recipient_keys: list[bytes]  # SPKI DER, non-empty
-    rcv_dh_secret: bytes  # 32-byte precomputed box key
+    rcv_dh_secret: bytes  # raw 32-byte X25519 secret (box key: crypto.message.precompute)
     sender_id: bytes
     sender_key: bytes | None = None  # SPKI DER
     queue_mode: str | None = None  # 'M', 'C', or None (unknown/legacy)
