@@ -66,6 +66,27 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii")
 
 
+# SubjectPublicKeyInfo DER prefixes (RFC 8410, no algorithm parameters) and total lengths.
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+X25519_SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
+ED448_SPKI_PREFIX = bytes.fromhex("3043300506032b6571033a00")
+X448_SPKI_PREFIX = bytes.fromhex("3042300506032b656f033900")
+_SPKI = {
+    (44, ED25519_SPKI_PREFIX): "ed25519",
+    (44, X25519_SPKI_PREFIX): "x25519",
+    (69, ED448_SPKI_PREFIX): "ed448",
+    (68, X448_SPKI_PREFIX): "x448",
+}
+# Algorithms the reference accepts as a queue authorization key (APublicAuthKey).
+AUTH_KEY_ALGORITHMS = frozenset(("ed25519", "ed448", "x25519"))
+
+
+def key_algorithm(der: bytes) -> str | None:
+    """The algorithm of an SPKI DER public key ("ed25519", "x25519", "ed448", "x448"), or
+    None when it is not one of the four fixed encodings real clients produce."""
+    return _SPKI.get((len(der), der[:12]))
+
+
 _B64URL_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -162,6 +183,29 @@ class Reader:
         if tag == 0x31:
             return parse(self)
         raise ParseError("bad Maybe tag")
+
+    def auth_key(self) -> bytes:
+        """A shortString SPKI key usable for queue authorization (Ed25519, Ed448, X25519)."""
+        der = self.short_string()
+        if _SPKI.get((len(der), der[:12])) not in AUTH_KEY_ALGORITHMS:
+            raise ParseError("bad authorization key")
+        return der
+
+    def x25519_key(self) -> bytes:
+        """A shortString SPKI X25519 key (DH keys)."""
+        der = self.short_string()
+        if len(der) != 44 or der[:12] != X25519_SPKI_PREFIX:
+            raise ParseError("bad X25519 key")
+        return der
+
+    def word(self) -> bytes:
+        """Bytes up to (not including) the next space or the end (attoparsec ``takeTill (== ' ')``)."""
+        end = self.data.find(b" ", self.pos)
+        if end < 0:
+            end = len(self.data)
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
 
     def short_list(self, parse: Callable[["Reader"], T], non_empty: bool = False) -> list[T]:
         n = self.byte()
