@@ -312,3 +312,21 @@ def test_queue_req_validation(x: bytes, e: bytes) -> None:
         C.QueueReqData(QueueMode.MESSAGING, b"s", C.QueueLinkData(b"", b""), b"l").encode()
     with pytest.raises(ValueError):
         C.QueueReqData(QueueMode.CONTACT, b"s", C.QueueLinkData(b"", b"")).encode()
+
+
+@given(st.binary(max_size=255), st.integers(0, 65535), x25519, st.binary(max_size=300))
+def test_fwd_transmission_round_trip(corr: bytes, v: int, key: bytes, body: bytes) -> None:
+    f = C.FwdTransmission(corr, v, key, body)
+    assert f.encode() == bytes((len(corr),)) + corr + v.to_bytes(2, "big") + b"\x2c" + key + body
+    assert C.FwdTransmission.parse(f.encode()) == f
+    r = C.FwdResponse(corr, body)
+    assert C.FwdResponse.parse(r.encode()) == r
+
+
+@given(st.binary(max_size=100))
+def test_fwd_arbitrary_bytes(data: bytes) -> None:
+    for cls in (C.FwdTransmission, C.FwdResponse):
+        try:
+            cls.parse(data)
+        except ParseError:
+            pass

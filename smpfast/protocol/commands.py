@@ -1028,6 +1028,49 @@ class Pong(Response):
 
 
 # ---------------------------------------------------------------------------------------
+# Proxy ↔ relay inner encodings (the plaintexts inside RFWD and RRES, crypto.md §7)
+
+
+@dataclass(slots=True)
+class FwdTransmission:
+    """Decrypted RFWD payload: the PFWD's corrId (the client's nonce), proxied version,
+    per-command X25519 key (DER) and the client's encrypted transmission."""
+
+    corr_id: bytes
+    version: int
+    dh_key: bytes
+    enc_transmission: bytes
+
+    def encode(self) -> bytes:
+        return _short(self.corr_id) + _W16.pack(self.version) + _short(self.dh_key) + self.enc_transmission
+
+    @classmethod
+    def parse(cls, data: bytes) -> "FwdTransmission":
+        """Raises ParseError (the relay answers CMD SYNTAX)."""
+        r = Reader(data)
+        corr = r.short_string()
+        v = r.word16()
+        return cls(corr, v, r.x25519_key(), r.rest())
+
+
+@dataclass(slots=True)
+class FwdResponse:
+    """Decrypted RRES payload: the forwarded corrId and the response encrypted for the
+    client (returned to it in PRES)."""
+
+    corr_id: bytes
+    enc_response: bytes
+
+    def encode(self) -> bytes:
+        return _short(self.corr_id) + self.enc_response
+
+    @classmethod
+    def parse(cls, data: bytes) -> "FwdResponse":
+        r = Reader(data)
+        return cls(r.short_string(), r.rest())
+
+
+# ---------------------------------------------------------------------------------------
 # Dispatch
 
 COMMAND_CLASSES: tuple[type[Command], ...] = (
