@@ -203,14 +203,14 @@ class Broker:
             try:
                 cmd = C.parse_command(command, client.version)
             except UnknownTag:
-                errors.append((corr_id, b"", C.Err(E.CMD_UNKNOWN)))
+                errors.append((corr_id, entity_id, C.Err(E.CMD_UNKNOWN)))
                 continue
             except ParseError:
-                errors.append((corr_id, b"", C.Err(E.CMD_SYNTAX)))
+                errors.append((corr_id, entity_id, C.Err(E.CMD_SYNTAX)))
                 continue
             cred_error = C.check_credentials(cmd, bool(auth), entity_id)
             if cred_error is not None:
-                errors.append((corr_id, b"", C.Err(cred_error)))
+                errors.append((corr_id, entity_id, C.Err(cred_error)))
                 continue
             item = _Pending(corr_id, entity_id, cmd)
             verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
