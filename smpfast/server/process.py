@@ -1,0 +1,114 @@
+"""Run ``smpfast start`` as a child process: for end-to-end tests, benchmarks and tools
+that must measure the server from outside (CPU time, restarts, kill -9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ADDRESS_PREFIX = "Server address: "
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smpfast_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "smpfast", *args]
+
+
+def init_data_dir(directory: str | os.PathLike[str], port: int, password: str = "none") -> str:
+    """``smpfast init`` a fresh directory on loopback; returns the address it printed."""
+    out = subprocess.run(
+        smpfast_command("init", "--dir", str(directory), "--port", str(port), "--password", password, "--yes"),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
+class ServerProcess:
+    """``smpfast start --dir DIR`` in a child process.
+
+    ``start()`` waits until the server prints its address (it is listening then);
+    ``stop()`` sends SIGTERM and returns the exit code; ``kill()`` sends SIGKILL.
+    ``cpu_seconds()`` is the child's user + system CPU time so far (Linux /proc).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.address: str | None = None
+
+    def start(self, timeout: float = 60.0) -> str:
+        # Output goes to a file, not a pipe: a pipe nobody drains would block the server.
+        self.log_path = self.directory / "server.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            smpfast_command("start", "--dir", str(self.directory)),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text().splitlines():
+                if line.startswith(ADDRESS_PREFIX):
+                    self.address = line[len(ADDRESS_PREFIX) :].strip()
+                    return self.address
+            if self.proc.poll() is not None:
+                raise RuntimeError("smpfast start exited early:\n" + self.log_path.read_text())
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError("smpfast start did not print its address")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self._log.close()
+
+    def __enter__(self) -> "ServerProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.kill()
