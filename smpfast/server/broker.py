@@ -390,10 +390,10 @@ class Broker:
             sid = client_sender_id if client_sender_id is not None else self.random_bytes(ID_SIZE)
             if qr is not None and qr.link_data is not None:
                 link_id = qr.link_id if qr.link_id is not None else self.random_bytes(ID_SIZE)
-                link = (link_id, qr.link_data.fixed, qr.link_data.user)
+                link = (link_id, qr.link_data.fixed_data, qr.link_data.user_data)
             notifier = None
             if ntf_dh is not None:
-                notifier = NotifierRecord(self.random_bytes(ID_SIZE), cmd.ntf_creds.auth_key, ntf_dh.secret)
+                notifier = NotifierRecord(self.random_bytes(ID_SIZE), cmd.ntf_creds.notifier_key, ntf_dh.secret)
             rec = QueueRecord(
                 recipient_id=rid,
                 recipient_keys=[cmd.rcv_auth_key],
@@ -525,10 +525,10 @@ class Broker:
         cmd = item.cmd
         if _is_secured_messaging(q) or (q.link_id is not None and q.link_id != cmd.link_id):
             result: C.Response = C.Err(E.AUTH)
-        elif q.link_id is not None and q.link_fixed != cmd.data.fixed:
+        elif q.link_id is not None and q.link_fixed != cmd.data.fixed_data:
             result = C.Err(E.AUTH)
         else:
-            q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed, cmd.data.user
+            q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed_data, cmd.data.user_data
             self.store.update_queue(q)
             self.durability.wrote()
             result = C.OK
@@ -558,7 +558,7 @@ class Broker:
             nid = self.random_bytes(ID_SIZE)
             if self.store.queue_by_notifier(nid) is not None:
                 continue
-            q.notifier = NotifierRecord(nid, cmd.auth_key, dh.secret)
+            q.notifier = NotifierRecord(nid, cmd.notifier_key, dh.secret)
             self.store.update_queue(q)
             self.durability.wrote()
             if old is not None:
