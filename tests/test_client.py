@@ -369,11 +369,6 @@ def test_max_message_size(smp_server, trio_run, version):
 # ------------------------------------------------------------------ notifications, v11
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: broker._nkey reads cmd.auth_key, but commands.Nkey's field is "
-    "notifier_key (AttributeError, the connection is dropped); remove this mark once fixed",
-)
 def test_notifications(smp_server, trio_run):
     async def main():
         async with smp_server() as srv:
