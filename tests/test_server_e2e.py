@@ -214,3 +214,34 @@ def test_new_queue_policy(smp_server, trio_run):
                 assert e.value.error == E.AUTH
 
     trio_run(main)
+
+
+def test_inactive_clients_without_subscriptions_are_disconnected(smp_server, trio_run):
+    async def main():
+        async with smp_server(inactive_ttl=0.5, inactive_check_interval=0.2) as srv:
+            async with sc.connect(srv.address) as idle, sc.connect(srv.address) as subscribed:
+                await subscribed.create_queue()  # NEW subscribes: this one is never expired
+                await idle.ping()
+                with trio.fail_after(10):
+                    while not idle.closed:
+                        await trio.sleep(0.1)
+                await trio.sleep(1.0)
+                assert not subscribed.closed
+                await subscribed.ping()
+
+    trio_run(main)
+
+
+def test_messages_expire_in_the_background(smp_server, trio_run):
+    async def main():
+        config = BrokerConfig(message_ttl=1)
+        async with smp_server(broker_config=config, expire_check_interval=0.2) as srv:
+            async with sc.connect(srv.address) as rcv, sc.connect(srv.address) as snd:
+                old = await rcv.create_queue(subscribe=False)
+                await snd.send(old.snd_id, b"will expire")
+                await trio.sleep(2.5)
+                await snd.send(old.snd_id, b"fresh")
+                msg = await rcv.get(old)
+                assert sc.decrypt_msg(old, msg).body == b"fresh"
+
+    trio_run(main)

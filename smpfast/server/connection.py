@@ -30,6 +30,8 @@ from .committer import CommitFailed, GroupCommitter
 log = logging.getLogger(__name__)
 
 SMP_HANDSHAKE_TIMEOUT = 120.0
+# The highest SMP version all of whose features this server implements (v8 adds proxying).
+SERVER_MAX_VERSION = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ class Identity:
     chain_der: tuple[bytes, ...]  # [server certificate, CA certificate]
     private_key: object  # the TLS (online) private key, signs session keys
     min_version: int = V.MIN_VERSION
-    max_version: int = 7  # the highest version all of whose features are implemented
+    max_version: int = SERVER_MAX_VERSION
 
 
 class Connection:

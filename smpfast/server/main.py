@@ -39,6 +39,8 @@ class ServerSettings:
     expire_messages_on_start: bool = True
     inactive_ttl: float | None = 21600.0  # seconds; None disables the check
     inactive_check_interval: float = 3600.0
+    expire_check_interval: float = EXPIRE_CHECK_INTERVAL
+    ntf_delivery_interval: float = NTF_DELIVERY_INTERVAL
     handshake_timeout: float = 120.0
     tls_handshake_timeout: float = 60.0
 
@@ -115,7 +117,7 @@ class Server:
     async def _deliver_notifications(self) -> None:
         last_expiry = time.monotonic()
         while True:
-            await trio.sleep(NTF_DELIVERY_INTERVAL)
+            await trio.sleep(self.settings.ntf_delivery_interval)
             self.broker.deliver_notifications()
             if time.monotonic() - last_expiry > NTF_EXPIRE_INTERVAL:
                 self.broker.expire_notifications()
@@ -126,7 +128,7 @@ class Server:
         if ttl is None:
             return
         if not self.settings.expire_messages_on_start:
-            await trio.sleep(EXPIRE_CHECK_INTERVAL)
+            await trio.sleep(self.settings.expire_check_interval)
         while True:
             # Bounded steps, each its own commit, so expiry never stalls the server.
             while True:
@@ -135,7 +137,7 @@ class Server:
                 await trio.sleep(0)
                 if self.store.expire_pass_complete:
                     break
-            await trio.sleep(EXPIRE_CHECK_INTERVAL)
+            await trio.sleep(self.settings.expire_check_interval)
 
     async def _expire_inactive_clients(self) -> None:
         s = self.settings
