@@ -330,6 +330,22 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return run(config)
 
 
+# --- traffic ----------------------------------------------------------------------------------
+
+
+def _traffic_args(p: argparse.ArgumentParser) -> None:
+    from smpfast.traffic.cli import add_arguments  # argparse only: keeps --help fast
+
+    add_arguments(p)
+
+
+@subcommand("traffic", "measure SMP's traffic reduction from batching (blocks and bytes)", _traffic_args)
+def _cmd_traffic(args: argparse.Namespace) -> int:
+    from smpfast.traffic.cli import run
+
+    return run(args)
+
+
 # --- main -------------------------------------------------------------------------------------
 
 

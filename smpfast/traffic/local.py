@@ -1,0 +1,41 @@
+"""An in-process smpfast server on loopback for ``smpfast traffic`` without an address:
+temporary credentials, a MemoryStore, a free port; stopped when the block exits."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ..credentials import create_credentials, load_server_credentials
+from ..server.connection import Identity
+from ..server.main import Server, ServerSettings
+from ..store import MemoryStore
+from ..transport import server_context
+
+
+@asynccontextmanager
+async def local_server() -> AsyncIterator[str]:
+    """Yields the server's address ``smp://<fingerprint>@127.0.0.1:<port>``."""
+    with tempfile.TemporaryDirectory(prefix="smpfast-traffic-") as d:
+        create_credentials(d, "127.0.0.1")
+        creds = load_server_credentials(d)
+        ctx = server_context(f"{d}/server.crt", f"{d}/server.key", cafile=f"{d}/ca.crt")
+        identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
+        store = MemoryStore()
+        server = Server(store, identity, ctx, None, ServerSettings(bind="127.0.0.1", ports=(0,)))
+        try:
+            # The nursery is exited without the body's exception, so that it reaches the
+            # caller as itself rather than inside an ExceptionGroup.
+            nursery_cm = trio.open_nursery()
+            nursery = await nursery_cm.__aenter__()
+            try:
+                [port] = await nursery.start(server.serve)
+                yield f"smp://{creds.fingerprint}@127.0.0.1:{port}"
+            finally:
+                server.stop()
+                await nursery_cm.__aexit__(None, None, None)
+        finally:
+            store.close()

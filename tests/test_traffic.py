@@ -1,0 +1,140 @@
+"""``smpfast traffic`` against real smpfast servers on 127.0.0.1: the tool's own in-process
+server, a server subprocess (an external ADDRESS) and the test fixture's server."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+
+import pytest
+
+from smpfast.cli import main
+from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.traffic import BLOCK_SIZE
+from smpfast.traffic.measure import measure_row
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TLS13_RECORD_OVERHEAD = 22  # header 5 + content type 1 + AEAD tag 16, one record per block
+
+
+def _rows(doc: dict, **match) -> list[dict]:
+    return [m for m in doc["measurements"] if all(m[k] == v for k, v in match.items())]
+
+
+def _one(doc: dict, **match) -> dict:
+    [row] = _rows(doc, **match)
+    return row
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_in_process_sweep_json_table_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "traffic.json", tmp_path / "traffic.png"
+    code = main(["traffic", "--sweep", "1,90", "--json", str(out_json), "--plot", str(out_png)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "SMP v6 (no ALPN)" in printed and "SMP v7 (ALPN smp/1)" in printed
+    assert "v3.1 claim at v6: 90 SUBs took 90 blocks" in printed
+
+    doc = json.loads(out_json.read_text())
+    assert doc["tool"] == "smpfast traffic" and doc["server"] == "in-process"
+    assert doc["address"].startswith("smp://") and "@127.0.0.1:" in doc["address"]
+    assert doc["server_versions"] == [6, 7] and doc["versions"] == [6, 7]  # default: all offered
+    assert doc["block_size"] == BLOCK_SIZE and doc["sweep"] == [1, 90] and doc["message_size"] == 128
+    # every (version, N, phase, mode) once, with both directions fully described
+    assert len(doc["measurements"]) == 2 * 2 * 3 * 2
+    for m in doc["measurements"]:
+        assert m["alpn"] == (None if m["version"] == 6 else "smp/1")
+        for d in ("client_to_server", "server_to_client"):
+            c = m[d]
+            assert set(c) == {"blocks", "transmissions", "smp_bytes", "tls_bytes"}
+            assert c["smp_bytes"] == c["blocks"] * BLOCK_SIZE
+            # loopback TLS 1.3: each 16 KB block is one record
+            assert c["tls_bytes"] == c["blocks"] * (BLOCK_SIZE + TLS13_RECORD_OVERHEAD)
+        assert m["seconds"] >= 0
+
+    for v in (6, 7):
+        unb = _one(doc, version=v, n=90, phase="subscribe", mode="unbatched")
+        bat = _one(doc, version=v, n=90, phase="subscribe", mode="batched")
+        assert unb["client_to_server"]["blocks"] == 90 and unb["client_to_server"]["transmissions"] == 90
+        assert bat["client_to_server"]["blocks"] == 1 and bat["client_to_server"]["transmissions"] == 90
+        assert unb["server_to_client"]["blocks"] == 90 and bat["server_to_client"]["blocks"] == 1
+        assert unb["client_to_server"]["smp_bytes"] == 90 * 16384  # the claim's ~1.5 MB
+        # one message per queue: every MSG delivery is a padded ~16 KB block in both modes
+        for mode in ("batched", "unbatched"):
+            rcv = _one(doc, version=v, n=90, phase="receive", mode=mode)
+            assert rcv["server_to_client"]["transmissions"] == 180  # 90 MSG + 90 ACK replies
+            assert rcv["server_to_client"]["blocks"] >= 90
+        for mode in ("batched", "unbatched"):  # N = 1: batching changes nothing
+            for phase in ("subscribe", "send"):
+                one = _one(doc, version=v, n=1, phase=phase, mode=mode)
+                assert one["client_to_server"]["blocks"] == one["server_to_client"]["blocks"] == 1
+
+    red = {(r["version"], r["n"], r["phase"]): r for r in doc["reductions"]}
+    assert red[(6, 90, "subscribe")]["client_to_server"] == {"blocks": 90.0, "smp_bytes": 90.0, "tls_bytes": 90.0}
+    assert red[(7, 1, "send")]["total"]["blocks"] == 1.0
+    assert [(c["version"], c["holds"]) for c in doc["claim"]] == [(6, True), (7, True)]
+    assert doc["claim"][0]["batched_smp_bytes"] == 16384
+
+    width, height = _png_size(out_png.read_bytes())
+    assert width >= 800 and height >= 300
+
+
+def test_block_counts_follow_the_block_budget(smp_server, trio_run):
+    """255 SUBs: 106 fit a block at v6 (153 bytes each with the session id), 136 at v7."""
+
+    async def run():
+        async with smp_server() as srv:
+            return {v: await measure_row(srv.address, v, 255, 128, 30.0) for v in (6, 7)}
+
+    rows = trio_run(run, timeout=60)
+    for v, per_block in ((6, 106), (7, 136)):
+        got = {(m.phase, m.mode): m for m in rows[v]}
+        bat = got[("subscribe", "batched")]
+        assert bat.up.blocks == math.ceil(255 / per_block) and bat.up.transmissions == 255
+        assert got[("subscribe", "unbatched")].up.blocks == 255
+        assert got[("send", "unbatched")].down.blocks == 255
+        # the 255 MSG deliveries never share a block (16122-byte bodies)
+        assert got[("receive", "batched")].down.blocks >= 255
+        assert got[("receive", "unbatched")].down.blocks == 2 * 255
+
+
+def test_external_address(tmp_path, capsys):
+    """ADDRESS given: the tool measures a server running in another process."""
+    directory = tmp_path / "data"
+    init_data_dir(directory, free_port())
+    with ServerProcess(directory) as server:
+        out_json = tmp_path / "t.json"
+        code = main(["traffic", server.address, "--sweep", "3", "--versions", "7",
+                     "--message-size", "1000", "--json", str(out_json)])
+        assert code == 0
+    doc = json.loads(out_json.read_text())
+    assert doc["server"] == "external" and doc["versions"] == [7] and doc["message_size"] == 1000
+    assert _one(doc, phase="send", mode="unbatched")["client_to_server"]["blocks"] == 3
+    assert _one(doc, phase="send", mode="batched")["client_to_server"]["blocks"] == 1
+    assert "SMP v7" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code = main(["traffic", "--sweep", "1", "--plot", str(tmp_path / "x.png")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "smpfast[plot]" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sweep", "0"], "--sweep"),
+    (["--versions", "13"], "--versions"),
+    (["--message-size", "20000"], "--message-size"),
+])
+def test_bad_arguments(args, message, capsys):
+    assert main(["traffic", *args]) == 1
+    assert message in capsys.readouterr().err
