@@ -13,10 +13,10 @@ The recorded blocks are walked in order:
   recorded.
 - s2c ``transmissions``: compared with the next block smpfast produced for that connection.
 
-What smpfast "sends": every ``Broker._send`` call wakes the connection once (``notify``); the
-transmissions appended between two wake-ups form one batch — the equivalent of one item of
-the reference's ``sndQ``, which the reference writes as its own block(s). Each batch is cut
-into blocks with the reference's packing (``group_transmissions``).
+What smpfast "sends": every ``Broker._send`` call appends one batch to the client's outbox —
+the equivalent of one item of the reference's ``sndQ``, which the reference writes as its own
+block(s), as smpfast's connection writer does. Each batch is cut into blocks with the
+reference's packing (``group_transmissions``).
 
 Comparison, transmission by transmission: same count per block; empty authorization; the
 same corrId; the entity id mapped from the recorded one; the command bytes identical
@@ -95,7 +95,6 @@ class Conn:
     session_id: bytes
     client: Client
     server_session_key: bytes  # public half of the Client's session_private (X25519 auth)
-    boundaries: list[int] = field(default_factory=list)  # outbox lengths at each notify()
     produced: deque = field(default_factory=deque)  # blocks: lists of transmission bytes
     requests: dict[bytes, C.Command] = field(default_factory=dict)  # recorded corrId -> command
 
@@ -171,7 +170,6 @@ class Replay:
                 version=version,
                 session_id=conn.session_id,
                 session_private=session_private if version >= V.AUTH_CMDS else None,
-                notify=self._notifier(conn),
             )
             self.conns[cname] = conn
         self.resigned = 0
@@ -183,31 +181,18 @@ class Replay:
     def fail(self, msg: str) -> NoReturn:
         raise ReplayMismatch(f"{self.name} {self.where}: {msg}")
 
-    def _notifier(self, conn: Conn) -> Callable[[], None]:
-        def notify() -> None:
-            conn.boundaries.append(len(conn.client.outbox))
-
-        return notify
-
     def collect(self) -> None:
         """Move every connection's outbox into its list of produced blocks."""
         for conn in self.conns.values():
             outbox = conn.client.outbox
             if not outbox:
-                conn.boundaries.clear()
                 continue
-            start = 0
-            for end in conn.boundaries + [len(outbox)]:
-                if end <= start:
-                    continue
-                batch = [t for _, t in outbox[start:end]]
+            for _, batch in outbox:
                 pos = 0
                 for n in core.group_transmissions([len(t) for t in batch], V.BATCH_BUDGET, V.MAX_BATCH):
                     conn.produced.append(batch[pos : pos + n])
                     pos += n
-                start = end
             outbox.clear()
-            conn.boundaries.clear()
 
     def split_sent(self, conn: Conn, transmissions: list[bytes]) -> list[Sent]:
         block = core.encode_batch(transmissions, V.BLOCK_SIZE)

@@ -87,14 +87,6 @@ def describe(blocks: list[list[bytes]]) -> list[str]:
     return out
 
 
-GROUPING_BUG = (
-    "Connection._writer drains the whole outbox and packs it into as few blocks as fit, so "
-    "answer batches the reference writes as separate blocks (errors of a block, then its "
-    "responses; the responses of each request block) share blocks on the wire"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=GROUPING_BUG)
 def test_errors_and_responses_of_one_block_are_separate_blocks() -> None:
     """v7-errors seq 69 (PING, garbage, short authenticator, unknown command, PING): the
     reference answers [ERR BLOCK, ERR BLOCK c3, ERR CMD UNKNOWN c4] (seq 70), then
@@ -107,7 +99,6 @@ def test_errors_and_responses_of_one_block_are_separate_blocks() -> None:
     assert got == expected, f"expected blocks {describe(expected)}, smpfast wrote {describe(got)}"
 
 
-@pytest.mark.xfail(strict=True, reason=GROUPING_BUG)
 def test_responses_keep_the_request_grouping() -> None:
     """v7-batch-135-sub seq 5/6: 135 NEW in two blocks (48 + 87) sent together; the
     reference answers 48 IDS (seq 7), then 87 IDS (seq 8), in request order."""

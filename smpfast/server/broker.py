@@ -95,7 +95,7 @@ class Client:
     notify: Callable[[], None] = lambda: None
     subscriptions: dict[bytes, Sub] = field(default_factory=dict)
     ntf_subscriptions: set[bytes] = field(default_factory=set)
-    outbox: list[tuple[int, bytes]] = field(default_factory=list)
+    outbox: list[tuple[int, list[bytes]]] = field(default_factory=list)  # (generation, batch)
     connected: bool = True
     last_received: float = 0.0
     last_sent: float = 0.0
@@ -159,17 +159,31 @@ class Broker:
     # ------------------------------------------------------------------ output
 
     def _send(self, client: Client, items: list[tuple[bytes, bytes, C.Response]]) -> None:
+        """Queue ``items`` as one batch: the writer packs a batch into as few blocks as fit
+        and, like the reference, never mixes two batches in one block."""
         if not items or not client.connected:
             return
-        gen = self.durability.current()
         version = client.version
-        for corr_id, entity_id, msg in items:
-            command = C.encode_response(msg, version)
-            t = core.encode_transmission(
-                b"", corr_id, entity_id, command, client.session_id, client.implied_session, False
-            )
-            client.outbox.append((gen, t))
+        session_id, implied = client.session_id, client.implied_session
+        batch = [
+            core.encode_transmission(b"", corr_id, entity_id, C.encode_response(msg, version), session_id, implied, False)
+            for corr_id, entity_id, msg in items
+        ]
+        client.outbox.append((self.durability.current(), batch))
         client.notify()
+
+    def _send_responses(self, client: Client, responses: list, events: list) -> None:
+        """The reference's grouping: a block's responses form one batch; messages that SUBs
+        deliver follow, the first in the same batch when there are at most 4 responses (so
+        a client's re-subscription and its pending message arrive together), each other one
+        in its own batch."""
+        if events and len(responses) <= 4:
+            self._send(client, responses + events[:1])
+            events = events[1:]
+        else:
+            self._send(client, responses)
+        for event in events:
+            self._send(client, [event])
 
     def _event(self, client: Client, entity_id: bytes, msg: C.Response) -> None:
         self._send(client, [(b"", entity_id, msg)])
@@ -250,7 +264,7 @@ class Broker:
                     log.exception("store failure")
                     self.durability.abort_open()
                     responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-            self._send(client, responses + events)
+            self._send_responses(client, responses, events)
 
     # ------------------------------------------------------------------ verification
 

@@ -1,9 +1,10 @@
 """One client connection: the SMP handshake, then a reader and a writer task.
 
 The reader hands every block to the broker (synchronously, so a block's commands are
-atomic with respect to other connections). The writer owns the outbox: it waits until the
-outbox is non-empty, waits until every entry's commit generation is durable, packs all
-entries into as few blocks as fit, and writes them with one send.
+atomic with respect to other connections). The writer owns the outbox of answer batches: it waits
+until the outbox is non-empty, waits until every batch's commit generation is durable, packs
+each batch into as few blocks as fit (never two batches in one block, as the reference) and
+writes all the blocks with one send.
 """
 
 from __future__ import annotations
@@ -166,14 +167,14 @@ class Connection:
                     log.warning("closing a connection whose writes were not committed")
                     cancel_scope.cancel()
                     return
-            items, client.outbox = client.outbox, []
-            transmissions = [t for _, t in items]
+            batches, client.outbox = client.outbox, []
             out = []
-            start = 0
-            for count in core.group_transmissions([len(t) for t in transmissions]):
-                block = core.encode_batch(transmissions[start : start + count], budget_size)
-                start += count
-                out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
+            for _, transmissions in batches:
+                start = 0
+                for count in core.group_transmissions([len(t) for t in transmissions]):
+                    block = core.encode_batch(transmissions[start : start + count], budget_size)
+                    start += count
+                    out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
             try:
                 await self.conn.send(b"".join(out))
             except TransportError:
