@@ -114,6 +114,17 @@ class Client:
 
 
 @dataclass(slots=True)
+class PreparedBlock:
+    """A block between parsing and execution: its early errors, its parsed commands, and
+    the authorizations to verify (``owners[i]`` is the index in ``pending`` of request i)."""
+
+    errors: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    requests: list = field(default_factory=list)
+    owners: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Pending:
     """A parsed transmission on its way through verification to execution."""
 
@@ -194,17 +205,24 @@ class Broker:
     # ------------------------------------------------------------------ blocks
 
     def process_block(self, client: Client, block: bytes) -> None:
-        """Handle one decrypted, padded 16 KB block of ``client``."""
+        """Handle one decrypted, padded 16 KB block of ``client`` at once."""
+        prepared = self.prepare_block(client, block)
+        if prepared is not None:
+            self.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests))
+
+    def prepare_block(self, client: Client, block: bytes) -> "PreparedBlock | None":
+        """Split and parse a block and collect the authorizations to verify. The caller
+        verifies ``requests`` (``client.verifier.verify_batch``, on any thread) and passes
+        the results to ``finish_block``. None: the block is already answered."""
         client.last_received = self.clock()
         try:
             parts = core.split_block(block, client.session_id, client.implied_session, client.service_auth)
         except core.FramingError:
             self._send(client, [(b"", b"", C.Err(E.BLOCK))])
-            return
-        errors: list[tuple[bytes, bytes, C.Response]] = []
-        pending: list[_Pending] = []
-        requests: list[cauth.AuthRequest] = []
-        owners: list[int] = []  # index into pending for each request
+            return None
+        prepared = PreparedBlock()
+        errors = prepared.errors
+        pending = prepared.pending
         for status, auth, service_sig, corr_id, entity_id, command, t_for_auth in parts:
             if status != core.T_OK:
                 if status == core.T_BAD:
@@ -229,26 +247,36 @@ class Broker:
             item = _Pending(corr_id, entity_id, cmd)
             verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
             if verdict is None:
-                owners.append(len(pending))
+                prepared.owners.append(len(pending))
                 pending.append(item)
-                requests.append(self._request)
+                prepared.requests.append(self._request)
             elif verdict is True:
                 pending.append(item)
             else:
                 errors.append((corr_id, entity_id, C.Err(verdict)))
+        return prepared
+
+    def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
+        """Answer a prepared block given its verification results. ``reload``: other
+        connections may have run since ``prepare_block`` (verification ran on a worker
+        thread), so queue records are read again."""
+        errors = prepared.errors
+        failed = {prepared.owners[i] for i, ok in enumerate(results) if not ok}
         verified: list[_Pending] = []
-        if requests:
-            results = client.verifier.verify_batch(requests)
-            failed = {owners[i] for i, ok in enumerate(results) if not ok}
-            for i, item in enumerate(pending):
-                if i in failed:
-                    errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
-                else:
-                    verified.append(item)
-        else:
-            verified = pending
+        for i, item in enumerate(prepared.pending):
+            if i in failed:
+                errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+            else:
+                if reload and item.queue is not None:
+                    item.queue = self.store.get_queue(item.queue.recipient_id)
+                    if item.queue is None:  # deleted meanwhile
+                        errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                        continue
+                verified.append(item)
         # The reference sends the block's verification errors first, as one batch.
         self._send(client, errors)
+        if not client.connected:
+            return
         if verified:
             responses: list[tuple[bytes, bytes, C.Response]] = []
             events: list[tuple[bytes, bytes, C.Response]] = []
