@@ -10,6 +10,11 @@ Groups (compare the members of a group within one run):
   in one block) against unbatched (send, wait for the MSG, ACK; one message at a time).
 - ``e2e: core`` -- the batched message round against a server with the compiled core and
   one with ``SMPFAST_PURE=1`` (the pure-Python twins); the client is the same.
+- ``e2e: load messaging`` -- one run of the load generator's messaging scenario (its
+  Python API, ``smpfast.load.main.execute``): LOAD_PAIRS closed-loop sender/recipient
+  pairs, LOAD_MESSAGES messages of 100 bytes, each decrypted, checked and ACKed, against
+  the compiled and the pure core. A round includes the scenario's connects and queue
+  set-up; the load's own throughput and latency are in ``extra_info``.
 
 Each benchmark also records the server's CPU time per message or command
 (``extra_info.server_cpu_us_per_op``, from /proc of the child): less noisy than wall time
@@ -36,6 +41,8 @@ SUBS = 135
 MESSAGES = 64
 BODY = os.urandom(100)
 ROUND_TIMEOUT = 30.0
+LOAD_PAIRS = 8
+LOAD_MESSAGES = 400
 
 
 class TrioPortal:
@@ -138,6 +145,21 @@ class Setup:
                     assert await recipient.ack(q, msg.msg_id) is None
 
 
+    async def load_round(self, results: list) -> None:
+        from smpfast.load.config import LoadConfig  # the load generator is optional here
+        from smpfast.load.main import execute
+        from smpfast.load.progress import Progress
+
+        cfg = LoadConfig(self.server.address, scenario="messaging", pairs=LOAD_PAIRS,
+                         messages=LOAD_MESSAGES, size=100, quiet=True)
+        cfg.validate()
+        with trio.fail_after(ROUND_TIMEOUT):
+            result, _, _ = await execute(cfg, Progress.for_options(True))
+        m = result.stats.measured
+        assert (m.sent, m.received, m.errors) == (LOAD_MESSAGES, LOAD_MESSAGES, 0)
+        results.append((m.received / result.elapsed, result.stats.latencies[result.latency].summary()))
+
+
 @pytest.fixture(scope="module")
 def setups(tmp_path_factory):
     """Setup per core, started on first use and stopped at the end of the module."""
@@ -182,3 +204,16 @@ def test_e2e_core(benchmark, setups, core):
     benchmark.group = f"e2e: core, {MESSAGES} batched messages (per round)"
     s = setups(core)
     _measure(benchmark, s, lambda: s.message_round(True), MESSAGES, rounds=20)
+
+
+@pytest.mark.parametrize("core", ["compiled", "pure"])
+def test_e2e_load_messaging(benchmark, setups, core):
+    benchmark.group = f"e2e: load messaging scenario, {LOAD_PAIRS} pairs × {LOAD_MESSAGES} messages (per run)"
+    s = setups(core)
+    results: list = []
+    _measure(benchmark, s, lambda: s.load_round(results), LOAD_MESSAGES, rounds=3)
+    measured = results[1:]  # results[0] is _measure's warm-up run
+    rates = sorted(r for r, _ in measured)
+    p99s = sorted(lat["p99"] for _, lat in measured)
+    benchmark.extra_info["load_messages_per_second_median"] = round(rates[len(rates) // 2], 1)
+    benchmark.extra_info["load_p99_ms_median"] = p99s[len(p99s) // 2]
