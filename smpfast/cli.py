@@ -346,6 +346,18 @@ def _cmd_traffic(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --- load -------------------------------------------------------------------------------------
+
+from smpfast.load.options import HELP as _LOAD_HELP, add_arguments as _load_args  # noqa: E402
+
+
+@subcommand("load", _LOAD_HELP, _load_args)
+def _cmd_load(args: argparse.Namespace) -> int:
+    from smpfast.load.main import run  # lazily: the load generator pulls in trio and the client
+
+    return run(args)
+
+
 # --- main -------------------------------------------------------------------------------------
 
 

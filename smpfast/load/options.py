@@ -1,0 +1,155 @@
+"""``smpfast load`` command-line options → LoadConfig. Imports nothing heavy, so that
+``smpfast --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import exitcodes
+from .config import (
+    AUTH_ALGS,
+    DEFAULT_DURATION,
+    DEFAULT_SUBSCRIBE_CONNECTIONS,
+    DEFAULT_SUBSCRIBE_QUEUES,
+    OPEN_LOOP_CONCURRENCY,
+    SCENARIOS,
+    LoadConfig,
+    Thresholds,
+    Warmup,
+    parse_seconds,
+    parse_warmup,
+)
+
+HELP = "generate load on any SMP server over the wire protocol (CI thresholds via exit code)"
+
+DESCRIPTION = """\
+Drive an SMP server (smpfast or the reference smp-server) through the wire protocol and
+report throughput, HdrHistogram latency percentiles, errors, blocks and bytes.
+
+scenarios:
+  messaging  P sender->recipient pairs over Q queues; every message is received, checked
+             and acknowledged. Latency: intended send time -> MSG checked at the recipient.
+  subscribe  create N queues, then re-subscribe them from C new connections in batches
+             of B (B=1: unbatched): the reconnect storm. Throughput in SUB/s.
+  fanout     one sender sends each message to the queues of a group of G members.
+
+load models:
+  closed loop (default)  each sender keeps --concurrency sends in flight; a send is in
+                         flight until its recipient(s) received it.
+  open loop (--rate R)   R messages/s in total on a fixed schedule, whatever the server
+                         does; latency counts from the intended send time (coordinated
+                         omission correction, as wrk2)."""
+
+
+def _type(parse, what: str):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"invalid {what}: {e}") from None
+
+    return convert
+
+
+def _usage_exit(parser: argparse.ArgumentParser):
+    # argparse exits 2 on usage errors; 2 means "threshold breached" here.
+    def error(message: str):
+        parser.print_usage(sys.stderr)
+        parser.exit(exitcodes.USAGE_OR_SETUP, f"{parser.prog}: error: {message}\n")
+
+    return error
+
+
+def _strict(parser: argparse.ArgumentParser):
+    # The top-level parser would report unknown options itself, with exit code 2.
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, extras = parse_known(args, namespace)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, []
+
+    return parse_known_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = DESCRIPTION
+    p.epilog = exitcodes.HELP + "\n\nJSON report schema and examples: docs/load.md"
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.error = _usage_exit(p)  # type: ignore[method-assign]
+    p.parse_known_args = _strict(p)  # type: ignore[method-assign]
+
+    p.add_argument("address", metavar="ADDRESS", help="server address smp://FINGERPRINT[:PASSWORD]@HOST[:PORT]")
+    p.add_argument("--scenario", "-s", choices=SCENARIOS, default="messaging", help="default: messaging")
+
+    g = p.add_argument_group("connection")
+    g.add_argument("--auth", choices=AUTH_ALGS, default="ed25519",
+                   help="queue key type: recipient and sender keys (default ed25519, as the SimpleX apps)")
+    g.add_argument("--max-version", type=int, metavar="N", help="cap the negotiated SMP version")
+    g.add_argument("--connections", "-c", type=int, metavar="N",
+                   help="messaging: connections per side (default: one per pair); fanout: member "
+                   f"connections (default: one per member); subscribe: default {DEFAULT_SUBSCRIBE_CONNECTIONS}")
+    g.add_argument("--connect-timeout", type=_type(parse_seconds, "duration"), default=30.0, metavar="T",
+                   help="bound of one connect + handshake (default 30s)")
+    g.add_argument("--connect-parallel", type=int, default=64, metavar="N",
+                   help="handshakes in progress at once (default 64)")
+
+    g = p.add_argument_group("workload")
+    g.add_argument("--pairs", "-p", type=int, default=1, metavar="P", help="messaging: sender->recipient pairs (default 1)")
+    g.add_argument("--queues", type=int, metavar="Q",
+                   help=f"messaging: queues, at least P (default P); subscribe: queues (default {DEFAULT_SUBSCRIBE_QUEUES})")
+    g.add_argument("--group", "-g", type=int, default=10, metavar="G", help="fanout: group members (default 10)")
+    g.add_argument("--batch", "-b", type=int, default=135, metavar="B", help="subscribe: SUBs per batch (default 135; 1 = unbatched)")
+    g.add_argument("--size", type=int, default=1024, metavar="BYTES", help="message body size (default 1024)")
+    g.add_argument("--concurrency", type=int, metavar="K",
+                   help="closed loop: sends in flight per sender (default 1); open loop: SENDs awaiting "
+                   f"OK per sender (default {OPEN_LOOP_CONCURRENCY}); subscribe: batches in flight per connection (default 1)")
+    g.add_argument("--rate", type=float, metavar="R", help="open loop: messages per second in total (fanout: whole fanouts)")
+    g.add_argument("--duration", "-d", type=_type(parse_seconds, "duration"), metavar="T",
+                   help=f"measured time after the warm-up, e.g. 20s, 2m (default {DEFAULT_DURATION:g}s)")
+    g.add_argument("--messages", "-n", type=int, metavar="N", help="measured sends instead of a duration (fanout: whole fanouts)")
+    g.add_argument("--warmup", "-w", type=_type(parse_warmup, "warm-up"), default=Warmup(), metavar="W",
+                   help="excluded from the results: seconds (5, 5s, 500ms) or sends (1000msgs); default none")
+    g.add_argument("--drain-timeout", type=_type(parse_seconds, "duration"), default=10.0, metavar="T",
+                   help="wait this long for messages in flight after sending stops; they are lost after (default 10s)")
+
+    g = p.add_argument_group("thresholds (breach: exit code 2)")
+    g.add_argument("--max-p99", type=float, metavar="MS",
+                   help="p99 latency in ms (messaging: end to end; fanout: per delivery; subscribe: per batch)")
+    g.add_argument("--min-throughput", type=float, metavar="N", help="messages/s (subscribe: SUB/s)")
+    g.add_argument("--max-errors", type=int, metavar="N", help="errors of the measured part, of any type")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="FILE", help="write the versioned JSON report to FILE (- for stdout)")
+    g.add_argument("--quiet", action="store_true", help="no progress display (the summary is still printed)")
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    duration = args.duration
+    if args.scenario != "subscribe" and duration is None and args.messages is None:
+        duration = DEFAULT_DURATION
+    return LoadConfig(
+        address=args.address,
+        scenario=args.scenario,
+        auth=args.auth,
+        max_version=args.max_version,
+        connections=args.connections,
+        size=args.size,
+        pairs=args.pairs,
+        queues=args.queues,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        duration=duration,
+        messages=args.messages,
+        warmup=args.warmup,
+        drain_timeout=args.drain_timeout,
+        group=args.group,
+        batch=args.batch,
+        connect_timeout=args.connect_timeout,
+        connect_parallel=args.connect_parallel,
+        thresholds=Thresholds(args.max_p99, args.min_throughput, args.max_errors),
+        json_path=args.json,
+        quiet=args.quiet,
+    )

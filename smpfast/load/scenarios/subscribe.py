@@ -1,0 +1,153 @@
+"""``subscribe``: create N queues (not subscribed), close the creating connections, then
+the reconnect storm: C fresh connections open at once and, when all are up, each
+re-subscribes its share of the queues in batches of B SUBs (B = 1: one SUB per
+transmission, unbatched), ``concurrency`` batches in flight per connection.
+
+Counts are per SUB (sent = subscribed + errors). Latencies: ``batch`` (a batch's SUBs
+sent → all their replies; the primary one) and ``connect`` (TCP + TLS + SMP handshake of
+the storm's connections). Throughput is SUB/s over the subscribe phase: from the first
+batch sent to the last reply."""
+
+from __future__ import annotations
+
+import trio
+
+from ...client import BadResponse, ClientClosed, ClientError, SMPClient
+from ...protocol import commands as C
+from .. import queues
+from ..engine import clock
+from ..pool import traffic_delta
+from ..progress import INTERVAL
+from ..stats import Series, Stats
+from .base import Context, Result, check_version, each, open_connections, server_info, spread
+
+LATENCIES = ("batch", "connect")
+CREATORS = 8  # connections that create the queues (set-up, not measured)
+_SUB_OK = (C.Ok, C.Sok)
+
+
+async def run(ctx: Context) -> Result:
+    cfg = ctx.cfg
+    n, B = cfg.effective_queues(), cfg.batch
+    C_ = min(cfg.effective_connections(), n)
+    stats = Stats(LATENCIES)
+
+    # ---- set-up: create the queues on a few connections, then close them
+    creators = await open_connections(ctx, min(CREATORS, C_), "set-up connections")
+    check_version(cfg, creators[0])
+    info = server_info(creators[0])
+    shares = spread(n, len(creators))
+    made: list[list] = [[] for _ in creators]
+    ctx.phases.enter("create", n, "queues")
+
+    async def create(i: int) -> None:
+        made[i] = await queues.create(creators[i], shares[i], cfg.auth, subscribe=False, progress=ctx.phases.advance)
+
+    await each([lambda i=i: create(i) for i in range(len(creators))])
+    all_queues = [q for m in made for q in m]
+    for c in creators:
+        await c.aclose()
+
+    # ---- the storm: connect C connections, then subscribe from all of them at once
+    before = ctx.pool.traffic()
+    per_conn = spread(n, C_)
+    starts = [sum(per_conn[:i]) for i in range(C_)]
+    clients: list[SMPClient | None] = [None] * C_
+    ctx.phases.enter("connect", C_, "connections")
+    t_connect = clock()
+
+    async def connect(i: int) -> None:
+        try:
+            clients[i] = await ctx.pool.connect_one(ctx.nursery, stats.latencies["connect"])
+            clients[i].events.close()  # SUB replies are responses; no deliveries expected
+        except ClientError as e:
+            stats.failed(False, clock(), f"connect failed: {type(e).__name__}", per_conn[i])
+            for _ in range(per_conn[i]):
+                stats.sent(False, clock())
+        finally:
+            ctx.phases.advance()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(C_):
+            nursery.start_soon(connect, i)
+    connect_seconds = clock() - t_connect
+
+    ctx.phases.enter("subscribe", n, "SUBs")
+    t0 = clock()
+    series = Series(stats, t0)
+    batches = 0
+    K = cfg.effective_concurrency()
+
+    async def subscribe(i: int) -> None:
+        nonlocal batches
+        c = clients[i]
+        if c is None:
+            return
+        mine = all_queues[starts[i] : starts[i] + per_conn[i]]
+        todo = iter(range(0, len(mine), B))
+
+        async def worker() -> None:
+            nonlocal batches
+            for j in todo:
+                chunk = mine[j : j + B]
+                t = clock()
+                for _ in chunk:
+                    stats.sent(False, t)
+                try:
+                    replies = await c.subscribe_many(chunk, check=False)
+                except ClientClosed:
+                    now = clock()
+                    stats.failed(False, now, "connection closed", len(chunk))
+                    continue
+                now = clock()
+                batches += 1
+                ok = 0
+                for reply in replies:
+                    if isinstance(reply, _SUB_OK):
+                        ok += 1
+                    elif isinstance(reply, C.Err):
+                        stats.failed(False, now, f"SUB ERR {reply.error}")
+                    elif isinstance(reply, BadResponse):
+                        stats.failed(False, now, f"SUB bad response {reply.error}")
+                    else:
+                        stats.failed(False, now, f"SUB unexpected {type(reply).__name__}")
+                stats.received_many(ok, now, now - t)
+                ctx.phases.advance(len(chunk))
+
+        async with trio.open_nursery() as workers:
+            for _ in range(K):
+                workers.start_soon(worker)
+
+    async def sampler() -> None:
+        while True:
+            await trio.sleep(INTERVAL)
+            row = series.sample(clock(), "subscribe")
+            ctx.progress.update(
+                f"{ctx.phases.setup_line()} | {row['per_second']:.0f} SUB/s | err {stats.errors_total}"
+            )
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(sampler)
+        await each([lambda i=i: subscribe(i) for i in range(C_)])
+        outer.cancel_scope.cancel()
+    subscribe_seconds = (stats.last_measured or clock()) - t0
+    series.sample(clock(), "subscribe")
+    return Result(
+        stats=stats,
+        unit="subscriptions",
+        latency="batch",
+        elapsed=max(subscribe_seconds, 1e-9),
+        traffic=traffic_delta(ctx.pool.traffic(), before),
+        server=info,
+        series=series.rows,
+        details={
+            "queues": n,
+            "batch": B,
+            "batches": batches,
+            "connections": C_,
+            "connections_failed": sum(c is None for c in clients),
+            "connect_seconds": round(connect_seconds, 6),
+            "subscribe_seconds": round(subscribe_seconds, 6),
+            "storm_seconds": round(connect_seconds + subscribe_seconds, 6),
+        },
+    )
