@@ -76,8 +76,11 @@ def test_messaging_closed_loop_report(smp_server, trio_run, tmp_path):
 
 
 def test_messaging_duration_drains_everything(smp_server, trio_run):
-    code, doc = _load(smp_server, trio_run, pairs=3, duration=1.0, warmup=Warmup(seconds=0.3), concurrency=3)
+    # 3 pairs share 2 connections per side
+    code, doc = _load(smp_server, trio_run, pairs=3, connections=2, duration=1.0, warmup=Warmup(seconds=0.3),
+                      concurrency=3)
     assert code == exitcodes.OK
+    assert doc["results"]["traffic"]["total"]["connections_opened"] == 4
     sent, received, errors = _counts(doc)
     assert sent > 0 and errors == 0 and sent == received
     _adds_up(doc)
@@ -122,10 +125,11 @@ def test_max_errors_threshold_counts_errors(smp_server, trio_run):
     _adds_up(doc)
 
 
-@pytest.mark.parametrize("batch", [1, 135])
-def test_subscribe(smp_server, trio_run, batch):
+@pytest.mark.parametrize("batch, concurrency", [(1, None), (135, None), (10, 3)])
+def test_subscribe(smp_server, trio_run, batch, concurrency):
     n, conns = 400, 3
-    code, doc = _load(smp_server, trio_run, scenario="subscribe", queues=n, connections=conns, batch=batch)
+    code, doc = _load(smp_server, trio_run, scenario="subscribe", queues=n, connections=conns, batch=batch,
+                      concurrency=concurrency)
     assert code == exitcodes.OK
     assert _counts(doc) == (n, n, 0)
     r = doc["results"]
@@ -136,10 +140,8 @@ def test_subscribe(smp_server, trio_run, batch):
     assert r["latencies_ms"]["connect"]["count"] == conns
     assert r["traffic"]["run"]["transmissions_sent"] == n
     assert r["traffic"]["run"]["connections_opened"] == conns
-    if batch == 1:
-        assert r["traffic"]["run"]["blocks_sent"] == n + conns  # one SUB per block (+ hellos)
-    else:
-        assert r["traffic"]["run"]["blocks_sent"] == 2 * conns  # one block per batch (+ hellos)
+    # one block per batch (+ the hellos)
+    assert r["traffic"]["run"]["blocks_sent"] == s["batches"] + conns
 
 
 def test_fanout(smp_server, trio_run):
