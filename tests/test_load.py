@@ -68,7 +68,9 @@ def test_messaging_closed_loop_report(smp_server, trio_run, tmp_path):
     assert r["latencies_ms"]["send_ok"]["count"] == 200
     assert r["throughput"]["per_second"] > 0
     assert r["traffic"]["total"]["connections_opened"] == 4
-    assert r["traffic"]["run"]["transmissions_sent"] >= 2 * 220  # a SEND and an ACK per message
+    # a SEND and an ACK per message; each recipient's last ACK may still be in flight when
+    # the run's counters are read
+    assert r["traffic"]["run"]["transmissions_sent"] >= 2 * 220 - 2
     assert r["traffic"]["run"]["blocks_sent"] >= 220  # ACKs may share blocks, SENDs do not
     assert doc["configuration"]["queues"] == 5 and doc["configuration"]["model"] == "closed"
     assert doc["server"]["version"] == 7 and doc["passed"] and doc["thresholds"] == []
