@@ -39,12 +39,10 @@ Any difference raises ``ReplayMismatch`` naming the block seq and step.
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, NoReturn
 
 from smpfast import _core as core
@@ -56,36 +54,12 @@ from smpfast.protocol import versions as V
 from smpfast.protocol.errors import ParseError, UnknownTag
 from smpfast.server.broker import Broker, BrokerConfig, Client
 from smpfast.store.memory import MemoryStore
+from transcripts import load, plaintext, raw_transmissions
 
-TRANSCRIPTS = Path("/work/shared/transcripts")
-_cache: dict[str, dict] = {}
-
-
-def load(name: str) -> dict:
-    if name not in _cache:
-        _cache[name] = json.loads((TRANSCRIPTS / name).read_text())
-    return _cache[name]
 
 
 class ReplayMismatch(AssertionError):
     """smpfast answered differently from the reference (or the replay could not proceed)."""
-
-
-def plaintext(block: dict) -> bytes:
-    """The recorded padded plaintext block: ``unpadded_hex`` then '#' up to ``pad_to``."""
-    raw = bytes.fromhex(block["unpadded_hex"])
-    return raw + b"#" * (block["pad_to"] - len(raw))
-
-
-def raw_transmissions(block: bytes) -> list[bytes]:
-    """The transmissions of a well-formed padded batch, without their length prefixes."""
-    content = core.unpad(block)
-    out, pos = [], 1
-    for _ in range(content[0]):
-        n = int.from_bytes(content[pos : pos + 2], "big")
-        out.append(content[pos + 2 : pos + 2 + n])
-        pos += 2 + n
-    return out
 
 
 @dataclass

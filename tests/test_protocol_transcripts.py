@@ -10,9 +10,7 @@ ERR the server sent back.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -22,32 +20,8 @@ from smpfast.protocol import handshake as H
 from smpfast.protocol import transmission as T
 from smpfast.protocol.address import QueueMode
 from smpfast.protocol.errors import ErrorType
+from transcripts import FILES, load, plaintext, raw_transmissions
 
-TRANSCRIPTS = Path("/work/shared/transcripts")
-FILES = sorted(p.name for p in TRANSCRIPTS.glob("*.json"))
-_cache: dict[str, dict] = {}
-
-
-def load(name: str) -> dict:
-    if name not in _cache:
-        _cache[name] = json.loads((TRANSCRIPTS / name).read_text())
-    return _cache[name]
-
-
-def plaintext(b: dict) -> bytes:
-    raw = bytes.fromhex(b["unpadded_hex"])
-    return raw + b"#" * (b["pad_to"] - len(raw))
-
-
-def raw_transmissions(block: bytes) -> list[bytes]:
-    content = _core.unpad(block)
-    out, pos = [], 1
-    for _ in range(content[0]):
-        n = int.from_bytes(content[pos : pos + 2], "big")
-        out.append(content[pos + 2 : pos + 2 + n])
-        pos += 2 + n
-    assert pos == len(content)
-    return out
 
 
 def h(b: bytes | None) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections import deque
 
-import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 

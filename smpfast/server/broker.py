@@ -31,7 +31,7 @@ from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
 from ..protocol.errors import ParseError, UnknownTag
-from ..store import Store, WriteResult
+from ..store import Store
 from ..store.errors import StoreError, StoreUsageError
 from ..store.records import NotifierRecord, QueueRecord, StoredMessage
 

@@ -16,7 +16,7 @@ import trio
 from ..config import Config
 from ..credentials import load_server_credentials
 from ..store import Store
-from ..transport import serve_blocks, server_context
+from ..transport import serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import Connection, Identity

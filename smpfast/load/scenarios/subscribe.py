@@ -79,7 +79,6 @@ async def run(ctx: Context) -> Result:
     K = cfg.effective_concurrency()
 
     async def subscribe(i: int) -> None:
-        nonlocal batches
         c = clients[i]
         if c is None:
             return
