@@ -245,3 +245,29 @@ def test_messages_expire_in_the_background(smp_server, trio_run):
                 assert sc.decrypt_msg(old, msg).body == b"fresh"
 
     trio_run(main)
+
+
+@pytest.mark.parametrize("problem", ["key_hash", "version", "garbage"])
+def test_bad_client_hello_closes_without_an_answer(smp_server, trio_run, problem):
+    from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
+    from smpfast.transport import open_block_connection
+
+    async def main():
+        async with smp_server() as srv:
+            conn = await open_block_connection("127.0.0.1", srv.port, srv.key_hash)
+            [hello] = await conn.receive_blocks()
+            assert ServerHandshake.parse(hello).vrange.max == 7
+            if problem == "key_hash":
+                block = ClientHandshake(7, b"\x00" * 32).encode()
+            elif problem == "version":
+                block = ClientHandshake(8, srv.key_hash).encode()
+            else:
+                block = b"\xff" * 16384
+            await conn.send(block)
+            with trio.fail_after(5):
+                assert await conn.receive_blocks() == []  # closed, nothing sent
+            await conn.aclose()
+            async with sc.connect(srv.address) as c:  # the server is fine
+                await c.ping()
+
+    trio_run(main)
