@@ -42,6 +42,7 @@ MESSAGES = 64
 BODY = os.urandom(100)
 ROUND_TIMEOUT = 30.0
 LOAD_PAIRS = 8
+LOAD_QUEUES = 2000
 LOAD_MESSAGES = 400
 
 
@@ -159,6 +160,20 @@ class Setup:
         assert (m.sent, m.received, m.errors) == (LOAD_MESSAGES, LOAD_MESSAGES, 0)
         results.append((m.received / result.elapsed, result.stats.latencies[result.latency].summary()))
 
+    async def load_subscribe_round(self, batch: int, results: list) -> None:
+        from smpfast.load.config import LoadConfig
+        from smpfast.load.main import execute
+        from smpfast.load.progress import Progress
+
+        cfg = LoadConfig(self.server.address, scenario="subscribe", queues=LOAD_QUEUES, batch=batch,
+                         connections=4, quiet=True)
+        cfg.validate()
+        with trio.fail_after(ROUND_TIMEOUT):
+            result, _, _ = await execute(cfg, Progress.for_options(True))
+        m = result.stats.measured
+        assert (m.sent, m.received, m.errors) == (LOAD_QUEUES, LOAD_QUEUES, 0)
+        results.append(m.received / result.elapsed)
+
 
 @pytest.fixture(scope="module")
 def setups(tmp_path_factory):
@@ -217,3 +232,17 @@ def test_e2e_load_messaging(benchmark, setups, core):
     p99s = sorted(lat["p99"] for _, lat in measured)
     benchmark.extra_info["load_messages_per_second_median"] = round(rates[len(rates) // 2], 1)
     benchmark.extra_info["load_p99_ms_median"] = p99s[len(p99s) // 2]
+
+
+@pytest.mark.parametrize("mode", ["batched", "unbatched"])
+def test_e2e_load_subscribe(benchmark, setups, mode):
+    """The load generator's reconnect storm: LOAD_QUEUES queues re-subscribed from 4
+    connections in batches of 135 (batched) or one SUB per block (unbatched). The time
+    includes creating the queues; ``subs_per_second_median`` is the storm alone."""
+    benchmark.group = f"e2e: load subscribe scenario, {LOAD_QUEUES} queues (per run)"
+    s = setups("compiled")
+    results: list = []
+    batch = 135 if mode == "batched" else 1
+    _measure(benchmark, s, lambda: s.load_subscribe_round(batch, results), LOAD_QUEUES, rounds=3)
+    rates = sorted(results[1:])
+    benchmark.extra_info["subs_per_second_median"] = round(rates[len(rates) // 2], 1)
