@@ -246,10 +246,10 @@ class Broker:
                 continue
             item = _Pending(corr_id, entity_id, cmd)
             verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
-            if verdict is None:
+            if isinstance(verdict, cauth.AuthRequest):
                 prepared.owners.append(len(pending))
                 pending.append(item)
-                prepared.requests.append(self._request)
+                prepared.requests.append(verdict)
             elif verdict is True:
                 pending.append(item)
             else:
@@ -296,13 +296,12 @@ class Broker:
 
     # ------------------------------------------------------------------ verification
 
-    _request: cauth.AuthRequest  # set by _prepare_verification when it returns None
-
     def _prepare_verification(
         self, client: Client, item: _Pending, auth: bytes, service_sig: bytes | None, t_for_auth: bytes
-    ) -> bool | E.ErrorType | None:
-        """Decide what verifies ``item``: None (a request was stored in ``self._request``),
-        True (verified without a key) or the error to answer."""
+    ) -> cauth.AuthRequest | bool | E.ErrorType:
+        """Decide what verifies ``item``: the authorization to check (with the reference's
+        dummy keys when the queue or key is missing), True (no authorization needed) or the
+        error to answer."""
         cmd = item.cmd
         # No service sessions yet: a service signature is never valid here (SERVICE).
         if service_sig is not None:
@@ -347,8 +346,7 @@ class Broker:
         else:
             # Proxy commands (v8+) are never parsed at the versions this server announces.
             return E.CMD_PROHIBITED
-        self._request = cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
-        return None
+        return cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
 
     def _dummy(self, client: Client, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
         if auth:
