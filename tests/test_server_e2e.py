@@ -271,3 +271,32 @@ def test_bad_client_hello_closes_without_an_answer(smp_server, trio_run, problem
                 await c.ping()
 
     trio_run(main)
+
+
+def test_a_client_that_does_not_read_is_not_read_either(smp_server, trio_run):
+    """Backpressure: answers to a client that sends without reading do not pile up without
+    bound in the server; the server stops reading it, and serves everyone else."""
+    from smpfast.protocol.handshake import ClientHandshake
+    from smpfast.server.connection import OUTBOX_LIMIT
+    from smpfast.transport import open_block_connection
+
+    async def main():
+        async with smp_server() as srv:
+            conn = await open_block_connection("127.0.0.1", srv.port, srv.key_hash)
+            [hello] = await conn.receive_blocks()
+            await conn.send(ClientHandshake(7, srv.key_hash).encode())
+            ping = core.encode_transmission(b"", b"p", b"", b"PING", b"", True, False)
+            block = core.encode_batch([ping] * 255, 16384)
+            peak = 0
+            with trio.move_on_after(3):
+                for _ in range(2000):  # ~33 MB of requests, never reading an answer
+                    await conn.send(block)
+                    for c in srv.server.connections:
+                        if c.client is not None:
+                            peak = max(peak, len(c.client.outbox))
+            assert 0 < peak <= OUTBOX_LIMIT
+            async with sc.connect(srv.address) as other:
+                await other.ping()
+            await conn.aclose()
+
+    trio_run(main)

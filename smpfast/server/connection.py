@@ -36,6 +36,9 @@ SERVER_MAX_VERSION = 7
 # Blocks with at least this many signatures to check verify them on a worker thread: a
 # thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
 THREAD_VERIFY_MIN = 8
+# A connection whose client does not read its answers stops being read once this many
+# answer batches wait in its outbox (the reference bounds its send queue at 128 too).
+OUTBOX_LIMIT = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class Connection:
         self.handshake_timeout = handshake_timeout
         self.client: Client | None = None
         self._wakeup = trio.Event()
+        self._drained = trio.Event()
         self._encrypt = None
         self._decrypt = None
 
@@ -130,6 +134,8 @@ class Connection:
         client = self.client
         blocks = pending
         while True:
+            while len(client.outbox) >= OUTBOX_LIMIT:
+                await self._drained.wait()  # backpressure: the client is not reading
             for block in blocks:
                 if self._decrypt is not None:
                     try:
@@ -179,6 +185,8 @@ class Connection:
                     cancel_scope.cancel()
                     return
             batches, client.outbox = client.outbox, []
+            drained, self._drained = self._drained, trio.Event()
+            drained.set()
             out = []
             for _, transmissions in batches:
                 start = 0
