@@ -3,13 +3,13 @@ readers in one nursery, and summing their traffic counters (closed connections t
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable
 
 import trio
 
 from ..client import SMPClient
+from ..limits import raise_open_files_limit
 from .histogram import Latency
 
 FDS_PER_PROCESS = 64  # stdio, the event loop, files we write: headroom besides sockets
@@ -27,14 +27,7 @@ TRAFFIC_FIELDS = (
 def raise_fd_limit(connections: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
     Raises OSError when even the hard limit cannot hold ``connections`` sockets."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
+    soft = raise_open_files_limit()
     if connections + FDS_PER_PROCESS > soft:
         raise OSError(f"{connections} connections need more file descriptors than the limit {soft} "
                       "(raise it with ulimit -n)")

@@ -15,6 +15,7 @@ import trio
 
 from ..config import Config
 from ..credentials import load_server_credentials
+from ..limits import raise_open_files_limit
 from ..store import Store
 from ..transport import serve_blocks
 from .broker import Broker, BrokerConfig
@@ -187,6 +188,7 @@ def build_server(config: Config) -> tuple[Server, str]:
 def run(config: Config) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("up to %d open files (one per connection)", raise_open_files_limit())
     server, address = build_server(config)
 
     async def main() -> None:
