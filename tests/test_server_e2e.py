@@ -300,3 +300,42 @@ def test_a_client_that_does_not_read_is_not_read_either(smp_server, trio_run):
             await conn.aclose()
 
     trio_run(main)
+
+
+def test_a_full_store_refuses_without_losing_acknowledged_messages(smp_server, trio_run, tmp_path):
+    from smpfast.store import LMDBStore
+
+    path = str(tmp_path / "small-store")
+    store = LMDBStore(path, map_size=1 << 20, durability="fsync")  # room for ~50 large messages
+
+    async def main():
+        async with smp_server(store) as srv:
+            async with sc.connect(srv.address) as rcv, sc.connect(srv.address) as snd:
+                queues = [await rcv.create_queue(subscribe=False) for _ in range(4)]
+                acknowledged: dict[bytes, list[bytes]] = {q.rcv_id: [] for q in queues}
+                refused = 0
+                for i in range(120):
+                    q = queues[i % 4]
+                    body = b"%03d" % i + b"x" * 15000
+                    replies = await snd.batch([(q.snd_id, C.Send(C.MsgFlags(False, b""), body), None)])
+                    if replies == [C.OK]:
+                        acknowledged[q.rcv_id].append(body)
+                    else:
+                        assert replies == [C.Err(E.INTERNAL)]
+                        refused += 1
+                assert refused > 0 and sum(map(len, acknowledged.values())) > 10
+                return queues, acknowledged
+
+    queues, acknowledged = trio_run(main)
+    store.close()
+    reopened = LMDBStore(path, map_size=1 << 20)
+    try:
+        for q in queues:
+            got = []
+            while (m := reopened.peek_message(q.rcv_id)) is not None:
+                got.append(m.body)
+                reopened.delete_message(q.rcv_id, m.msg_id)
+            assert got == acknowledged[q.rcv_id]  # every OK is there, nothing else
+        reopened.abort()
+    finally:
+        reopened.close()

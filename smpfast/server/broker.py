@@ -287,11 +287,14 @@ class Broker:
                     log.exception("store precondition failed")
                     responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
                 except StoreError:
-                    # The store aborted its whole uncommitted batch: everyone waiting on it
-                    # gets an error from the committer; this command answers INTERNAL.
+                    # The store aborted its whole uncommitted transaction: other connections
+                    # waiting on it are closed by their writers; here every answer computed
+                    # so far may rest on aborted writes, so none of them may say OK.
                     log.exception("store failure")
                     self.durability.abort_open()
+                    responses = [(c, e, C.Err(E.INTERNAL)) for c, e, _ in responses]
                     responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+                    events = []
             self._send_responses(client, responses, events)
 
     # ------------------------------------------------------------------ verification
