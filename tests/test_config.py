@@ -71,7 +71,7 @@ expire_messages_days = 7
 expire_messages_on_start = off
 expire_messages_on_send = off
 expire_ntfs_hours = 12
-log_stats = on
+log_stats = off
 
 [AUTH]
 new_queues = off
@@ -118,7 +118,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         hosting_country="NL",
         hosting_type="dedicated",
     )
-    assert cfg.store_log == StoreLogConfig(7, False, False, 12, True)
+    assert cfg.store_log == StoreLogConfig(7, False, False, 12, False)
     assert cfg.auth == AuthConfig(new_queues=False, create_password="s3cret!#;=")
     assert cfg.transport == TransportConfig(
         host=("smp.example.com", "[2001:db8::1]", "192.0.2.1"), port=(5224, 443), bind="::", log_tls_errors=True
@@ -233,8 +233,15 @@ def test_bad_values_name_the_key(tmp_path: Path, section: str, key: str, value: 
 
 @pytest.mark.parametrize("value", ["on", "off"])
 def test_on_off_accepted(tmp_path: Path, value: str) -> None:
-    cfg = parse_config(f"[STORE_LOG]\nlog_stats = {value}\n", tmp_path)
-    assert cfg.store_log.log_stats is (value == "on")
+    cfg = parse_config(f"[TRANSPORT]\nlog_tls_errors = {value}\n", tmp_path)
+    assert cfg.transport.log_tls_errors is (value == "on")
+
+
+def test_unimplemented_reference_setting_is_refused_not_ignored(tmp_path: Path) -> None:
+    assert parse_config("[STORE_LOG]\nlog_stats = off\n", tmp_path).store_log.log_stats is False
+    with pytest.raises(ConfigError) as exc:
+        parse_config("[STORE_LOG]\nlog_stats = on\n", tmp_path)
+    assert "[STORE_LOG] log_stats" in str(exc.value) and "not implemented" in str(exc.value)
 
 
 @pytest.mark.parametrize("value", ["ON", "Off", "yes", "no", "true", "false", "1", "0", "", "on off"])

@@ -44,6 +44,7 @@ class ServerSettings:
     ntf_delivery_interval: float = NTF_DELIVERY_INTERVAL
     handshake_timeout: float = 120.0
     tls_handshake_timeout: float = 60.0
+    log_tls_errors: bool = False
 
 
 class Server:
@@ -89,6 +90,7 @@ class Server:
                             self.ssl_context,
                             host=s.bind,
                             handshake_timeout=s.tls_handshake_timeout,
+                            on_handshake_error=self._tls_error,
                             task_status=task_status,
                         )
                     )
@@ -101,6 +103,12 @@ class Server:
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
             background.cancel_scope.cancel()
+
+    def _tls_error(self, error: Exception) -> None:
+        if self.settings.log_tls_errors:
+            log.warning("TLS handshake failed: %s", error)
+        else:
+            log.debug("TLS handshake failed: %s", error)
 
     async def _handle(self, conn) -> None:
         connection = Connection(conn, self.broker, self.committer, self.identity, self.settings.handshake_timeout)
@@ -180,6 +188,7 @@ def build_server(config: Config) -> tuple[Server, str]:
         expire_messages_on_start=sl.expire_messages_on_start,
         inactive_ttl=float(ic.ttl) if ic.disconnect else None,
         inactive_check_interval=float(ic.check_interval),
+        log_tls_errors=config.transport.log_tls_errors,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
