@@ -134,9 +134,9 @@ class Connection:
         client = self.client
         blocks = pending
         while True:
-            while len(client.outbox) >= OUTBOX_LIMIT:
-                await self._drained.wait()  # backpressure: the client is not reading
             for block in blocks:
+                while len(client.outbox) >= OUTBOX_LIMIT:
+                    await self._drained.wait()  # backpressure: the client is not reading
                 if self._decrypt is not None:
                     try:
                         block = self._decrypt.decrypt(block)
