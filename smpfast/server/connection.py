@@ -115,7 +115,7 @@ class Connection:
             if hello.key_hash != ident.key_hash or hello.version not in vrange:
                 return None
             version = hello.version
-            if version >= V.ENCRYPTED_BLOCK and hello.client_key is not None and not hello.proxy_server:
+            if hello.block_encryption:
                 secret = x25519_dh(session_private, hello.client_key[-32:])
                 self._encrypt, self._decrypt = server_block_ciphers(session_id, secret)
             self.client = Client(
