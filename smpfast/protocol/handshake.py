@@ -52,8 +52,36 @@ def _block(content: bytes) -> bytes:
     return _core.pad(content, HANDSHAKE_BLOCK)
 
 
+class _HandshakeBlock:
+    """A handshake message sent as one padded 16384-byte block (never block-encrypted).
+    Subclasses define ``encode_content`` and ``_read``; parsing ignores trailing bytes, as
+    the reference does, and raises only ParseError (the reference: HANDSHAKE PARSE)."""
+
+    __slots__ = ()
+
+    def encode_content(self) -> bytes:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        """The padded 16384-byte block."""
+        return _block(self.encode_content())
+
+    @classmethod
+    def parse_content(cls, content: bytes):
+        return _parse(cls._read, content)
+
+    @classmethod
+    def parse(cls, block: bytes):
+        """Parse the padded block."""
+        return _parse(cls._read, None, block)
+
+    @classmethod
+    def _read(cls, r: Reader):
+        raise NotImplementedError
+
+
 @dataclass(slots=True)
-class ServerHandshake:
+class ServerHandshake(_HandshakeBlock):
     """``cert_key`` (chain + signed session key) goes on the wire only when
     ``vrange.max >= 7``; a real server always sends it then."""
 
@@ -66,19 +94,6 @@ class ServerHandshake:
         if self.vrange.max >= V.AUTH_CMDS and self.cert_key is not None:
             out += self.cert_key.encode()
         return out
-
-    def encode(self) -> bytes:
-        """The padded 16384-byte block."""
-        return _block(self.encode_content())
-
-    @classmethod
-    def parse_content(cls, content: bytes) -> "ServerHandshake":
-        return _parse(cls._read, content)
-
-    @classmethod
-    def parse(cls, block: bytes) -> "ServerHandshake":
-        """Parse the padded block. Raises ParseError (the reference: HANDSHAKE PARSE)."""
-        return _parse(cls._read, None, block)
 
     @classmethod
     def _read(cls, r: Reader) -> "ServerHandshake":
@@ -117,7 +132,7 @@ def _read_service(r: Reader) -> ClientService:
 
 
 @dataclass(slots=True)
-class ClientHandshake:
+class ClientHandshake(_HandshakeBlock):
     """``client_key``: X25519 SPKI DER (v7+, present or absent; enables block encryption
     from v11 unless ``proxy_server``); ``proxy_server`` is sent from v14, ``service`` (a
     Maybe) from v16. Fields a version lacks are dropped when encoding."""
@@ -138,17 +153,6 @@ class ClientHandshake:
         if v >= V.SERVICE_CERTS:
             out += b"0" if self.service is None else b"1" + self.service.encode()
         return out
-
-    def encode(self) -> bytes:
-        return _block(self.encode_content())
-
-    @classmethod
-    def parse_content(cls, content: bytes) -> "ClientHandshake":
-        return _parse(cls._read, content)
-
-    @classmethod
-    def parse(cls, block: bytes) -> "ClientHandshake":
-        return _parse(cls._read, None, block)
 
     @classmethod
     def _read(cls, r: Reader) -> "ClientHandshake":
@@ -173,7 +177,7 @@ class ClientHandshake:
 
 
 @dataclass(slots=True)
-class HandshakeResponse:
+class HandshakeResponse(_HandshakeBlock):
     """The optional third block: ``service_id`` on success, else ``error``."""
 
     service_id: bytes | None = None
@@ -185,17 +189,6 @@ class HandshakeResponse:
         if self.service_id is not None:
             return b"R" + _short(self.service_id)
         return b"E" + self.error.encode()  # type: ignore[union-attr]
-
-    def encode(self) -> bytes:
-        return _block(self.encode_content())
-
-    @classmethod
-    def parse_content(cls, content: bytes) -> "HandshakeResponse":
-        return _parse(cls._read, content)
-
-    @classmethod
-    def parse(cls, block: bytes) -> "HandshakeResponse":
-        return _parse(cls._read, None, block)
 
     @classmethod
     def _read(cls, r: Reader) -> "HandshakeResponse":
