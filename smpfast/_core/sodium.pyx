@@ -155,24 +155,30 @@ def hsalsa20_key(key):
     return _hsalsa20(k, _ZERO16)
 
 
-def x25519(private, public):
-    """Raw X25519 shared secret."""
-    cdef bytes sk = as_bytes(private)
-    cdef bytes pk = as_bytes(public)
-    if sk is None or pk is None:
-        return _py.x25519(private, public)
+cdef bytes _dh(bytes sk, bytes pk, bint precompute, str name):
+    """X25519 of two 32-byte keys, or libsodium's box_beforenm (HSalsa20 of it) when
+    ``precompute``; the GIL is released for the curve arithmetic."""
     if PyBytes_GET_SIZE(sk) != 32 or PyBytes_GET_SIZE(pk) != 32:
-        raise CryptoError("x25519 takes 32-byte keys")
+        raise CryptoError(f"{name} takes 32-byte keys")
     out = PyBytes_FromStringAndSize(NULL, 32)
     cdef unsigned char* q = _wptr(out)
     cdef const unsigned char* skp = _ptr(sk)
     cdef const unsigned char* pkp = _ptr(pk)
     cdef int rc
     with nogil:
-        rc = _scalarmult(q, skp, pkp)
+        rc = _box_beforenm(q, pkp, skp) if precompute else _scalarmult(q, skp, pkp)
     if rc != 0:
         raise CryptoError("Unexpected library error")
     return out
+
+
+def x25519(private, public):
+    """Raw X25519 shared secret."""
+    cdef bytes sk = as_bytes(private)
+    cdef bytes pk = as_bytes(public)
+    if sk is None or pk is None:
+        return _py.x25519(private, public)
+    return _dh(sk, pk, False, "x25519")
 
 
 def box_beforenm(public, private):
@@ -181,18 +187,7 @@ def box_beforenm(public, private):
     cdef bytes pk = as_bytes(public)
     if sk is None or pk is None:
         return _py.box_beforenm(public, private)
-    if PyBytes_GET_SIZE(sk) != 32 or PyBytes_GET_SIZE(pk) != 32:
-        raise CryptoError("box_beforenm takes 32-byte keys")
-    out = PyBytes_FromStringAndSize(NULL, 32)
-    cdef unsigned char* q = _wptr(out)
-    cdef const unsigned char* skp = _ptr(sk)
-    cdef const unsigned char* pkp = _ptr(pk)
-    cdef int rc
-    with nogil:
-        rc = _box_beforenm(q, pkp, skp)
-    if rc != 0:
-        raise CryptoError("Unexpected library error")
-    return out
+    return _dh(sk, pk, True, "box_beforenm")
 
 
 cdef inline int _check(bytes key, bytes nonce) except -1:
