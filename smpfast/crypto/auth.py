@@ -10,7 +10,8 @@ key covers ``fingerprint || t_for_auth`` — callers pass whatever bytes are aut
 
 Timing-safety (crypto.md §3.4): when the queue is missing or the key type does not match
 the authorization, the verifier still runs one verification of the supplied kind against
-the reference's dummy keys, then answers False.
+the reference's dummy keys, then answers False. A missing key also costs the parse of a
+stored key (``_as_auth_key``); the store lookup's share is ``Store.cover_miss``.
 """
 
 from __future__ import annotations
@@ -172,9 +173,9 @@ class AuthVerifier:
             keys = key if isinstance(key, (list, tuple)) else (key,)
             if not keys:
                 keys = (None,)
+            alen = len(auth)
             for k in keys:
-                pub = _as_auth_key(k)
-                alen = len(auth)
+                pub = _as_auth_key(k, alen)
                 if alen == ED25519_SIG_LEN:
                     real = pub is not None and pub.alg is Alg.ED25519
                     core_reqs.append(((pub if real else DUMMY_KEY_ED25519).raw, auth, authorized, None))
@@ -202,9 +203,24 @@ class AuthVerifier:
         return results
 
 
-def _as_auth_key(key: KeyLike) -> PublicKey | None:
-    """Stored keys as PublicKey; an undecodable stored key counts as no key."""
-    if key is None or isinstance(key, PublicKey):
+# A stored key is SPKI DER that verification parses first; with no stored key the dummy
+# key's DER of the authorization's kind is parsed instead, so that both cost the same.
+_DUMMY_DER_BY_AUTH_LEN = {
+    ED25519_SIG_LEN: DUMMY_KEY_ED25519.der,
+    AUTHENTICATOR_LEN: DUMMY_KEY_X25519.der,
+    ED448_SIG_LEN: DUMMY_KEY_ED448.der,
+}
+
+
+def _as_auth_key(key: KeyLike, auth_len: int) -> PublicKey | None:
+    """Stored keys as PublicKey; an undecodable stored key counts as no key. No key:
+    None, after parsing the dummy DER for ``auth_len`` (see above)."""
+    if key is None:
+        dummy = _DUMMY_DER_BY_AUTH_LEN.get(auth_len)
+        if dummy is not None:
+            decode_public_key(dummy, AUTH_ALGS)
+        return None
+    if isinstance(key, PublicKey):
         return key
     try:
         return decode_public_key(key, AUTH_ALGS)

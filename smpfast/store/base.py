@@ -46,6 +46,13 @@ class QueueStore(ABC):
     def queue_by_link(self, link_id: bytes) -> QueueRecord | None: ...
 
     @abstractmethod
+    def cover_miss(self, key: bytes, by_index: bool) -> None:
+        """After a lookup of ``key`` found no queue, do the rest of the work a lookup that
+        finds one does (for ``by_index``, the sender/notifier/link lookups, the second read;
+        then reading a typical record), so that an ERR AUTH takes as long for a queue id
+        that does not exist as for one that does. Changes nothing."""
+
+    @abstractmethod
     def add_queue(self, rec: QueueRecord) -> bool:
         """Store a new queue. False (nothing written) if its recipient id, sender id, notifier id
         or link id is already in use. RecordError (nothing written) for an invalid record."""

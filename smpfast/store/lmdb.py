@@ -45,6 +45,7 @@ from .errors import (
     StoreUsageError,
 )
 from .records import (
+    TYPICAL_QUEUE_RECORD,
     QueueRecord,
     StoredMessage,
     decode_message,
@@ -248,6 +249,16 @@ class LMDBStore(Store):
 
     def queue_by_link(self, link_id: bytes) -> QueueRecord | None:
         return self._by_index(self._links, link_id)
+
+    def cover_miss(self, key: bytes, by_index: bool) -> None:
+        txn = self._txn or self._begin()
+        try:
+            if by_index:
+                txn.get(key, db=self._queues)  # a hit reads the queue after the index
+            decode_queue(TYPICAL_QUEUE_RECORD)
+        except BaseException as e:
+            self._fail(e)
+            raise
 
     def add_queue(self, rec: QueueRecord) -> bool:
         data = encode_queue(rec)

@@ -10,7 +10,15 @@ from dataclasses import replace
 
 from .base import DEFAULT_QUOTA, Store, WriteResult
 from .errors import DuplicateIdError, QueueNotFound, StoreError
-from .records import QueueRecord, StoredMessage, copy_queue, encode_message, encode_queue, quota_marker
+from .records import (
+    TYPICAL_QUEUE,
+    QueueRecord,
+    StoredMessage,
+    copy_queue,
+    encode_message,
+    encode_queue,
+    quota_marker,
+)
 
 _MISSING = object()
 
@@ -64,6 +72,12 @@ class MemoryStore(Store):
 
     def queue_by_link(self, link_id: bytes) -> QueueRecord | None:
         return self._by_index(self._links, link_id)
+
+    def cover_miss(self, key: bytes, by_index: bool) -> None:
+        self._check_open()
+        if by_index:
+            self._queues.get(key)  # a hit reads the queue after the index
+        copy_queue(TYPICAL_QUEUE)
 
     def add_queue(self, rec: QueueRecord) -> bool:
         self._check_open()

@@ -370,6 +370,8 @@ __all__ = [
     "NotifierRecord",
     "QueueRecord",
     "StoredMessage",
+    "TYPICAL_QUEUE",
+    "TYPICAL_QUEUE_RECORD",
     "copy_queue",
     "decode_message",
     "decode_queue",
@@ -378,6 +380,21 @@ __all__ = [
     "message_meta",
     "quota_marker",
 ]
+
+# A secured messaging-mode queue with a notifier, the common layout (one recipient key,
+# 44-byte keys). A lookup that finds nothing decodes it (Store.cover_miss): the time of
+# ERR AUTH must not tell whether a queue id exists. Values do not matter, lengths do.
+TYPICAL_QUEUE = QueueRecord(
+    recipient_id=bytes(24),
+    recipient_keys=[bytes(44)],
+    rcv_dh_secret=bytes(32),
+    sender_id=bytes(24),
+    sender_key=bytes(44),
+    queue_mode="M",
+    notifier=NotifierRecord(bytes(24), bytes(44), bytes(32)),
+    updated_at=0,
+)
+TYPICAL_QUEUE_RECORD = encode_queue(TYPICAL_QUEUE)
 
 # A message record of the largest body and id stays within four LMDB pages.
 assert _MSG_HEADER.size + 255 + MAX_MESSAGE_BODY <= MAX_MESSAGE_RECORD
