@@ -31,6 +31,7 @@ small p with a tiny difference is still a tiny difference: read the interval).
 
     .venv/bin/python bench/auth_timing.py                        # both levels, 1500 pairs
     .venv/bin/python bench/auth_timing.py --level broker --valid  # sans-IO only, + valid commands
+    .venv/bin/python bench/auth_timing.py --level valid           # only the valid commands
     .venv/bin/python bench/auth_timing.py --samples 300 --commands GET,SEND --algs ed25519
 """
 
@@ -355,13 +356,13 @@ def run_broker(args: argparse.Namespace, rng: random.Random) -> tuple[list[CaseR
     for kind in args.stores:
         with tempfile.TemporaryDirectory(prefix="smpfast-authtiming-") as tmp:
             setup = broker_setup(kind, Path(tmp), args.algs)
-            for command in args.commands:
+            for command in args.commands if args.level != "valid" else ():
                 for alg in args.algs:
                     existing, absent = broker_case(setup, command, alg, args.samples, rng)
                     r = summarize("broker", kind, command, alg, existing, absent, args.bootstrap)
                     results.append(r)
                     print(r.row(), flush=True)
-            if args.valid:
+            if args.valid or args.level == "valid":
                 for command in args.commands:
                     for alg in args.algs:
                         us = valid_case(setup, command, alg, args.samples)
@@ -470,7 +471,8 @@ def _names(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--level", choices=("broker", "e2e", "both"), default="both")
+    p.add_argument("--level", choices=("broker", "e2e", "both", "valid"), default="both",
+                   help="valid: only the commands with the right key, at the broker level")
     p.add_argument("--samples", type=int, default=1500, help="pairs (existing, absent) per case (default 1500)")
     p.add_argument("--commands", type=_names(COMMANDS), default=list(COMMANDS))
     p.add_argument("--algs", type=_names(ALGS), default=list(ALGS))
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     results: list[CaseResult] = []
     valid: list[dict] = []
-    if args.level in ("broker", "both"):
+    if args.level in ("broker", "both", "valid"):
         r, valid = run_broker(args, rng)
         results += r
     if args.level in ("e2e", "both"):

@@ -172,3 +172,15 @@ def test_valid_commands_still_verify(store):
                for r in decode_client_transmissions(core.encode_batch(batch, BLOCK), VERSION, client.session_id)]
     assert answers == [C.OK, C.OK]
     assert store.peek_message(rec.recipient_id).body == b"hi"
+
+
+def test_cover_miss_changes_nothing(store):
+    rec, _ = _queue(Alg.ED25519)
+    assert store.add_queue(rec)
+    store.commit()
+    absent = os.urandom(24)
+    for by_index in (False, True):
+        assert store.cover_miss(absent, by_index) is None
+    store.commit()
+    assert store.queue_count() == 1 and store.get_queue(absent) is None
+    assert store.get_queue(rec.recipient_id) == rec

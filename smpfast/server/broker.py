@@ -304,7 +304,8 @@ class Broker:
     ) -> cauth.AuthRequest | bool | E.ErrorType:
         """Decide what verifies ``item``: the authorization to check (with the reference's
         dummy keys when the queue or key is missing), True (no authorization needed) or the
-        error to answer."""
+        error to answer. A lookup that finds nothing costs what one that finds a queue
+        costs (``Store.cover_miss``): the time of ERR AUTH must not tell which ids exist."""
         cmd = item.cmd
         # No service sessions yet: a service signature is never valid here (SERVICE).
         if service_sig is not None:
@@ -319,11 +320,15 @@ class Broker:
         if isinstance(cmd, C.New):
             key = cmd.rcv_auth_key
         elif party is C.Party.RECIPIENT:
-            q = self._find(store.get_queue, entity, by_index=False)
+            q = store.get_queue(entity)
+            if q is None:
+                store.cover_miss(entity, False)
             item.queue = q
             key = None if q is None else list(q.recipient_keys)
         elif isinstance(cmd, C.Send):
-            q = self._find(store.queue_by_sender, entity)
+            q = store.queue_by_sender(entity)
+            if q is None:
+                store.cover_miss(entity, True)
             item.queue = q
             if q is not None and q.sender_key is None:
                 if not auth:
@@ -332,20 +337,24 @@ class Broker:
             else:
                 key = None if q is None else q.sender_key
         elif isinstance(cmd, (C.Skey, C.Lkey)):
-            find = store.queue_by_sender if isinstance(cmd, C.Skey) else store.queue_by_link
-            q = self._find(find, entity)
+            q = store.queue_by_sender(entity) if isinstance(cmd, C.Skey) else store.queue_by_link(entity)
+            if q is None:
+                store.cover_miss(entity, True)
             item.queue = q
             allowed = q is not None and q.queue_mode == "M" and q.sender_key in (None, cmd.key)
             key = cmd.key if allowed else None
         elif isinstance(cmd, C.Lget):
-            q = self._find(store.queue_by_link, entity)
+            q = store.queue_by_link(entity)
             if q is None:
+                store.cover_miss(entity, True)
                 self._dummy(client, auth, t_for_auth, corr_id, entity)
                 return E.AUTH
             item.queue = q
             return True if _is_contact(q) else E.AUTH
         elif isinstance(cmd, C.Nsub):
-            q = self._find(store.queue_by_notifier, entity)
+            q = store.queue_by_notifier(entity)
+            if q is None:
+                store.cover_miss(entity, True)
             item.queue = q
             key = None if q is None or q.notifier is None else q.notifier.notifier_key
         elif isinstance(cmd, C.Ping):
@@ -354,14 +363,6 @@ class Broker:
             # Proxy commands (v8+) are never parsed at the versions this server announces.
             return E.CMD_PROHIBITED
         return cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
-
-    def _find(self, lookup: Callable[[bytes], QueueRecord | None], entity: bytes, by_index: bool = True) -> QueueRecord | None:
-        """``lookup(entity)``, with a miss made as costly as a hit (``Store.cover_miss``):
-        the time of ERR AUTH must not tell whether a queue id exists."""
-        q = lookup(entity)
-        if q is None:
-            self.store.cover_miss(entity, by_index)
-        return q
 
     def _dummy(self, client: Client, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
         if auth:
