@@ -2,11 +2,14 @@
 
 The network layer hands each decrypted block of a connection to ``Broker.process_block``.
 The broker splits and parses it, verifies every authorization of the block in one call,
-executes the commands against the store's open write transaction and appends the encoded
-responses to the connection's outbox — and events (MSG, END, DELD, NMSG) to other
-connections' outboxes. Each outbox entry carries the commit generation that must be durable
-before it may be sent (see ``committer.py``): a state change is acknowledged only once it is
-on disk, and nobody sees data that could still be rolled back.
+executes the block's commands in one store write unit and then appends the answers to the
+connection's outbox — and events (MSG, END, DELD, NMSG) to other connections' outboxes.
+Each outbox entry is ``(generation, answers)``: the commit generation that must be durable
+before the answers may be sent (see ``committer.py``), so a state change is acknowledged only
+once it is on disk and nobody sees data that could still be rolled back. A block whose writes
+fail is undone as a whole (store unit plus the broker's in-memory delivery state) and every
+command of it is answered ``ERR STORE``; answers whose commit fails later are turned into
+``ERR STORE`` by ``answers_after_failed_commit``.
 
 Behaviour follows the reference server (Server.hs ``processCommand``,
 ``verifyQueueTransmission``); deliberate differences are noted where they occur.
@@ -32,7 +35,7 @@ from ..protocol import errors as E
 from ..protocol import versions as V
 from ..protocol.errors import ParseError, UnknownTag
 from ..store import Store
-from ..store.errors import StoreError, StoreUsageError
+from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from ..store.records import NotifierRecord, QueueRecord, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -41,27 +44,46 @@ ID_SIZE = 24
 DAY = 86400
 
 
+# The reference answers a failing message or queue store with ERR STORE and a text.
+STORE_FULL = E.ErrorType("STORE", "store full")
+STORE_FAILED = E.ErrorType("STORE", "store error")
+
+Answer = tuple[bytes, bytes, C.Response]  # (corrId, entityId, response or event)
+
+
 class Durability(Protocol):
     """What the broker needs of the group committer."""
 
-    def wrote(self, count: int = 1) -> int: ...
+    def current(self) -> int:
+        """The generation whose commit makes everything the store shows now durable."""
+        ...
 
-    def current(self) -> int: ...
-
-    def abort_open(self) -> None: ...
+    def store_failed(self, error: Exception) -> None:
+        """A write failed (logged once per episode by the committer)."""
+        ...
 
 
 class NoDurability:
     """For sans-IO tests and the memory store: everything is 'durable' at once."""
 
-    def wrote(self, count: int = 1) -> int:
-        return 0
-
     def current(self) -> int:
         return 0
 
-    def abort_open(self) -> None:
-        pass
+    def store_failed(self, error: Exception) -> None:
+        log.error("store write failed: %s", error)
+
+
+def store_error(error: Exception) -> E.ErrorType:
+    return STORE_FULL if isinstance(error, StoreFullError) else STORE_FAILED
+
+
+def encode_answers(client: "Client", answers: list[Answer]) -> list[bytes]:
+    """The transmissions of one answer batch, as the connection writes them."""
+    version, session_id, implied = client.version, client.session_id, client.implied_session
+    return [
+        core.encode_transmission(b"", corr_id, entity_id, C.encode_response(msg, version), session_id, implied, False)
+        for corr_id, entity_id, msg in answers
+    ]
 
 
 @dataclass(slots=True)
@@ -95,7 +117,7 @@ class Client:
     notify: Callable[[], None] = lambda: None
     subscriptions: dict[bytes, Sub] = field(default_factory=dict)
     ntf_subscriptions: set[bytes] = field(default_factory=set)
-    outbox: list[tuple[int, list[bytes]]] = field(default_factory=list)  # (generation, batch)
+    outbox: list[tuple[int, list[Answer]]] = field(default_factory=list)  # (generation, answers)
     connected: bool = True
     last_received: float = 0.0
     last_sent: float = 0.0
@@ -152,6 +174,10 @@ class Broker:
         self.ntf_subscribers: dict[bytes, Client] = {}  # notifier id -> subscribed connection
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
         self.stats: dict[str, int] = {}
+        # While a block executes: the answers for other connections (sent only once the
+        # block's writes joined the transaction) and how to undo its in-memory changes.
+        self._deferred: list[tuple[Client, list[Answer]]] | None = None
+        self._undo: list[Callable[[], None]] | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -169,19 +195,23 @@ class Broker:
 
     # ------------------------------------------------------------------ output
 
-    def _send(self, client: Client, items: list[tuple[bytes, bytes, C.Response]]) -> None:
+    def _send(self, client: Client, items: list[Answer]) -> None:
         """Queue ``items`` as one batch: the writer packs a batch into as few blocks as fit
-        and, like the reference, never mixes two batches in one block."""
+        and, like the reference, never mixes two batches in one block. While a block
+        executes, batches for other connections wait until its writes are in."""
         if not items or not client.connected:
             return
-        version = client.version
-        session_id, implied = client.session_id, client.implied_session
-        batch = [
-            core.encode_transmission(b"", corr_id, entity_id, C.encode_response(msg, version), session_id, implied, False)
-            for corr_id, entity_id, msg in items
-        ]
-        client.outbox.append((self.durability.current(), batch))
+        if self._deferred is not None:
+            self._deferred.append((client, items))
+            return
+        client.outbox.append((self.durability.current(), items))
         client.notify()
+
+    def _set_delivered(self, sub: "Sub", msg_id: bytes | None) -> None:
+        if self._undo is not None:
+            previous = sub.delivered
+            self._undo.append(lambda: setattr(sub, "delivered", previous))
+        sub.delivered = msg_id
 
     def _send_responses(self, client: Client, responses: list, events: list) -> None:
         """The reference's grouping: a block's responses form one batch; messages that SUBs
@@ -275,27 +305,67 @@ class Broker:
                 verified.append(item)
         # The reference sends the block's verification errors first, as one batch.
         self._send(client, errors)
-        if not client.connected:
+        if not client.connected or not verified:
             return
-        if verified:
-            responses: list[tuple[bytes, bytes, C.Response]] = []
-            events: list[tuple[bytes, bytes, C.Response]] = []
-            for item in verified:
-                try:
-                    self._execute(client, item, responses, events)
-                except StoreUsageError:
-                    log.exception("store precondition failed")
-                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-                except StoreError:
-                    # The store aborted its whole uncommitted transaction: other connections
-                    # waiting on it are closed by their writers; here every answer computed
-                    # so far may rest on aborted writes, so none of them may say OK.
-                    log.exception("store failure")
-                    self.durability.abort_open()
-                    responses = [(c, e, C.Err(E.INTERNAL)) for c, e, _ in responses]
-                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-                    events = []
-            self._send_responses(client, responses, events)
+        responses: list[Answer] = []
+        events: list[Answer] = []
+        deferred: list[tuple[Client, list[Answer]]] = []
+        undo: list[Callable[[], None]] = []
+        self._deferred, self._undo = deferred, undo
+        try:
+            with self.store.unit():
+                for item in verified:
+                    try:
+                        self._execute(client, item, responses, events)
+                    except StoreUsageError:
+                        log.exception("store precondition failed")
+                        responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+        except StoreError as e:
+            # The unit is undone: none of the block's answers may stand, and its
+            # in-memory changes (delivery state, pushes to others) go with it.
+            for step in reversed(undo):
+                step()
+            self.durability.store_failed(e)
+            failure = C.Err(store_error(e))
+            responses = [(item.corr_id, item.entity_id, failure) for item in verified]
+            events = []
+            deferred.clear()
+        finally:
+            self._deferred = self._undo = None
+        for target, items in deferred:
+            self._send(target, items)
+        self._send_responses(client, responses, events)
+
+    def answers_after_failed_commit(self, client: Client, answers: list[Answer]) -> list[Answer]:
+        """What to send instead of ``answers`` whose commit generation failed: responses
+        become ERR STORE (their state change was rolled back), a MSG is withdrawn and the
+        queue's current head delivered again, END stays, DELD becomes END (the queue is
+        back but this connection's subscription is gone), NMSG is dropped."""
+        out: list[Answer] = []
+        for corr_id, entity_id, msg in answers:
+            if isinstance(msg, C.Msg):
+                self._redeliver(client, entity_id, msg.msg_id)
+            if corr_id:
+                out.append((corr_id, entity_id, msg if isinstance(msg, C.Err) else C.Err(STORE_FAILED)))
+            elif msg is C.END or msg is C.DELD:
+                out.append((corr_id, entity_id, C.END))
+        return out
+
+    def _redeliver(self, client: Client, rid: bytes, msg_id: bytes) -> None:
+        sub = client.subscriptions.get(rid)
+        if sub is None or sub.delivered != msg_id:
+            return
+        sub.delivered = None
+        if sub.prohibited:
+            return  # GET: the client asks again
+        try:
+            q = self.store.get_queue(rid)
+            head = None if q is None else self.store.peek_message(rid)
+        except StoreError:
+            return
+        if q is not None and head is not None:
+            sub.delivered = head.msg_id
+            self._send(client, [(b"", rid, self._msg(q, head))])
 
     # ------------------------------------------------------------------ verification
 
@@ -404,7 +474,6 @@ class Broker:
         if q.updated_at != today:
             q.updated_at = today
             self.store.update_queue(q)
-            self.durability.wrote()
 
     # --- NEW
 
@@ -450,7 +519,6 @@ class Broker:
                 updated_at=today,
             )
             if self.store.add_queue(rec):
-                self.durability.wrote()
                 self._count("queues_created")
                 if cmd.subscribe:
                     client.subscriptions[rid] = Sub()
@@ -488,11 +556,11 @@ class Broker:
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
         else:
-            sub.delivered = None
+            self._set_delivered(sub, None)
         out.append((item.corr_id, item.entity_id, C.Sok(None)))
         msg = self.store.peek_message(rid)
         if msg is not None:
-            sub.delivered = msg.msg_id
+            self._set_delivered(sub, msg.msg_id)
             events.append((b"", rid, self._msg(q, msg)))
 
     def _get(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -505,10 +573,10 @@ class Broker:
             return
         msg = self.store.peek_message(rid)
         if msg is None:
-            sub.delivered = None
+            self._set_delivered(sub, None)
             out.append((item.corr_id, item.entity_id, C.OK))
         else:
-            sub.delivered = msg.msg_id
+            self._set_delivered(sub, msg.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, msg)))
 
     def _ack(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -519,9 +587,8 @@ class Broker:
             out.append((item.corr_id, item.entity_id, C.Err(E.NO_MSG)))
             return
         target = sub.delivered if not msg_id else msg_id
-        sub.delivered = None
+        self._set_delivered(sub, None)
         if self.store.delete_message(rid, target):
-            self.durability.wrote()
             self._count("messages_received")
         if sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.OK))
@@ -530,7 +597,7 @@ class Broker:
         if nxt is None:
             out.append((item.corr_id, item.entity_id, C.OK))
         else:
-            sub.delivered = nxt.msg_id
+            self._set_delivered(sub, nxt.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, nxt)))
 
     def _msg(self, q: QueueRecord, msg: StoredMessage) -> C.Msg:
@@ -549,7 +616,6 @@ class Broker:
             return C.OK if q.sender_key == key else C.Err(E.AUTH)
         q.sender_key = key
         self.store.update_queue(q)
-        self.durability.wrote()
         return C.OK
 
     def _key(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -561,7 +627,6 @@ class Broker:
             return
         q.recipient_keys = list(item.cmd.keys)
         self.store.update_queue(q)
-        self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _lset(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -573,7 +638,6 @@ class Broker:
         else:
             q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed_data, cmd.data.user_data
             self.store.update_queue(q)
-            self.durability.wrote()
             result = C.OK
         out.append((item.corr_id, item.entity_id, result))
 
@@ -581,7 +645,6 @@ class Broker:
         if q.link_id is not None:
             q.link_id = q.link_fixed = q.link_user = None
             self.store.update_queue(q)
-            self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _link_response(self, q: QueueRecord, link_id: bytes) -> C.Response:
@@ -603,7 +666,6 @@ class Broker:
                 continue
             q.notifier = NotifierRecord(nid, cmd.notifier_key, dh.secret)
             self.store.update_queue(q)
-            self.durability.wrote()
             if old is not None:
                 self._notifier_gone(client, old.notifier_id)
             out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
@@ -615,7 +677,6 @@ class Broker:
         if old is not None:
             q.notifier = None
             self.store.update_queue(q)
-            self.durability.wrote()
             self._notifier_gone(client, old.notifier_id)
         out.append((item.corr_id, item.entity_id, C.OK))
 
@@ -632,13 +693,11 @@ class Broker:
             q.status = "off"
             q.blocked_info = None
             self.store.update_queue(q)
-            self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         self.store.delete_queue(rid)
-        self.durability.wrote()
         self._count("queues_deleted")
         client.subscriptions.pop(rid, None)
         subscriber = self.subscribers.pop(rid, None)
@@ -691,7 +750,6 @@ class Broker:
             self.store.expire_messages(rid, int(now) - self.config.message_ttl)
         msg = StoredMessage(self.random_bytes(ID_SIZE), int(now), cmd.flags.notification, cmd.body)
         result = self.store.write_message(rid, msg, self.config.quota)
-        self.durability.wrote()
         if not result.stored:
             self._count("messages_quota")
             return C.Err(E.QUOTA)
@@ -710,14 +768,17 @@ class Broker:
         sub = subscriber.subscriptions.get(rid)
         if sub is None or sub.prohibited or sub.delivered is not None:
             return
-        sub.delivered = msg.msg_id
+        self._set_delivered(sub, msg.msg_id)
         self._event(subscriber, rid, self._msg(q, msg))
 
     # --- notifications
 
     def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
-        self.notifications.setdefault(notifier.notifier_id, []).append((msg.msg_id, msg.ts, nonce, enc))
+        pending = self.notifications.setdefault(notifier.notifier_id, [])
+        pending.append((msg.msg_id, msg.ts, nonce, enc))
+        if self._undo is not None:
+            self._undo.append(pending.pop)
 
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:

@@ -1,10 +1,11 @@
 """One client connection: the SMP handshake, then a reader and a writer task.
 
 The reader hands every block to the broker (synchronously, so a block's commands are
-atomic with respect to other connections). The writer owns the outbox of answer batches: it waits
-until the outbox is non-empty, waits until every batch's commit generation is durable, packs
-each batch into as few blocks as fit (never two batches in one block, as the reference) and
-writes all the blocks with one send.
+atomic with respect to other connections). The writer owns the outbox of answer batches, in
+order: it sends the longest prefix of batches whose commit generations are settled (durable,
+or failed: then the broker turns them into errors), packing each batch into as few blocks as
+fit (never two batches in one block, as the reference) and writing them with one send; a batch
+whose generation is not yet durable waits, and so does everything after it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..protocol.commands import CertChainPubKey
 from ..protocol.errors import ParseError
 from ..protocol.handshake import ClientHandshake, ServerHandshake
 from ..transport import BlockConnection, TransportError
-from .broker import Broker, Client
+from .broker import Broker, Client, encode_answers
 from .committer import CommitFailed, GroupCommitter
 
 log = logging.getLogger(__name__)
@@ -169,34 +170,45 @@ class Connection:
         client = self.client
         assert client is not None
         committer = self.committer
+        broker = self.broker
+        outbox = client.outbox
         budget_size = V.ENCRYPTED_BLOCK_PAD if self._encrypt is not None else V.BLOCK_SIZE
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            if not client.outbox:
-                continue
-            needed = max(gen for gen, _ in client.outbox)
-            if needed > committer.durable:
+            while outbox:
+                head = outbox[0][0]
+                if not committer.settled(head):
+                    try:
+                        await committer.wait_durable(head)
+                    except CommitFailed:
+                        pass  # settled: answered below with errors
+                # Answers leave in order, each only once the generation it shows is durable:
+                # send the settled prefix; later batches wait for their own commits.
+                ready = 0
+                for generation, _ in outbox:
+                    if not committer.settled(generation):
+                        break
+                    ready += 1
+                batches = outbox[:ready]
+                del outbox[:ready]
+                drained, self._drained = self._drained, trio.Event()
+                drained.set()
+                out = []
+                for generation, answers in batches:
+                    if committer.failed(generation):
+                        answers = broker.answers_after_failed_commit(client, answers)
+                    transmissions = encode_answers(client, answers)
+                    start = 0
+                    for count in core.group_transmissions([len(t) for t in transmissions]):
+                        block = core.encode_batch(transmissions[start : start + count], budget_size)
+                        start += count
+                        out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
+                if not out:
+                    continue
                 try:
-                    await committer.wait_durable(needed)
-                except CommitFailed:
-                    # Nothing that failed may be acknowledged: close, the client retries.
-                    log.warning("closing a connection whose writes were not committed")
+                    await self.conn.send(b"".join(out))
+                except TransportError:
                     cancel_scope.cancel()
                     return
-            batches, client.outbox = client.outbox, []
-            drained, self._drained = self._drained, trio.Event()
-            drained.set()
-            out = []
-            for _, transmissions in batches:
-                start = 0
-                for count in core.group_transmissions([len(t) for t in transmissions]):
-                    block = core.encode_batch(transmissions[start : start + count], budget_size)
-                    start += count
-                    out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
-            try:
-                await self.conn.send(b"".join(out))
-            except TransportError:
-                cancel_scope.cancel()
-                return
-            client.last_sent = self.broker.clock()
+                client.last_sent = broker.clock()

@@ -17,6 +17,7 @@ from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
 from ..store import Store
+from ..store.errors import StoreError
 from ..transport import serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
@@ -141,8 +142,12 @@ class Server:
         while True:
             # Bounded steps, each its own commit, so expiry never stalls the server.
             while True:
-                self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
-                self.committer.wrote()
+                try:
+                    with self.store.unit():
+                        self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                except StoreError as e:
+                    self.committer.store_failed(e)
+                    break  # try again at the next interval
                 await trio.sleep(0)
                 if self.store.expire_pass_complete:
                     break
