@@ -122,7 +122,7 @@ def _create_store(config: Config) -> None:
 
     config.store.path.mkdir(parents=True, exist_ok=True)
     store = LMDBStore(
-        str(config.store.path), map_size=config.store.map_size, durability=config.store.durability
+        str(config.store.path), map_size=config.store.map_size, map_size_max=config.store.map_size_max, durability=config.store.durability
     )
     store.close()
 

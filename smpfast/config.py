@@ -117,6 +117,7 @@ class InactiveClientsConfig:
 class StoreConfig:
     path: Path  # resolved against the config directory
     map_size: int = DEFAULT_MAP_SIZE
+    map_size_max: int | None = None  # grow a full map up to this size; None: never grow
     durability: str = "fsync"
     commit_interval_ms: int = 2
 
@@ -318,6 +319,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "STORE": {
         "path": _text,
         "map_size": parse_size,
+        "map_size_max": parse_size,
         "durability": _choice(*DURABILITY_MODES),
         "commit_interval_ms": _int_range(0, 10000),
     },
@@ -562,6 +564,9 @@ path = {DEFAULT_STORE_DIR}
 # The largest the store may grow (bytes, or with K, M, G or T). Disk space is used only as
 # data is written; raising it later is fine, lowering it below the data size is not.
 map_size = 8G
+# When the map fills up, double it (at most up to this size) instead of refusing writes
+# until space is freed. Unset: the map never grows by itself.
+# map_size_max = 32G
 # fsync: a reply to a change is sent only after the change is on disk.
 # none: faster, but a machine crash can lose recent acknowledged changes.
 durability = fsync

@@ -126,6 +126,7 @@ class GroupCommitter:
 
     def store_failed(self, error: Exception) -> None:
         self.health.failed("a store write", error)
+        self._dirty.set()  # the next flush may have maintenance to do (grow a full map)
 
     async def wait_durable(self, generation: int) -> None:
         """Return once ``generation`` is durable; CommitFailed if it was aborted."""
@@ -168,6 +169,9 @@ class GroupCommitter:
                 return
             store.maintain()
             self._committed = generation
+        elif store.needs_maintenance:
+            store.commit()  # ends the read-only transaction, so that the map can grow
+            store.maintain()
         if self._committed <= self._durable:
             return
         target = self._committed

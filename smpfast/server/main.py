@@ -176,7 +176,7 @@ def build_server(config: Config) -> tuple[Server, str]:
     files = config.files
     ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
     sc = config.store
-    store = LMDBStore(str(sc.path), map_size=sc.map_size, durability=sc.durability)
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
     broker_config = BrokerConfig(
         allow_new_queues=config.auth.new_queues,

@@ -170,6 +170,11 @@ class Store(QueueStore, MessageStore):
         """Make every committed transaction durable (fsync, unless durability='none').
         Safe to call from another thread while this store keeps being used."""
 
+    @property
+    def needs_maintenance(self) -> bool:
+        """True when maintain() has work to do (the open transaction must be ended first)."""
+        return False
+
     def maintain(self) -> None:
         """Housekeeping between transactions (LMDBStore grows a full map here)."""
 

@@ -257,6 +257,10 @@ class LMDBStore(Store):
         if self._map_size < self._map_size_max:
             self._grow_wanted = True
 
+    @property
+    def needs_maintenance(self) -> bool:
+        return self._grow_wanted
+
     def maintain(self) -> None:
         """Between transactions (none may be open in this process): grow the map after it
         filled, when ``map_size_max`` allows. The group committer calls this after commits."""
