@@ -13,7 +13,7 @@ Blocks are built and signed outside the timed part exactly as smpfast.client doe
 message ids the broker will assign, so the benchmark gives the broker a deterministic id
 source: queue i always gets message id i (the queue is empty again after each round).
 
-    /work/venv/bin/pytest bench/test_bench_broker.py --benchmark-only
+    .venv/bin/pytest bench/test_bench_broker.py --benchmark-only
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Replay a golden transcript (shared/transcripts/*.json) against smpfast's sans-IO broker.
+"""Replay a golden transcript (tests/data/transcripts) against smpfast's sans-IO broker.
 
 One ``Broker`` over a ``MemoryStore``, one broker ``Client`` per recorded connection with the
 recorded session id (so signatures made by the recorded keys over that session id verify).

@@ -1,5 +1,5 @@
 """Opening an SMP session: parse the address, TLS with the fingerprint pinned, the SMP
-handshake (transport.md §6) and the block-encryption keys (§9)."""
+handshake and the block-encryption keys."""
 
 from __future__ import annotations
 

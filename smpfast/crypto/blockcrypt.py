@@ -1,4 +1,4 @@
-"""v11+ transport block encryption: the HKDF secret-box chain (transport.md §9).
+"""v11+ transport block encryption: the HKDF secret-box chain (Crypto.hs sbcInit, sbcHkdf).
 
 ``(ck_s2c, ck_c2s) = split32(HKDF-SHA512(salt=sessionId, ikm=X25519 session secret,
 info="SimpleXSbChainInit", 64))``; every block, per direction, takes one step

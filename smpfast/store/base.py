@@ -75,7 +75,7 @@ class MessageStore(ABC):
 
     @abstractmethod
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
-        """Append ``msg`` following the reference's writeMsg rule (spec/semantics.md §5):
+        """Append ``msg`` following the reference's writeMsg rule (Server/MsgStore/STM.hs):
 
         - over quota (a marker was written) and the queue not empty yet -> FULL, nothing stored;
         - otherwise, if the queue holds fewer than ``quota`` entries (marker included) -> the

@@ -1,7 +1,7 @@
 """A TLS connection that carries 16384-byte blocks, over a trio socket, with ssl.MemoryBIO.
 
 Why not trio.SSLStream: it costs ~100 us of CPU per echoed 16 KB block against ~38 us for this
-loop (PROBE.md). The loop reads whatever the socket has, decrypts every complete record and
+loop (as measured). The loop reads whatever the socket has, decrypts every complete record and
 returns every complete block at once; sending encrypts all blocks and makes one send_all.
 
 Concurrency: one task may receive while others send. All TLS output (from writes, and from
@@ -57,7 +57,7 @@ class BlockConnection:
         self.server_side = server_side
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        # server_hostname=None: clients send no SNI (spec §3).
+        # server_hostname=None: SMP clients send no SNI (the reference's defaultSMPClientConfig).
         self._ssl = ssl_context.wrap_bio(
             self._incoming, self._outgoing, server_side=server_side, server_hostname=None
         )
