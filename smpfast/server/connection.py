@@ -14,17 +14,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-import nacl.bindings as nb
 import trio
 
-from .. import _core as core
-from ..crypto import session_key
-from ..crypto.blockcrypt import server_block_ciphers
-from ..crypto.keys import Alg, PublicKey, x25519_dh
 from ..protocol import versions as V
-from ..protocol.commands import CertChainPubKey
-from ..protocol.errors import ParseError
-from ..protocol.handshake import ClientHandshake, ServerHandshake
+from ..protocol.session import Established, ServerSession
 from ..transport import BlockConnection, TransportError
 from .broker import Broker, Client, encode_answers
 from .committer import CommitFailed, GroupCommitter
@@ -32,8 +25,6 @@ from .committer import CommitFailed, GroupCommitter
 log = logging.getLogger(__name__)
 
 SMP_HANDSHAKE_TIMEOUT = 120.0
-# The highest SMP version all of whose features this server implements (v8 adds proxying).
-SERVER_MAX_VERSION = 7
 # Blocks with at least this many signatures to check verify them on a worker thread: a
 # thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
 THREAD_VERIFY_MIN = 8
@@ -50,7 +41,7 @@ class Identity:
     chain_der: tuple[bytes, ...]  # [server certificate, CA certificate]
     private_key: object  # the TLS (online) private key, signs session keys
     min_version: int = V.MIN_VERSION
-    max_version: int = SERVER_MAX_VERSION
+    max_version: int = V.SERVER_MAX_VERSION
 
 
 class Connection:
@@ -68,10 +59,9 @@ class Connection:
         self.identity = identity
         self.handshake_timeout = handshake_timeout
         self.client: Client | None = None
+        self.session: ServerSession | None = None
         self._wakeup = trio.Event()
         self._drained = trio.Event()
-        self._encrypt = None
-        self._decrypt = None
 
     async def run(self) -> None:
         pending = await self._handshake()
@@ -90,39 +80,37 @@ class Connection:
     # ------------------------------------------------------------------ handshake
 
     async def _handshake(self) -> list[bytes] | None:
-        """Exchange hello blocks; returns blocks that arrived after the client hello, or
-        None when the connection must close (the reference sends nothing then)."""
+        """Run the sans-IO ServerSession's handshake; returns blocks that arrived after the
+        client hello, or None when the connection must close (the reference sends nothing
+        then)."""
         session_id = self.conn.tls_unique
         if session_id is None:
             return None
         ident = self.identity
         max_version = ident.max_version if self.conn.alpn is not None else V.MIN_VERSION
-        vrange = V.VersionRange(ident.min_version, max_version)
-        session_private = os.urandom(32)
-        cert_key = None
-        if max_version >= V.AUTH_CMDS:
-            public = nb.crypto_scalarmult_base(session_private)
-            signed = session_key.sign_session_key(PublicKey(Alg.X25519, public), ident.private_key)
-            cert_key = CertChainPubKey(list(ident.chain_der), signed)
-        await self.conn.send(ServerHandshake(vrange, session_id, cert_key).encode())
-        with trio.move_on_after(self.handshake_timeout):
+        session = ServerSession(
+            session_id,
+            ident.key_hash,
+            ident.chain_der,
+            ident.private_key,
+            V.VersionRange(ident.min_version, max_version),
+            os.urandom(32),
+            deadline=trio.current_time() + self.handshake_timeout,
+        )
+        session.start()
+        await self.conn.send(session.data_to_send())
+        with trio.move_on_at(session.deadline):
             blocks = await self.conn.receive_blocks()
             if not blocks:
                 return None
-            try:
-                hello = ClientHandshake.parse(blocks[0])
-            except ParseError:
+            [event] = session.receive_block(blocks[0])
+            if not isinstance(event, Established):
                 return None
-            if hello.key_hash != ident.key_hash or hello.version not in vrange:
-                return None
-            version = hello.version
-            if hello.block_encryption:
-                secret = x25519_dh(session_private, hello.client_key[-32:])
-                self._encrypt, self._decrypt = server_block_ciphers(session_id, secret)
+            self.session = session
             self.client = Client(
-                version=version,
+                version=session.version,
                 session_id=session_id,
-                session_private=session_private if version >= V.AUTH_CMDS else None,
+                session_private=session.server_session_private,
                 notify=self._notify,
             )
             return blocks[1:]
@@ -133,17 +121,14 @@ class Connection:
     async def _reader(self, pending: list[bytes]) -> None:
         broker = self.broker
         client = self.client
+        session = self.session
         blocks = pending
         while True:
             for block in blocks:
                 while len(client.outbox) >= OUTBOX_LIMIT:
                     await self._drained.wait()  # backpressure: the client is not reading
-                if self._decrypt is not None:
-                    try:
-                        block = self._decrypt.decrypt(block)
-                    except Exception:
-                        block = b""  # the chain advanced; answer ERR BLOCK and go on
-                prepared = broker.prepare_block(client, block)
+                [received] = session.receive_block(block)  # decrypted when v11 encryption is on
+                prepared = broker.prepare_block(client, received.plaintext)
                 if prepared is None:
                     continue
                 if len(prepared.requests) >= THREAD_VERIFY_MIN:
@@ -172,7 +157,7 @@ class Connection:
         committer = self.committer
         broker = self.broker
         outbox = client.outbox
-        budget_size = V.ENCRYPTED_BLOCK_PAD if self._encrypt is not None else V.BLOCK_SIZE
+        session = self.session
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -194,20 +179,15 @@ class Connection:
                 del outbox[:ready]
                 drained, self._drained = self._drained, trio.Event()
                 drained.set()
-                out = []
-                for generation, answers in batches:
-                    if committer.failed(generation):
-                        answers = broker.answers_after_failed_commit(client, answers)
-                    transmissions = encode_answers(client, answers)
-                    start = 0
-                    for count in core.group_transmissions([len(t) for t in transmissions]):
-                        block = core.encode_batch(transmissions[start : start + count], budget_size)
-                        start += count
-                        out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
-                if not out:
-                    continue
+                session.send_batches(
+                    encode_answers(client, broker.answers_after_failed_commit(client, answers))
+                    if committer.failed(generation)
+                    else encode_answers(client, answers)
+                    for generation, answers in batches
+                )
+                out = session.data_to_send()
                 try:
-                    await self.conn.send(b"".join(out))
+                    await self.conn.send(out)
                 except TransportError:
                     cancel_scope.cancel()
                     return
