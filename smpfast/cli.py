@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 import smpfast
+from smpfast.usage import CliError
 from smpfast.config import (
     DEFAULT_BIND,
     DEFAULT_PORT,
@@ -49,10 +50,6 @@ from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
 
 DEFAULT_DIR = "smpfast-data"
 RANDOM_PASSWORD_BYTES = 32
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as ``smpfast: error: ...``, exit code 1."""
 
 
 # --- subcommand registry ----------------------------------------------------------------------

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from smpfast.credentials import CredentialPaths
+from smpfast.protocol.address import DEFAULT_PORT
+from smpfast.server.broker import EXPIRE_ON_SEND
+from smpfast.store.lmdb import DEFAULT_MAP_SIZE
 
 INI_FILE = "smpfast.ini"
-DEFAULT_PORT = 5223
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_STORE_DIR = "store"
-DEFAULT_MAP_SIZE = 8 * 1024**3
 MAX_BASIC_AUTH_LEN = 255  # encoded with a one-byte length on the wire
 HOSTING_TYPES = ("virtual", "dedicated", "colocation", "owned")
 DURABILITY_MODES = ("fsync", "none")
@@ -79,7 +80,7 @@ class InformationConfig:
 class StoreLogConfig:
     expire_messages_days: int = 21
     expire_messages_on_start: bool = True
-    expire_messages_on_send: bool = True  # reference default when absent; init writes off
+    expire_messages_on_send: bool = EXPIRE_ON_SEND  # the reference's default when absent; init writes off
     expire_ntfs_hours: int = 24
     log_stats: bool = False
 

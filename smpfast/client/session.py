@@ -12,7 +12,7 @@ import trio
 from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
 from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
-from ..protocol.address import SMPServer, parse_server_address
+from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
 from ..protocol.session import ClientSession, HandshakeFailed
 from ..protocol.versions import VersionRange
 from ..transport import (
@@ -24,7 +24,6 @@ from ..transport import (
 )
 from .errors import ConnectError, HandshakeError
 
-DEFAULT_PORT = 5223
 CONNECT_TIMEOUT = 30.0
 
 

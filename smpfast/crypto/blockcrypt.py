@@ -16,8 +16,8 @@ import hmac
 
 import smpfast._core as core
 from smpfast._core import CryptoError
+from smpfast.protocol.versions import BLOCK_SIZE
 
-BLOCK_SIZE = 16384
 TAG_SIZE = 16
 PADDED_SIZE = BLOCK_SIZE - TAG_SIZE  # 16368: plaintext block size under encryption
 INIT_INFO = b"SimpleXSbChainInit"

@@ -26,22 +26,31 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .. import _core as core
 from ..crypto import auth as cauth
 from ..crypto import message as cmsg
 from ..crypto.keys import CryptoError
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
-from ..protocol.errors import ParseError, UnknownTag
+from ..protocol.errors import ParseError
+from ..protocol.transmission import decode_server_transmissions, encode_server_transmission
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
-from ..store.records import NotifierRecord, QueueRecord, StoredMessage
+from ..store.records import (
+    MODE_CONTACT,
+    MODE_MESSAGING,
+    STATUS_BLOCKED,
+    STATUS_OFF,
+    NotifierRecord,
+    QueueRecord,
+    StoredMessage,
+)
 
 log = logging.getLogger(__name__)
 
 ID_SIZE = 24
 DAY = 86400
+EXPIRE_ON_SEND = True
 
 
 # The reference answers a failing message or queue store with ERR STORE and a text.
@@ -79,9 +88,9 @@ def store_error(error: Exception) -> E.ErrorType:
 
 def encode_answers(client: "Client", answers: list[Answer]) -> list[bytes]:
     """The transmissions of one answer batch, as the connection writes them."""
-    version, session_id, implied = client.version, client.session_id, client.implied_session
+    version, session_id = client.version, client.session_id
     return [
-        core.encode_transmission(b"", corr_id, entity_id, C.encode_response(msg, version), session_id, implied, False)
+        encode_server_transmission(version, session_id, corr_id, entity_id, C.encode_response(msg, version))
         for corr_id, entity_id, msg in answers
     ]
 
@@ -92,11 +101,11 @@ class BrokerConfig:
     create_password: bytes | None = None
     quota: int = 128
     message_ttl: int | None = 21 * DAY  # seconds; None: messages never expire
-    expire_on_send: bool = False
+    expire_on_send: bool = EXPIRE_ON_SEND  # the reference's default when the INI is silent
     ntf_ttl: int = 24 * 3600
 
 
-class Sub:
+class Subscription:
     """A connection's relation to one queue: subscribed (``prohibited`` False) or used with
     GET (``prohibited`` True), and the one message delivered and not yet acknowledged."""
 
@@ -115,7 +124,7 @@ class Client:
     session_id: bytes
     session_private: bytes | None  # server X25519 session key (v >= 7)
     notify: Callable[[], None] = lambda: None
-    subscriptions: dict[bytes, Sub] = field(default_factory=dict)
+    subscriptions: dict[bytes, Subscription] = field(default_factory=dict)
     ntf_subscriptions: set[bytes] = field(default_factory=set)
     outbox: list[tuple[int, list[Answer]]] = field(default_factory=list)  # (generation, answers)
     connected: bool = True
@@ -207,7 +216,7 @@ class Broker:
         client.outbox.append((self.durability.current(), items))
         client.notify()
 
-    def _set_delivered(self, sub: "Sub", msg_id: bytes | None) -> None:
+    def _set_delivered(self, sub: "Subscription", msg_id: bytes | None) -> None:
         if self._undo is not None:
             previous = sub.delivered
             self._undo.append(lambda: setattr(sub, "delivered", previous))
@@ -245,37 +254,15 @@ class Broker:
         verifies ``requests`` (``client.verifier.verify_batch``, on any thread) and passes
         the results to ``finish_block``. None: the block is already answered."""
         client.last_received = self.clock()
-        try:
-            parts = core.split_block(block, client.session_id, client.implied_session, client.service_auth)
-        except core.FramingError:
-            self._send(client, [(b"", b"", C.Err(E.BLOCK))])
-            return None
         prepared = PreparedBlock()
         errors = prepared.errors
         pending = prepared.pending
-        for status, auth, service_sig, corr_id, entity_id, command, t_for_auth in parts:
-            if status != core.T_OK:
-                if status == core.T_BAD:
-                    errors.append((b"", b"", C.Err(E.BLOCK)))
-                elif status == core.T_BAD_AUTH:
-                    errors.append((corr_id, b"", C.Err(E.BLOCK)))
-                else:
-                    errors.append((corr_id, b"", C.Err(E.SESSION)))
+        for t in decode_server_transmissions(block, client.version, client.session_id):
+            if t.error is not None:
+                errors.append((t.corr_id, t.entity_id, C.Err(t.error)))
                 continue
-            try:
-                cmd = C.parse_command(command, client.version)
-            except UnknownTag:
-                errors.append((corr_id, entity_id, C.Err(E.CMD_UNKNOWN)))
-                continue
-            except ParseError:
-                errors.append((corr_id, entity_id, C.Err(E.CMD_SYNTAX)))
-                continue
-            cred_error = C.check_credentials(cmd, bool(auth), entity_id)
-            if cred_error is not None:
-                errors.append((corr_id, entity_id, C.Err(cred_error)))
-                continue
-            item = _Pending(corr_id, entity_id, cmd)
-            verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
+            item = _Pending(t.corr_id, t.entity_id, t.command)
+            verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 prepared.owners.append(len(pending))
                 pending.append(item)
@@ -283,7 +270,7 @@ class Broker:
             elif verdict is True:
                 pending.append(item)
             else:
-                errors.append((corr_id, entity_id, C.Err(verdict)))
+                errors.append((t.corr_id, t.entity_id, C.Err(verdict)))
         return prepared
 
     def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
@@ -401,7 +388,7 @@ class Broker:
         elif isinstance(cmd, (C.Skey, C.Lkey)):
             q = store.queue_by_sender(entity) if isinstance(cmd, C.Skey) else store.queue_by_link(entity)
             item.queue = q
-            allowed = q is not None and q.queue_mode == "M" and q.sender_key in (None, cmd.key)
+            allowed = q is not None and q.queue_mode == MODE_MESSAGING and q.sender_key in (None, cmd.key)
             key = cmd.key if allowed else None
         elif isinstance(cmd, C.Lget):
             q = store.queue_by_link(entity)
@@ -448,7 +435,7 @@ class Broker:
             return
         # Everything below goes through the reference's withQueue: blocked queues answer
         # BLOCKED, except OFF and DEL.
-        if q.status == "blocked" and not isinstance(cmd, (C.Off, C.Del)):
+        if q.status == STATUS_BLOCKED and not isinstance(cmd, (C.Off, C.Del)):
             out.append((corr_id, entity, C.Err(_blocked_error(q))))
             return
         self._touch(q)
@@ -457,9 +444,9 @@ class Broker:
             handler(self, client, q, item, out, events)
             return
         if isinstance(cmd, C.Skey):
-            out.append((corr_id, entity, self._secure(q, cmd.key, require_mode="M")))
+            out.append((corr_id, entity, self._secure(q, cmd.key, require_mode=MODE_MESSAGING)))
         elif isinstance(cmd, C.Lkey):
-            result = self._secure(q, cmd.key, require_mode="M")
+            result = self._secure(q, cmd.key, require_mode=MODE_MESSAGING)
             if isinstance(result, C.Ok):
                 result = self._link_response(q, entity)
             out.append((corr_id, entity, result))
@@ -521,7 +508,7 @@ class Broker:
             if self.store.add_queue(rec):
                 self._count("queues_created")
                 if cmd.subscribe:
-                    client.subscriptions[rid] = Sub()
+                    client.subscriptions[rid] = Subscription()
                     self._take_subscription(client, rid)
                 return C.Ids(
                     rid,
@@ -550,7 +537,7 @@ class Broker:
         rid = q.recipient_id
         sub = client.subscriptions.get(rid)
         if sub is None:
-            sub = client.subscriptions[rid] = Sub()
+            sub = client.subscriptions[rid] = Subscription()
             self._take_subscription(client, rid)
         elif sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
@@ -567,7 +554,7 @@ class Broker:
         rid = q.recipient_id
         sub = client.subscriptions.get(rid)
         if sub is None:
-            sub = client.subscriptions[rid] = Sub(prohibited=True)
+            sub = client.subscriptions[rid] = Subscription(prohibited=True)
         elif not sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
@@ -622,7 +609,7 @@ class Broker:
         out.append((item.corr_id, item.entity_id, self._secure(q, item.cmd.key)))
 
     def _rkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
-        if q.queue_mode != "C":
+        if q.queue_mode != MODE_CONTACT:
             out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
             return
         q.recipient_keys = list(item.cmd.keys)
@@ -689,8 +676,8 @@ class Broker:
                 self._event(subscriber, nid, C.DELD)
 
     def _off(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
-        if q.status != "off":
-            q.status = "off"
+        if q.status != STATUS_OFF:
+            q.status = STATUS_OFF
             q.blocked_info = None
             self.store.update_queue(q)
         out.append((item.corr_id, item.entity_id, C.OK))
@@ -736,9 +723,9 @@ class Broker:
     def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
         if len(cmd.body) > V.max_message_length(client.version):
             return C.Err(E.LARGE_MSG)
-        if q.status == "off":
+        if q.status == STATUS_OFF:
             return C.Err(E.AUTH)
-        if q.status == "blocked":
+        if q.status == STATUS_BLOCKED:
             return C.Err(_blocked_error(q))
         self._touch(q)
         rid = q.recipient_id
@@ -834,15 +821,15 @@ Broker._RECIPIENT_HANDLERS = {
 
 
 def _is_contact(q: QueueRecord) -> bool:
-    if q.queue_mode == "M":
+    if q.queue_mode == MODE_MESSAGING:
         return False
-    if q.queue_mode == "C":
+    if q.queue_mode == MODE_CONTACT:
         return True
     return q.sender_key is None  # pre-SKEY contact addresses
 
 
 def _is_secured_messaging(q: QueueRecord) -> bool:
-    return q.queue_mode != "C" and q.sender_key is not None
+    return q.queue_mode != MODE_CONTACT and q.sender_key is not None
 
 
 def _blocked_error(q: QueueRecord) -> E.ErrorType:

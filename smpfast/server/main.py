@@ -16,6 +16,7 @@ import trio
 from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
+from ..protocol.address import DEFAULT_PORT
 from ..store import Store
 from ..store.errors import StoreError
 from ..transport import serve_blocks
@@ -36,7 +37,7 @@ class ServerSettings:
     """What the running server needs besides the store and credentials."""
 
     bind: str | None = "127.0.0.1"
-    ports: tuple[int, ...] = (5223,)
+    ports: tuple[int, ...] = (DEFAULT_PORT,)
     commit_interval: float = 0.002
     expire_messages_on_start: bool = True
     inactive_ttl: float | None = 21600.0  # seconds; None disables the check

@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
+from ..protocol.versions import BLOCK_SIZE
 from . import identity
 from .errors import HandshakeTimeout, TransportClosed, TransportError
 from .tls import CLIENT_ALPN, client_context
 
 log = logging.getLogger("smpfast.transport")
 
-BLOCK_SIZE = 16384
 #: Bytes asked of the socket per read: several blocks' worth of records.
 RECEIVE_SIZE = 256 * 1024
 #: The reference's TLS setup timeout.
