@@ -798,3 +798,27 @@ def test_slowloris_handshakes_are_closed_at_the_handshake_timeouts(smp_server, a
             await _eventually(lambda: not srv.server.connections)
 
     abuse_run(main, timeout=120)
+
+
+def test_blocks_before_a_corrupt_tls_record_are_still_served(smp_server, trio_run):
+    """A valid block and a corrupt TLS record in one read: the block is executed (as by a
+    server reading record by record), then the connection closes."""
+    from smpfast.client.session import open_session
+    from smpfast.protocol.transmission import encode_client_transmission
+
+    async def main():
+        async with smp_server() as srv:
+            async with sc.connect(srv.address) as owner:
+                q = await owner.create_queue(subscribe=False)
+                s = await open_session(srv.address)
+                t = encode_client_transmission(s.version, s.session_id, b"c" * 24, q.snd_id,
+                                               C.Send(C.MsgFlags(False, b""), b"hello"))
+                s.conn._ssl.write(core.encode_batch([t], V.BLOCK_SIZE))
+                bad_record = b"\x17\x03\x03\x00\x20" + b"\x00" * 32
+                await s.conn.stream.send_all(s.conn._outgoing.read() + bad_record)
+                await _eventually(lambda: srv.store.message_count(q.rcv_id) == 1)
+                msg = await owner.get(q)
+                assert sc.decrypt_msg(q, msg).body == b"hello"
+                await s.conn.aclose()
+
+    trio_run(main)

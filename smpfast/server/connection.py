@@ -64,7 +64,10 @@ class Connection:
         self._drained = trio.Event()
 
     async def run(self) -> None:
-        pending = await self._handshake()
+        try:
+            pending = await self._handshake()
+        except TransportError:
+            return  # the client broke the connection (garbage, reset): a normal end
         if pending is None:
             return
         client = self.client

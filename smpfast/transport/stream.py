@@ -65,6 +65,7 @@ class BlockConnection:
         self._buf = bytearray()  # plaintext not yet forming a whole block
         self._handshake_done = False
         self._eof = False
+        self._read_error: TransportError | None = None  # a bad record after good blocks
         self._closed = False
         self._sending = False  # a task is in send_all
         self._send_done: trio.Event | None = None  # set when it leaves, if anyone waits
@@ -184,6 +185,8 @@ class BlockConnection:
         """Decrypt every complete record in the incoming BIO; cut whole blocks."""
         if self._eof:
             return []
+        if self._read_error is not None:
+            raise self._read_error
         blocks: list[bytes] = []
         buf = self._buf
         read = self._ssl.read
@@ -199,7 +202,13 @@ class BlockConnection:
                 self._eof = True
                 break
             except ssl.SSLError as e:
-                raise TransportError(f"TLS error: {e}") from None
+                error = TransportError(f"TLS error: {e}")
+                if not blocks:
+                    raise error from None
+                # Hand over the blocks that arrived intact before the bad record (a reader
+                # going record by record would have acted on them); fail on the next read.
+                self._read_error = error
+                break
             if not chunk:  # close_notify
                 self._eof = True
                 break
