@@ -186,7 +186,8 @@ class Broker:
         # While a block executes: the answers for other connections (sent only once the
         # block's writes joined the transaction) and how to undo its in-memory changes.
         self._deferred: list[tuple[Client, list[Answer]]] | None = None
-        self._undo: list[Callable[[], None]] | None = None
+        self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
+        self._undo_notes: list[list] | None = None  # notification lists appended to
 
     # ------------------------------------------------------------------ connections
 
@@ -218,8 +219,7 @@ class Broker:
 
     def _set_delivered(self, sub: "Subscription", msg_id: bytes | None) -> None:
         if self._undo is not None:
-            previous = sub.delivered
-            self._undo.append(lambda: setattr(sub, "delivered", previous))
+            self._undo.append((sub, sub.delivered))
         sub.delivered = msg_id
 
     def _send_responses(self, client: Client, responses: list, events: list) -> None:
@@ -297,8 +297,9 @@ class Broker:
         responses: list[Answer] = []
         events: list[Answer] = []
         deferred: list[tuple[Client, list[Answer]]] = []
-        undo: list[Callable[[], None]] = []
-        self._deferred, self._undo = deferred, undo
+        undo: list[tuple[Subscription, bytes | None]] = []
+        undo_notes: list[list] = []
+        self._deferred, self._undo, self._undo_notes = deferred, undo, undo_notes
         try:
             with self.store.unit():
                 for item in verified:
@@ -310,15 +311,17 @@ class Broker:
         except StoreError as e:
             # The unit is undone: none of the block's answers may stand, and its
             # in-memory changes (delivery state, pushes to others) go with it.
-            for step in reversed(undo):
-                step()
+            for sub, delivered in reversed(undo):
+                sub.delivered = delivered
+            for notes in reversed(undo_notes):
+                notes.pop()
             self.durability.store_failed(e)
             failure = C.Err(store_error(e))
             responses = [(item.corr_id, item.entity_id, failure) for item in verified]
             events = []
             deferred.clear()
         finally:
-            self._deferred = self._undo = None
+            self._deferred = self._undo = self._undo_notes = None
         for target, items in deferred:
             self._send(target, items)
         self._send_responses(client, responses, events)
@@ -764,8 +767,8 @@ class Broker:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
         pending = self.notifications.setdefault(notifier.notifier_id, [])
         pending.append((msg.msg_id, msg.ts, nonce, enc))
-        if self._undo is not None:
-            self._undo.append(pending.pop)
+        if self._undo_notes is not None:
+            self._undo_notes.append(pending)
 
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:

@@ -149,13 +149,26 @@ class Store(QueueStore, MessageStore):
         if self.on_write is not None:
             self.on_write(self._writes)
 
-    @abstractmethod
     def unit(self) -> AbstractContextManager[None]:
         """A write unit inside the open transaction: everything mutated in the ``with`` block
         joins the transaction if the block ends normally, and is undone alone (the rest of
         the transaction stays) if it raises. The broker runs each block's commands in one
         unit, so a failing write (a full map) costs that block, never other connections'
         writes in the same group commit. Units do not nest."""
+        scope = self.__dict__.get("_unit_scope")
+        if scope is None:
+            scope = self.__dict__["_unit_scope"] = _UnitScope(self)
+        return scope
+
+    @abstractmethod
+    def _begin_unit(self) -> None: ...
+
+    @abstractmethod
+    def _end_unit(self) -> None:
+        """Join the unit's writes to the transaction (may raise StoreError: then undone)."""
+
+    @abstractmethod
+    def _rollback_unit(self) -> None: ...
 
     @abstractmethod
     def commit(self) -> None:
@@ -217,3 +230,22 @@ class Store(QueueStore, MessageStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _UnitScope:
+    """``with store.unit():`` without a generator per block (this is on the hot path)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._begin_unit()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        if exc_type is None:
+            self._store._end_unit()
+        else:
+            self._store._rollback_unit()
+        return False

@@ -33,8 +33,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 import lmdb
@@ -210,25 +209,27 @@ class LMDBStore(Store):
                 raise StoreError(f"cannot begin a write unit: {e}") from e
         return txn
 
-    @contextmanager
-    def unit(self) -> Iterator[None]:
+    def _begin_unit(self) -> None:
         if self._in_unit:
             raise RuntimeError("write units do not nest")
         self._in_unit = True
-        try:
-            yield
-            child = self._txn
-            if child is not None and child is not self._root:
-                self._txn = self._root
+
+    def _end_unit(self) -> None:
+        child = self._txn
+        if child is not None and child is not self._root:
+            self._txn = self._root
+            try:
+                child.commit()  # into the batch: no I/O, pages stay in memory
+            except lmdb.Error as e:
                 try:
-                    child.commit()  # into the batch: no I/O, pages stay in memory
-                except lmdb.Error as e:
                     self._fail(e)
-        except BaseException:
-            self._abort_unit()
-            raise
-        finally:
-            self._in_unit = False
+                finally:
+                    self._in_unit = False
+        self._in_unit = False
+
+    def _rollback_unit(self) -> None:
+        self._abort_unit()
+        self._in_unit = False
 
     def _abort_unit(self) -> None:
         child = self._txn

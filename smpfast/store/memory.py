@@ -6,8 +6,7 @@ and unit semantics match LMDBStore."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 
 from .base import DEFAULT_QUOTA, Store, WriteResult
@@ -28,6 +27,7 @@ class MemoryStore(Store):
         self._msgs: dict[bytes, deque[StoredMessage]] = {}  # non-empty queues only
         self._over_quota: dict[bytes, bool] = {}  # non-empty queues that hit the quota
         self._undo: list[Callable[[], None]] = []
+        self._unit_mark: int | None = None  # undo-log length when the open unit began
         self._closed = False
 
     # --- undo log -------------------------------------------------------------------------
@@ -51,15 +51,19 @@ class MemoryStore(Store):
         while len(undo) > mark:
             undo.pop()()
 
-    @contextmanager
-    def unit(self) -> Iterator[None]:
+    def _begin_unit(self) -> None:
         self._check_open()
-        mark = len(self._undo)
-        try:
-            yield
-        except BaseException:
+        if self._unit_mark is not None:
+            raise RuntimeError("write units do not nest")
+        self._unit_mark = len(self._undo)
+
+    def _end_unit(self) -> None:
+        self._unit_mark = None
+
+    def _rollback_unit(self) -> None:
+        mark, self._unit_mark = self._unit_mark, None
+        if mark is not None:
             self._undo_to(mark)
-            raise
 
     def _check_open(self) -> None:
         if self._closed:
