@@ -327,6 +327,104 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return run(config)
 
 
+# --- import / export (migration from and to the reference server) -----------------------------
+
+MAX_WARNINGS_SHOWN = 20
+
+
+def _reference_path_args(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--config-path",
+        help=f"the reference server's config directory to {verb} (ca.crt, server.key, "
+        "smp-server.ini...; default: $SMP_SERVER_CFG_PATH or /etc/opt/simplex)",
+    )
+    p.add_argument(
+        "--log-path",
+        help=f"the reference server's log directory to {verb} (smp-server-store.log, "
+        "smp-server-messages.log; default: $SMP_SERVER_LOG_PATH or /var/opt/simplex)",
+    )
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir",
+        default=DEFAULT_DIR,
+        help=f"the new smpfast server directory, missing or empty (default: ./{DEFAULT_DIR})",
+    )
+    _reference_path_args(p, "read")
+    p.add_argument(
+        "--skip-warnings",
+        action="store_true",
+        help="go on past messages for missing queues, an unreadable last message line or a "
+        "missing message file (as smp-server start --skip-warnings)",
+    )
+
+
+class _Warnings:
+    """Prints the first warnings, counts the rest."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_WARNINGS_SHOWN:
+            print(f"smpfast: warning: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.count > MAX_WARNINGS_SHOWN:
+            print(f"smpfast: {self.count - MAX_WARNINGS_SHOWN} more warnings not shown", file=sys.stderr)
+
+
+@subcommand("import", "create a server from a reference smp-server's files (same address)", _import_args)
+def _cmd_import(args: argparse.Namespace) -> int:
+    from smpfast.migration.reference import MigrationError, ReferencePaths, import_reference
+
+    ref = ReferencePaths.from_env(args.config_path, args.log_path)
+    warnings = _Warnings()
+    try:
+        summary = import_reference(args.dir, ref, skip_warnings=args.skip_warnings, warn=warnings)
+    except MigrationError as e:
+        raise CliError(str(e)) from None
+    finally:
+        warnings.close()
+    print(
+        f"Imported {summary.queues} queues ({summary.notifiers} with notifications) and "
+        f"{summary.messages} undelivered messages into {args.dir}"
+        + (f", {summary.warnings} warnings" if summary.warnings else "")
+    )
+    print(f"Start the server with: smpfast start --dir {args.dir}")
+    print("Server address (unchanged):")
+    print(summary.address)
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _add_dir_argument(p)
+    _reference_path_args(p, "write")
+
+
+@subcommand("export", "write a stopped server's state as a reference smp-server's files", _export_args)
+def _cmd_export(args: argparse.Namespace) -> int:
+    from smpfast.migration.reference import MigrationError, ReferencePaths, export_reference
+
+    ref = ReferencePaths.from_env(args.config_path, args.log_path)
+    warnings = _Warnings()
+    try:
+        summary = export_reference(args.dir, ref, warn=warnings)
+    except MigrationError as e:
+        raise CliError(str(e)) from None
+    finally:
+        warnings.close()
+    print(
+        f"Exported {summary.queues} queues ({summary.notifiers} with notifications) and "
+        f"{summary.messages} undelivered messages to {ref.config_dir} and {ref.log_dir}"
+    )
+    print("Server address (unchanged):")
+    print(summary.address)
+    return 0
+
+
 # --- traffic ----------------------------------------------------------------------------------
 
 

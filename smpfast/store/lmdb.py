@@ -438,6 +438,27 @@ class LMDBStore(Store):
         txn = self._begin()
         return txn.stat(db)["entries"]
 
+    @_engine_call
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        txn = self._begin()
+        out: list[QueueRecord] = []
+        if limit <= 0:
+            return out
+        cur = txn.cursor(db=self._queues)
+        try:
+            ok = cur.first() if cursor is None else cur.set_range(cursor)
+            if ok and cursor is not None and cur.key() == cursor:
+                ok = cur.next()
+            while ok and len(out) < limit:
+                try:
+                    out.append(decode_queue(cur.value()))
+                except RecordError as e:
+                    raise StoreError(f"corrupt queue record: {e}") from None
+                ok = cur.next()
+        finally:
+            cur.close()
+        return out
+
     def queue_count(self) -> int:
         return self._entries(self._queues)
 
@@ -527,6 +548,16 @@ class LMDBStore(Store):
             return 0
         _, head, tail = _decode_qstate(st)
         return tail - head
+
+    @_engine_call
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        txn = self._begin()
+        h = self._head(txn, rid)
+        if h is None:
+            return []
+        _, head, tail, key = h
+        prefix = key[:-8]
+        return [decode_message(self._get_record(txn, prefix + _SEQ.pack(seq))) for seq in range(head, tail)]
 
     @_engine_call
     def expire_messages(self, rid: bytes, older_than: int) -> int:

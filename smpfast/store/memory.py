@@ -158,6 +158,11 @@ class MemoryStore(Store):
         self._check_open()
         return len(self._notifiers)
 
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        self._check_open()
+        rids = sorted(r for r in self._queues if cursor is None or r > cursor)[: max(limit, 0)]
+        return [copy_queue(self._queues[r]) for r in rids]
+
     # --- messages -------------------------------------------------------------------------
 
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
@@ -210,6 +215,10 @@ class MemoryStore(Store):
         self._check_open()
         q = self._msgs.get(rid)
         return 0 if q is None else len(q)
+
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        self._check_open()
+        return [replace(m) for m in self._msgs.get(rid, ())]
 
     def stored_message_count(self) -> int:
         self._check_open()
