@@ -537,3 +537,35 @@ def test_smpfast_start_serves_the_control_port_of_its_ini(tmp_path, trio_run):
 
         trio_run(main)
     assert "ControlPort: b'block" in server.log()
+
+
+def test_blocked_queue_command_table(smp_server, trio_run):
+    """The rest of the reference's table for a blocked queue: every recipient command
+    through its withQueue answers BLOCKED (RKEY, LSET, LDEL, NDEL, LKEY too), NSUB still
+    subscribes, a too large SEND is LARGE_MSG first, OFF works (then SEND gets AUTH)."""
+
+    async def main():
+        async with smp_server(max_version=18, **settings()) as srv:
+            async with sc.connect(srv.address) as c:
+                q = await c.create_queue(subscribe=False, sender_can_secure=True)
+                creds = await c.enable_notifications(q)
+                link_id = os.urandom(24)
+                contact = await c.create_queue(subscribe=False)
+                cc = await control(srv, USER)
+                for queue in (q, contact):
+                    assert (await cc.one(f"block {b64(queue.snd_id)} reason=spam")).startswith("ok, queue blocked")
+                blocked = C.Err(E.ErrorType("BLOCKED", E.BlockingInfo("spam")))
+                key = generate_private_key(Alg.ED25519)
+                data = C.QueueLinkData(b"f", b"u")
+                assert await c.request(q.rcv_id, C.Lset(link_id, data), q.rcv_auth_key) == blocked
+                assert await c.request(q.rcv_id, C.Ldel(), q.rcv_auth_key) == blocked
+                assert await c.request(q.rcv_id, C.Ndel(), q.rcv_auth_key) == blocked
+                assert await c.request(contact.rcv_id, C.Rkey([key.public.der]), contact.rcv_auth_key) == blocked
+                assert await c.request(creds.notifier_id, C.Nsub(), creds.notifier_key) == C.Sok(None)
+                too_large = C.Send(C.MsgFlags(False), b"x" * 16049)
+                assert await c.request(q.snd_id, too_large) == C.Err(E.LARGE_MSG)
+                assert await c.request(q.rcv_id, C.Off(), q.rcv_auth_key) == C.OK
+                assert await c.request(q.snd_id, C.Send(C.MsgFlags(False), b"x")) == C.Err(E.AUTH)
+                assert (await cc.one(f"status {b64(q.snd_id)}")).startswith("status: EntityOff,")
+
+    trio_run(main)

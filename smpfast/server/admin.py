@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime
 import enum
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -447,8 +448,11 @@ class ControlPasswords:
 
 
 def _matches(given: bytes, expected: bytes | None) -> bool:
-    # constant time in the password's content; both are always compared
-    return expected is not None and hmac.compare_digest(given, expected)
+    # Constant time: digests of equal length compared with compare_digest, so neither the
+    # content nor the length of a password shows in the time (the caller checks both roles).
+    if expected is None:
+        return False
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
 
 
 @dataclass
