@@ -47,9 +47,11 @@ from smpfast.credentials import (
     renew_server_certificate,
 )
 from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
+from smpfast.server.admin import DEFAULT_CONTROL_PORT
 
 DEFAULT_DIR = "smpfast-data"
 RANDOM_PASSWORD_BYTES = 32
+CONTROL_PASSWORD_BYTES = 18
 
 
 # --- subcommand registry ----------------------------------------------------------------------
@@ -110,6 +112,17 @@ def make_password(option: str) -> str | None:
         raise CliError(f"--password: {e}") from None
 
 
+def make_control_password() -> str:
+    """A control-port password as the reference's init makes them: 18 random bytes, base64url."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(CONTROL_PASSWORD_BYTES)).decode("ascii")
+
+
+def _control_port(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
 def _create_store(config: Config) -> None:
     """Create the LMDB store directory (through the store itself once it exists)."""
     if importlib.util.find_spec("smpfast.store.lmdb") is None:
@@ -132,6 +145,7 @@ def initialize(
     ports: Sequence[int] = (DEFAULT_PORT,),
     password: str | None = None,
     algorithm: SignAlgorithm = SignAlgorithm.ED25519,
+    control_port: int | None = None,
 ) -> InitResult:
     """Create a server directory: credentials, ``smpfast.ini``, ``fingerprint``, store.
 
@@ -149,7 +163,13 @@ def initialize(
     except ValueError as e:
         raise CliError(f"--fqdn: {e}") from None
     bind = "::" if not ip_addr.is_loopback else ip
-    ini_text = default_ini_text(hosts=hosts, ports=ports, bind=bind, create_password=password)
+    control_passwords = None
+    if control_port is not None:
+        control_passwords = (make_control_password(), make_control_password())
+    ini_text = default_ini_text(
+        hosts=hosts, ports=ports, bind=bind, create_password=password,
+        control_port=control_port, control_passwords=control_passwords,
+    )
 
     existed = target.exists()
     target.mkdir(parents=True, exist_ok=True)
@@ -202,6 +222,16 @@ def _init_args(p: argparse.ArgumentParser) -> None:
         type=str.upper,
         help="signature algorithm of the certificates (default: ED25519)",
     )
+    p.add_argument(
+        "--control-port",
+        nargs="?",
+        const=DEFAULT_CONTROL_PORT,
+        default=None,
+        type=_control_port,
+        metavar="PORT",
+        help=f"enable the control port on 127.0.0.1 (default port {DEFAULT_CONTROL_PORT}) with "
+        "random admin and user passwords",
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
 
@@ -228,6 +258,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         ports=ports,
         password=password,
         algorithm=SignAlgorithm.parse(args.sign_algorithm),
+        control_port=args.control_port,
     )
     _print_init_report(result)
     return 0
@@ -252,6 +283,12 @@ def _print_init_report(result: InitResult, out: TextIO | None = None) -> None:
         "same identity and address, e.g. if the server key is ever compromised.",
         file=out,
     )
+    if cfg.transport.control_port is not None:
+        print(
+            f"Control port: 127.0.0.1:{cfg.transport.control_port} (admin and user passwords in "
+            f"[AUTH] of {INI_FILE})",
+            file=out,
+        )
     print("----------", file=out)
     print(f"Start the server with: smpfast start --dir {cfg.config_dir}", file=out)
     print(f"Fingerprint: {result.fingerprint}", file=out)
