@@ -234,6 +234,9 @@ class Engine:
 
     def interrupt(self, count: int) -> None:
         """Ctrl-C: stop sending and drain briefly; a second one ends the drain too."""
+        if count == 1:
+            self.progress.message(f"interrupted: stopping (draining up to {INTERRUPT_DRAIN:g} s; "
+                                  "interrupt again to stop at once)")
         self.interrupted = True
         self.stop()
         if self._workers is not None:
@@ -417,7 +420,7 @@ class Engine:
         stage = ""
         if row["stage"] is not None:
             what = "/s" if self.open_loop else " in flight"
-            stage = f"stage {row['stage'] + 1}/{len(self.schedule)} target {row['target']:g}{what} | "  # type: ignore[arg-type]
+            stage = f"stage {row['stage'] + 1}/{len(self.schedule)} target {row['target']:.0f}{what} | "  # type: ignore[arg-type]
         return (
             f"{self.phases.prefix()} {stage}sent {s.sent_total} rcvd {s.received_total} err {s.errors_total} | "
             f"{row['per_second']:.0f} {self.unit}/s {row['mb_per_second']:.2f} MB/s | "

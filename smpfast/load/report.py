@@ -288,7 +288,8 @@ def summary(report: dict, out: TextIO | None = None) -> None:
     w(f"traffic (warm-up, measure, drain): blocks sent {tm['blocks_sent']} received {tm['blocks_received']}; "
       f"TLS bytes sent {_size(tm['tls_bytes_sent'])} received {_size(tm['tls_bytes_received'])}; "
       f"transmissions sent {tm['transmissions_sent']} received {tm['transmissions_received']}")
-    extra = {k: v for k, v in r["scenario"].items() if v not in (None, 0, False)}
+    extra = {k: v for k, v in r["scenario"].items()
+             if v not in (None, 0, False) and k not in ("planned_seconds", "sending_seconds")}
     if extra:
         w("details: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
     for chk in report["thresholds"]:
