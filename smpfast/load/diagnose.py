@@ -112,7 +112,7 @@ def explain(e: BaseException, address: str, *, phase: str = "connect", connect_t
     if tls is not None:
         reason = getattr(tls, "reason", None) or str(tls)
         return (f"the TLS handshake with {where} failed ({reason}): is this the port of an SMP server? "
-                "(SMP servers speak TLS 1.2+ with ALPN smp/1)")
+                "(SMP servers speak TLS with ALPN smp/1)")
     hs = find(HandshakeError)
     if hs is not None:
         if hs.code == "VERSION":  # type: ignore[attr-defined]

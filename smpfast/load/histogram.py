@@ -44,7 +44,8 @@ class Latency:
         self.hist.reset()
 
     def add(self, other: "Latency") -> None:
-        self.hist.add(other.hist)
+        if other.count:  # hdrh would take an empty histogram's min (0) as a value
+            self.hist.add(other.hist)
 
     def encode(self) -> str:
         """The compressed HdrHistogram V2 encoding, base64 ("HISTF...")."""
