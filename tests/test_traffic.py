@@ -126,11 +126,14 @@ def test_external_address(tmp_path, capsys):
         code = main(["traffic", server.address, "--sweep", "3", "--versions", "7",
                      "--message-size", "1000", "--json", str(out_json)])
         assert code == 0
+        printed = capsys.readouterr().out
+        # a version the server does not offer is refused before measuring
+        assert main(["traffic", server.address, "--sweep", "1", "--versions", "18"]) == 1
+        assert "the server offers v6-v7, not v18 (--versions)" in capsys.readouterr().err
     doc = json.loads(out_json.read_text())
     assert doc["server"] == "external" and doc["versions"] == [7] and doc["message_size"] == 1000
     assert _one(doc, phase="send", mode="unbatched")["client_to_server"]["blocks"] == 3
     assert _one(doc, phase="send", mode="batched")["client_to_server"]["blocks"] == 1
-    printed = capsys.readouterr().out
     assert "SMP v7" in printed
     # no N = 90 in the sweep: the verdict says so rather than guessing
     assert printed.splitlines()[0] == "verdict: no verdict on SimpleX v3.1's claim: N = 90 is not in --sweep"

@@ -92,10 +92,10 @@ def explain(e: BaseException, address: str, *, phase: str = "connect", connect_t
     if isinstance(e, SMPError):
         if e.code == "AUTH" and phase == "create":
             if has_password(address):
-                return ("the server refused to create a queue (ERR AUTH): the password in the address is wrong; "
-                        f"check it ({ADDRESS_FORM})")
+                return ("the server refused to create a queue (ERR AUTH): the password in the address is wrong "
+                        f"({ADDRESS_FORM}), or the server creates no new queues at all")
             return ("the server refused to create a queue (ERR AUTH): it needs a password; put it in the "
-                    f"address: {ADDRESS_FORM}")
+                    f"address: {ADDRESS_FORM} (or the server creates no new queues at all)")
         return f"the server answered ERR {e.error} during {phase}"
     if find(ConnectionRefusedError) is not None:
         return f"connection refused by {where}: no server is listening there (is it running? is the port right?)"

@@ -169,7 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("thresholds (breach: exit code 2)")
     g.add_argument("--max-p99", type=float, metavar="MS",
                    help="p99 latency in ms (messaging: end to end; fanout: per delivery; subscribe: per batch)")
-    g.add_argument("--min-throughput", type=float, metavar="N", help="messages/s (subscribe: SUB/s)")
+    g.add_argument("--min-throughput", type=float, metavar="N", help="messages/s (fanout: deliveries/s; subscribe: SUB/s)")
     g.add_argument("--max-errors", type=int, metavar="N", help="errors of the measured part, of any type")
     g.add_argument("--allow-errors", action="store_true",
                    help="report failures (lost connections or messages, an early end) without failing "

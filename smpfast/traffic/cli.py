@@ -91,10 +91,18 @@ def default_versions(vmin: int, vmax: int) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from smpfast.cli import CliError
     _validate(args)
+    if args.address:
+        from smpfast.load.config import UsageError
+        from smpfast.load.diagnose import check_address
+
+        try:
+            check_address(args.address)
+        except UsageError as e:
+            raise CliError(f"traffic: {e}") from None
 
     import trio
 
-    from smpfast.client import ClientError, parse_address
+    from smpfast.client import ClientError, SMPError, parse_address
     from smpfast.protocol.address import format_server
     from .local import local_server
     from .measure import TrafficError, measure_sweep, server_versions
@@ -127,7 +135,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         doc, results = trio.run(main)
-    except (ClientError, TrafficError, ValueError) as e:
+    except ClientError as e:
+        if not args.address:
+            raise CliError(f"traffic: {e}") from None
+        from smpfast.load.diagnose import explain  # the load generator's cause-and-fix lines
+
+        phase = "create" if isinstance(e, SMPError) else "connect"
+        raise CliError("traffic: " + explain(e, args.address, phase=phase)) from None
+    except (TrafficError, ValueError) as e:
         raise CliError(f"traffic: {e}") from None
     except trio.TooSlowError:
         raise CliError("traffic: the measurement took longer than --timeout allows") from None
