@@ -274,7 +274,9 @@ class Engine:
                     if delay > 0:
                         await trio.sleep(delay)
                 except trio.Cancelled:
-                    if not self.interrupted:  # (not due yet when the user stopped the run: not counted)
+                    # Due and still not sent: unsent. Not due yet (the run was interrupted
+                    # or ended early): never offered, so not counted.
+                    if not self.interrupted and c.intended <= clock():
                         for _ in range(n):
                             stats.sent(c.warm, c.intended, c.stage)
                         self.unsent += n

@@ -56,7 +56,7 @@ async def execute(cfg: LoadConfig, progress: Progress,
                 result = await SCENARIOS[cfg.scenario](Context(cfg, pool, nursery, progress, phases, control))
             if scope.cancelled_caught:
                 error = Interrupted(phases.name)
-        except UsageError as e:
+        except (UsageError, Interrupted) as e:
             error = e
         except Exception as e:  # raised below as itself, not inside an ExceptionGroup
             error = SetupFailed(phases.name, e)

@@ -229,9 +229,13 @@ async def _parent(cfg: LoadConfig) -> int:
                     w.exit_code = w.process.returncode
             nursery.cancel_scope.cancel()
     progress.clear()
+    said: dict[str, list[int]] = {}  # the same line from several workers is printed once
     for w in workers:
         for line in w.error_lines():
-            print(f"worker {w.index}: {line}", file=sys.stderr)
+            said.setdefault(line, []).append(w.index)
+    for line, who in said.items():
+        name = f"worker {who[0]}" if len(who) == 1 else "workers " + ", ".join(map(str, who))
+        print(f"{name}: {line}", file=sys.stderr)
     reports = [w.report for w in workers]
     if any(r is None for r in reports):
         if interrupts:

@@ -8,7 +8,7 @@ import trio
 
 from ...client import SMPClient
 from ...protocol import versions as V
-from ..config import X25519_MIN_VERSION, LoadConfig, UsageError, spread  # noqa: F401 (spread: re-exported)
+from ..config import X25519_MIN_VERSION, LoadConfig, UsageError
 from ..control import Control
 from ..pool import Pool
 from ..progress import Phases, Progress

@@ -18,7 +18,8 @@ from ..pool import traffic_delta
 from ..receiver import Receiver
 from ..stats import Stats
 from ..tracker import Send, Tracker
-from .base import Context, Result, check_version, each, open_connections, server_info, spread, stage_results
+from ..config import spread
+from .base import Context, Result, check_version, each, open_connections, server_info, stage_results
 from .messaging import on_message_handler
 
 LATENCIES = ("delivery", "fanout", "service", "send_ok")

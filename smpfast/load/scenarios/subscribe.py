@@ -22,7 +22,8 @@ from ..tracker import INTERRUPTED
 from ..pool import traffic_delta
 from ..progress import INTERVAL
 from ..stats import Series, Stats
-from .base import Context, Result, check_version, each, open_connections, server_info, spread
+from ..config import spread
+from .base import Context, Result, check_version, each, open_connections, server_info
 
 LATENCIES = ("batch", "connect")
 CREATORS = 8  # connections that create the queues (set-up, not measured)
