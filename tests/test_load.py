@@ -16,6 +16,7 @@ import trio
 from smpfast.cli import main as cli_main
 from smpfast.load import exitcodes
 from smpfast.load.config import LoadConfig, Thresholds, Warmup
+from smpfast.load.control import Control
 from smpfast.load.histogram import Latency
 from smpfast.load.main import run_load
 from smpfast.load.progress import Progress
@@ -444,3 +445,30 @@ def test_merge_of_two_runs(smp_server, trio_run, tmp_path, capsys):
     (tmp_path / "x.json").write_text("{}")
     assert cli_main(["load", "merge", str(paths[0]), str(tmp_path / "x.json")]) == exitcodes.USAGE_OR_SETUP
     assert "not an smpfast load report" in capsys.readouterr().err
+
+
+def test_interrupt_during_setup_writes_a_report_without_results(smp_server, trio_run, tmp_path):
+    """SIGINT (here: the run control's interrupt, as the signal handler calls it) while
+    the queues are being set up: exit 130 and a report that says where it stopped."""
+    control = Control()
+
+    class InterruptAfterConnecting(Progress):
+        def __init__(self) -> None:
+            super().__init__(io.StringIO(), "plain")
+
+        def message(self, text: str) -> None:
+            if "connections in" in text:
+                control.interrupt()
+
+    path = tmp_path / "setup.json"
+
+    async def main():
+        async with smp_server() as srv:
+            cfg = LoadConfig(srv.address, pairs=2, queues=400, duration=30.0, json_path=str(path))
+            return await run_load(cfg, InterruptAfterConnecting(), io.StringIO(), control)
+
+    code, doc = trio_run(main)
+    VALIDATOR.validate(doc)
+    assert code == exitcodes.INTERRUPTED and doc["exit_code"] == 130 and doc["outcome"] == "interrupted"
+    assert doc["results"] is None and doc["interrupted_during"] in ("connect", "create", "secure")
+    assert json.loads(path.read_text()) == doc

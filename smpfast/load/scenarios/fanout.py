@@ -93,7 +93,8 @@ async def run(ctx: Context) -> Result:
                 tracker.fail((c.seq, q.owner), now, f"SEND unexpected {type(reply).__name__}")
         return True
 
-    engine = Engine(cfg, stats, tracker, [stream], send, G, ctx.phases, ctx.progress, control=ctx.control)
+    engine = Engine(cfg, stats, tracker, [stream], send, G, ctx.phases, ctx.progress, unit="delivery",
+                    control=ctx.control)
     on_message = on_message_handler(stats, tracker, cfg.size, key_of)
     receivers = [Receiver(c, {q.rcv_id: q for q in r}, on_message, stats) for c, r in zip(members, refs)]
     for r in receivers:
