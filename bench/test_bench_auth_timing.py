@@ -18,16 +18,14 @@ import pytest
 
 from auth_timing import (
     WARMUP,
+    answered,
     broker_setup,
     is_err_auth,
     probe_transmissions,
-    responses,
     single_blocks,
     target_id,
 )
-from smpfast import _core as core
 from smpfast.crypto.keys import Alg, generate_private_key
-from smpfast.protocol import versions as V
 
 ROUNDS = 1500
 ALGS = ["ed25519", "x25519"]
@@ -55,8 +53,7 @@ def test_err_auth(benchmark, setup, command, alg, kind):
                                                s.client.session_id, s.server_session_key))
     broker, client = s.broker, s.client
     broker.process_block(client, blocks[0])
-    [(_, batch)] = client.outbox
-    [r] = responses([core.encode_batch(batch, V.BLOCK_SIZE)], client.session_id)
+    [r] = answered(client)
     assert is_err_auth(r), r
     client.outbox.clear()
     it = itertools.cycle(blocks)

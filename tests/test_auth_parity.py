@@ -20,7 +20,7 @@ from smpfast.crypto.keys import Alg, PrivateKey, generate_private_key
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
 from smpfast.protocol.transmission import decode_client_transmissions, encode_client_transmission, t_for_auth
-from smpfast.server.broker import Broker, Client
+from smpfast.server.broker import Broker, Client, encode_answers
 from smpfast.store import LMDBStore, MemoryStore, NotifierRecord, QueueRecord
 from smpfast.store import lmdb as store_lmdb
 from smpfast.store import memory as store_memory
@@ -106,8 +106,9 @@ def _probe(broker: Broker, store, counts: collections.Counter, entity: bytes, cm
     counts.clear()
     broker.process_block(client, block)
     work = dict(counts)
-    [(_, [answer])] = client.outbox
-    [r] = decode_client_transmissions(core.encode_batch([answer], BLOCK), VERSION, client.session_id)
+    [(_, answers)] = client.outbox
+    [r] = decode_client_transmissions(core.encode_batch(encode_answers(client, answers), BLOCK), VERSION,
+                                      client.session_id)
     return work, r.response
 
 
@@ -169,7 +170,8 @@ def test_valid_commands_still_verify(store):
                                       C.Send(C.MsgFlags(False), b"hi"))
     broker.process_block(client, core.encode_batch([get, send], BLOCK))
     answers = [r.response for _, batch in client.outbox
-               for r in decode_client_transmissions(core.encode_batch(batch, BLOCK), VERSION, client.session_id)]
+               for r in decode_client_transmissions(core.encode_batch(encode_answers(client, batch), BLOCK), VERSION,
+                                                    client.session_id)]
     assert answers == [C.OK, C.OK]
     assert store.peek_message(rec.recipient_id).body == b"hi"
 

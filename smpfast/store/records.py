@@ -53,7 +53,9 @@ STATUS_BLOCKED = "blocked"
 
 _STATUS_CODE = {STATUS_ACTIVE: 0, STATUS_OFF: 1, STATUS_BLOCKED: 2}
 _STATUS_NAME = (STATUS_ACTIVE, STATUS_OFF, STATUS_BLOCKED)
-_MODE_CODE = {None: 0, "M": 1, "C": 2}
+MODE_MESSAGING = "M"  # the queue modes of QueueReqData (v15 short links)
+MODE_CONTACT = "C"
+_MODE_CODE = {None: 0, MODE_MESSAGING: 1, MODE_CONTACT: 2}
 _MODE_NAME = (None, "M", "C")
 
 _F_SENDER_KEY = 1
@@ -390,7 +392,7 @@ TYPICAL_QUEUE = QueueRecord(
     rcv_dh_secret=bytes(32),
     sender_id=bytes(24),
     sender_key=bytes(44),
-    queue_mode="M",
+    queue_mode=MODE_MESSAGING,
     notifier=NotifierRecord(bytes(24), bytes(44), bytes(32)),
     updated_at=0,
 )
