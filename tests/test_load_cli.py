@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from smpfast.load.report import load_schema
-from smpfast.server.process import ServerProcess, free_port, init_data_dir, smpfast_command
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir, smpfast_command
 
 RUN_TIMEOUT = 120
 
