@@ -1,6 +1,6 @@
 """Server CPU per delivered message, measured from outside the server process.
 
-Workload (the one the reference was measured with in shared/PROBE.md): P sender-recipient
+Workload (the one the reference server was measured with): P sender-recipient
 pairs, each sending M messages one after another (each SEND waits for its OK), every MSG
 acknowledged by its recipient. The server runs as a child process (`smpfast start`); its
 user + system CPU time over the message phase, divided by messages delivered, is the

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 import smpfast
+from smpfast.usage import CliError
 from smpfast.config import (
     DEFAULT_BIND,
     DEFAULT_PORT,
@@ -49,10 +50,6 @@ from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
 
 DEFAULT_DIR = "smpfast-data"
 RANDOM_PASSWORD_BYTES = 32
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as ``smpfast: error: ...``, exit code 1."""
 
 
 # --- subcommand registry ----------------------------------------------------------------------
@@ -122,7 +119,7 @@ def _create_store(config: Config) -> None:
 
     config.store.path.mkdir(parents=True, exist_ok=True)
     store = LMDBStore(
-        str(config.store.path), map_size=config.store.map_size, durability=config.store.durability
+        str(config.store.path), map_size=config.store.map_size, map_size_max=config.store.map_size_max, durability=config.store.durability
     )
     store.close()
 

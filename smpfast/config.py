@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from smpfast.credentials import CredentialPaths
+from smpfast.protocol.address import DEFAULT_PORT
+from smpfast.server.broker import EXPIRE_ON_SEND
+from smpfast.store.lmdb import DEFAULT_MAP_SIZE
 
 INI_FILE = "smpfast.ini"
-DEFAULT_PORT = 5223
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_STORE_DIR = "store"
-DEFAULT_MAP_SIZE = 8 * 1024**3
 MAX_BASIC_AUTH_LEN = 255  # encoded with a one-byte length on the wire
 HOSTING_TYPES = ("virtual", "dedicated", "colocation", "owned")
 DURABILITY_MODES = ("fsync", "none")
@@ -79,7 +80,7 @@ class InformationConfig:
 class StoreLogConfig:
     expire_messages_days: int = 21
     expire_messages_on_start: bool = True
-    expire_messages_on_send: bool = True  # reference default when absent; init writes off
+    expire_messages_on_send: bool = EXPIRE_ON_SEND  # the reference's default when absent; init writes off
     expire_ntfs_hours: int = 24
     log_stats: bool = False
 
@@ -117,6 +118,7 @@ class InactiveClientsConfig:
 class StoreConfig:
     path: Path  # resolved against the config directory
     map_size: int = DEFAULT_MAP_SIZE
+    map_size_max: int | None = None  # grow a full map up to this size; None: never grow
     durability: str = "fsync"
     commit_interval_ms: int = 2
 
@@ -318,6 +320,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "STORE": {
         "path": _text,
         "map_size": parse_size,
+        "map_size_max": parse_size,
         "durability": _choice(*DURABILITY_MODES),
         "commit_interval_ms": _int_range(0, 10000),
     },
@@ -562,6 +565,9 @@ path = {DEFAULT_STORE_DIR}
 # The largest the store may grow (bytes, or with K, M, G or T). Disk space is used only as
 # data is written; raising it later is fine, lowering it below the data size is not.
 map_size = 8G
+# When the map fills up, double it (at most up to this size) instead of refusing writes
+# until space is freed. Unset: the map never grows by itself.
+# map_size_max = 32G
 # fsync: a reply to a change is sent only after the change is on disk.
 # none: faster, but a machine crash can lose recent acknowledged changes.
 durability = fsync

@@ -1,4 +1,4 @@
-"""Replay a golden transcript (shared/transcripts/*.json) against smpfast's sans-IO broker.
+"""Replay a golden transcript (tests/data/transcripts) against smpfast's sans-IO broker.
 
 One ``Broker`` over a ``MemoryStore``, one broker ``Client`` per recorded connection with the
 recorded session id (so signatures made by the recorded keys over that session id verify).
@@ -52,7 +52,7 @@ from smpfast.crypto.keys import Alg, PrivateKey, ed448_verify, x25519_dh
 from smpfast.protocol import commands as C
 from smpfast.protocol import versions as V
 from smpfast.protocol.errors import ParseError, UnknownTag
-from smpfast.server.broker import Broker, BrokerConfig, Client
+from smpfast.server.broker import Broker, BrokerConfig, Client, encode_answers
 from smpfast.store.memory import MemoryStore
 from transcripts import load, plaintext, raw_transmissions
 
@@ -161,7 +161,8 @@ class Replay:
             outbox = conn.client.outbox
             if not outbox:
                 continue
-            for _, batch in outbox:
+            for _, answers in outbox:
+                batch = encode_answers(conn.client, answers)
                 pos = 0
                 for n in core.group_transmissions([len(t) for t in batch], V.BATCH_BUDGET, V.MAX_BATCH):
                     conn.produced.append(batch[pos : pos + n])

@@ -91,6 +91,7 @@ check_interval = 60
 [STORE]
 path = /var/lib/smpfast
 map_size = 512M
+map_size_max = 2G
 durability = none
 commit_interval_ms = 0
 """
@@ -126,6 +127,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert cfg.inactive_clients == InactiveClientsConfig(False, 600, 60)
     assert cfg.store.path == Path("/var/lib/smpfast")
     assert cfg.store.map_size == 512 * 1024**2
+    assert cfg.store.map_size_max == 2 * 1024**3
     assert cfg.store.durability == "none"
     assert cfg.store.commit_interval_ms == 0
 

@@ -1,4 +1,4 @@
-"""TLS block transport over real TLS on 127.0.0.1 (spec/transport.md §2-§4, §8).
+"""TLS block transport over real TLS on 127.0.0.1: TLS profile, ALPN, tls-unique, blocks.
 
 Tests run their trio code with trio.run under a fail_after guard (no pytest-trio needed).
 """

@@ -1,4 +1,4 @@
-"""The client's server-chain check (spec/transport.md §5), without a network."""
+"""The client's server-chain check, without a network."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ import trio
 from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
+from ..protocol.address import DEFAULT_PORT
 from ..store import Store
+from ..store.errors import StoreError
 from ..transport import serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
@@ -35,7 +37,7 @@ class ServerSettings:
     """What the running server needs besides the store and credentials."""
 
     bind: str | None = "127.0.0.1"
-    ports: tuple[int, ...] = (5223,)
+    ports: tuple[int, ...] = (DEFAULT_PORT,)
     commit_interval: float = 0.002
     expire_messages_on_start: bool = True
     inactive_ttl: float | None = 21600.0  # seconds; None disables the check
@@ -141,8 +143,12 @@ class Server:
         while True:
             # Bounded steps, each its own commit, so expiry never stalls the server.
             while True:
-                self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
-                self.committer.wrote()
+                try:
+                    with self.store.unit():
+                        self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                except StoreError as e:
+                    self.committer.store_failed(e)
+                    break  # try again at the next interval
                 await trio.sleep(0)
                 if self.store.expire_pass_complete:
                     break
@@ -171,7 +177,7 @@ def build_server(config: Config) -> tuple[Server, str]:
     files = config.files
     ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
     sc = config.store
-    store = LMDBStore(str(sc.path), map_size=sc.map_size, durability=sc.durability)
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
     broker_config = BrokerConfig(
         allow_new_queues=config.auth.new_queues,

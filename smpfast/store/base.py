@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from .records import QueueRecord, StoredMessage
 
@@ -73,7 +75,7 @@ class MessageStore(ABC):
 
     @abstractmethod
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
-        """Append ``msg`` following the reference's writeMsg rule (spec/semantics.md §5):
+        """Append ``msg`` following the reference's writeMsg rule (Server/MsgStore/STM.hs):
 
         - over quota (a marker was written) and the queue not empty yet -> FULL, nothing stored;
         - otherwise, if the queue holds fewer than ``quota`` entries (marker included) -> the
@@ -110,15 +112,50 @@ class Store(QueueStore, MessageStore):
     Every read and mutation runs in the current write transaction (reads see its uncommitted
     writes). commit() ends it without fsync; sync() makes everything committed so far durable
     and may run in a worker thread while this thread goes on mutating in a new transaction.
-    If a mutation fails inside the engine, the whole uncommitted batch is aborted and StoreError
-    (StoreFullError when the map is full) is raised; usage errors (StoreUsageError) are raised
-    before anything is written and leave the batch alone.
+    If a mutation fails inside the engine, the current write unit (or, outside a unit, the whole
+    uncommitted batch) is aborted and StoreError (StoreFullError when the map is full) is
+    raised; usage errors (StoreUsageError) are raised before anything is written and leave the
+    batch alone.
     """
 
     # Set by expire_all: True when the last call reached the end of the queue space (the
     # next call starts a new pass from the first queue).
     expire_pass_complete: bool = False
     _expire_cursor: bytes | None = None
+
+    # Write tracking. Every mutation counts itself, so whether the open transaction holds
+    # writes is a fact of the store, not a convention its callers must keep: the group
+    # committer reads ``uncommitted_writes`` to know what an answer computed now depends on,
+    # and ``on_write(count)`` (set by the committer) is called after each counted write.
+    on_write: Callable[[int], None] | None = None
+    # Called when abort() discards uncommitted writes (an engine failure outside a unit).
+    on_abort: Callable[[], None] | None = None
+    _writes: int = 0
+
+    @property
+    def uncommitted_writes(self) -> int:
+        """Mutations made since the last commit() or abort() (0: nothing to commit)."""
+        return self._writes
+
+    def _discarded(self) -> None:
+        """abort() threw away ``_writes`` uncommitted writes."""
+        if self._writes:
+            self._writes = 0
+            if self.on_abort is not None:
+                self.on_abort()
+
+    def _note_write(self) -> None:
+        self._writes += 1
+        if self.on_write is not None:
+            self.on_write(self._writes)
+
+    @abstractmethod
+    def unit(self) -> AbstractContextManager[None]:
+        """A write unit inside the open transaction: everything mutated in the ``with`` block
+        joins the transaction if the block ends normally, and is undone alone (the rest of
+        the transaction stays) if it raises. The broker runs each block's commands in one
+        unit, so a failing write (a full map) costs that block, never other connections'
+        writes in the same group commit. Units do not nest."""
 
     @abstractmethod
     def commit(self) -> None:
@@ -132,6 +169,14 @@ class Store(QueueStore, MessageStore):
     def sync(self) -> None:
         """Make every committed transaction durable (fsync, unless durability='none').
         Safe to call from another thread while this store keeps being used."""
+
+    @property
+    def needs_maintenance(self) -> bool:
+        """True when maintain() has work to do (the open transaction must be ended first)."""
+        return False
+
+    def maintain(self) -> None:
+        """Housekeeping between transactions (LMDBStore grows a full map here)."""
 
     @abstractmethod
     def close(self) -> None:

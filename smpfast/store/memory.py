@@ -1,11 +1,13 @@
 """MemoryStore: the Store interface on dicts and deques, for tests and as the model the LMDB
 store is checked against. Nothing survives close(). abort() undoes every change since the last
-commit() through an undo log, so batch semantics match LMDBStore."""
+commit() through an undo log, and a write unit that raises undoes its own entries only, so batch
+and unit semantics match LMDBStore."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from .base import DEFAULT_QUOTA, Store, WriteResult
@@ -33,12 +35,31 @@ class MemoryStore(Store):
     def _set(self, d: dict, k: bytes, v: object) -> None:
         prev = d.get(k, _MISSING)
         d[k] = v
-        self._undo.append(lambda: d.__setitem__(k, prev) if prev is not _MISSING else d.pop(k, None))
+        self._logged(lambda: d.__setitem__(k, prev) if prev is not _MISSING else d.pop(k, None))
 
     def _del(self, d: dict, k: bytes) -> None:
         prev = d.pop(k, _MISSING)
         if prev is not _MISSING:
-            self._undo.append(lambda: d.__setitem__(k, prev))
+            self._logged(lambda: d.__setitem__(k, prev))
+
+    def _logged(self, undo: Callable[[], None]) -> None:
+        self._undo.append(undo)
+        self._note_write()
+
+    def _undo_to(self, mark: int) -> None:
+        undo = self._undo
+        while len(undo) > mark:
+            undo.pop()()
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        self._check_open()
+        mark = len(self._undo)
+        try:
+            yield
+        except BaseException:
+            self._undo_to(mark)
+            raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -158,7 +179,7 @@ class MemoryStore(Store):
             self._set(self._over_quota, rid, True)
             result = WriteResult.QUOTA
         q.append(item)
-        self._undo.append(q.pop)
+        self._logged(q.pop)
         return result
 
     def peek_message(self, rid: bytes) -> StoredMessage | None:
@@ -168,7 +189,7 @@ class MemoryStore(Store):
 
     def _pop_head(self, rid: bytes, q: deque[StoredMessage]) -> None:
         head = q.popleft()
-        self._undo.append(lambda: q.appendleft(head))
+        self._logged(lambda: q.appendleft(head))
         if not q:
             self._del(self._msgs, rid)
             self._del(self._over_quota, rid)
@@ -211,11 +232,11 @@ class MemoryStore(Store):
     def commit(self) -> None:
         self._check_open()
         self._undo.clear()
+        self._writes = 0
 
     def abort(self) -> None:
-        undo = self._undo
-        while undo:
-            undo.pop()()
+        self._undo_to(0)
+        self._discarded()
 
     def sync(self) -> None:
         return None

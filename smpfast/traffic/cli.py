@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ..usage import CliError
 from . import DEFAULT_MESSAGE_SIZE, DEFAULT_SWEEP
 
 MAX_N = 255 * 8  # a sanity bound: the sweep is about batch sizes, not load
@@ -50,7 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from smpfast.cli import CliError
     from smpfast.protocol.versions import ALL_VERSIONS
 
     if any(n < 1 or n > MAX_N for n in args.sweep):
@@ -69,7 +69,6 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smpfast.cli import CliError
     _validate(args)
 
     import trio
