@@ -39,6 +39,7 @@ from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from ..store.records import (
     MODE_CONTACT,
     MODE_MESSAGING,
+    STATUS_ACTIVE,
     STATUS_BLOCKED,
     STATUS_OFF,
     NotifierRecord,
@@ -186,7 +187,8 @@ class Broker:
         # While a block executes: the answers for other connections (sent only once the
         # block's writes joined the transaction) and how to undo its in-memory changes.
         self._deferred: list[tuple[Client, list[Answer]]] | None = None
-        self._undo: list[Callable[[], None]] | None = None
+        self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
+        self._undo_notes: list[list] | None = None  # notification lists appended to
 
     # ------------------------------------------------------------------ connections
 
@@ -201,6 +203,51 @@ class Broker:
                 del self.ntf_subscribers[nid]
         client.subscriptions.clear()
         client.ntf_subscriptions.clear()
+
+    # ------------------------------------------------------------------ control port
+
+    def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> None:
+        """Block ``q`` (the control port's ``block``): from now on its commands answer ERR
+        BLOCKED, and its subscriber gets ERR BLOCKED as an event at once (the reference's
+        processCP). Raises StoreError when the write fails (nothing changed then)."""
+        q.status = STATUS_BLOCKED
+        q.blocked_info = info.encode()
+        self._write_outside_block(lambda: self.store.update_queue(q))
+        subscriber = self.subscribers.get(q.recipient_id)
+        if subscriber is not None and subscriber.connected:
+            self._event(subscriber, q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
+
+    def unblock_queue(self, q: QueueRecord) -> None:
+        """The control port's ``unblock``: the queue is active again (no event)."""
+        q.status = STATUS_ACTIVE
+        q.blocked_info = None
+        self._write_outside_block(lambda: self.store.update_queue(q))
+
+    def delete_queue(self, q: QueueRecord) -> int:
+        """The control port's ``delete``: the queue, its messages and its notifier go; like
+        the reference, nobody is told (no DELD). Returns how many messages it held."""
+        rid = q.recipient_id
+        count = self.store.message_count(rid)
+        self._write_outside_block(lambda: self.store.delete_queue(rid))
+        self._count("queues_deleted")
+        subscriber = self.subscribers.pop(rid, None)
+        if subscriber is not None:
+            subscriber.subscriptions.pop(rid, None)
+        if q.notifier is not None:
+            nid = q.notifier.notifier_id
+            self.notifications.pop(nid, None)
+            ntf_subscriber = self.ntf_subscribers.pop(nid, None)
+            if ntf_subscriber is not None:
+                ntf_subscriber.ntf_subscriptions.discard(nid)
+        return count
+
+    def _write_outside_block(self, write: Callable[[], object]) -> None:
+        try:
+            with self.store.unit():
+                write()
+        except StoreError as e:
+            self.durability.store_failed(e)
+            raise
 
     # ------------------------------------------------------------------ output
 
@@ -218,8 +265,7 @@ class Broker:
 
     def _set_delivered(self, sub: "Subscription", msg_id: bytes | None) -> None:
         if self._undo is not None:
-            previous = sub.delivered
-            self._undo.append(lambda: setattr(sub, "delivered", previous))
+            self._undo.append((sub, sub.delivered))
         sub.delivered = msg_id
 
     def _send_responses(self, client: Client, responses: list, events: list) -> None:
@@ -297,8 +343,9 @@ class Broker:
         responses: list[Answer] = []
         events: list[Answer] = []
         deferred: list[tuple[Client, list[Answer]]] = []
-        undo: list[Callable[[], None]] = []
-        self._deferred, self._undo = deferred, undo
+        undo: list[tuple[Subscription, bytes | None]] = []
+        undo_notes: list[list] = []
+        self._deferred, self._undo, self._undo_notes = deferred, undo, undo_notes
         try:
             with self.store.unit():
                 for item in verified:
@@ -310,15 +357,17 @@ class Broker:
         except StoreError as e:
             # The unit is undone: none of the block's answers may stand, and its
             # in-memory changes (delivery state, pushes to others) go with it.
-            for step in reversed(undo):
-                step()
+            for sub, delivered in reversed(undo):
+                sub.delivered = delivered
+            for notes in reversed(undo_notes):
+                notes.pop()
             self.durability.store_failed(e)
             failure = C.Err(store_error(e))
             responses = [(item.corr_id, item.entity_id, failure) for item in verified]
             events = []
             deferred.clear()
         finally:
-            self._deferred = self._undo = None
+            self._deferred = self._undo = self._undo_notes = None
         for target, items in deferred:
             self._send(target, items)
         self._send_responses(client, responses, events)
@@ -438,7 +487,8 @@ class Broker:
         if q.status == STATUS_BLOCKED and not isinstance(cmd, (C.Off, C.Del)):
             out.append((corr_id, entity, C.Err(_blocked_error(q))))
             return
-        self._touch(q)
+        if not isinstance(cmd, (C.Off, C.Del)):  # the reference's OFF/DEL skip withQueue's time update
+            self._touch(q)
         handler = self._RECIPIENT_HANDLERS.get(type(cmd))
         if handler is not None:
             handler(self, client, q, item, out, events)
@@ -721,13 +771,13 @@ class Broker:
     # --- SEND
 
     def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
+        self._touch(q)  # before the checks, as the reference's withQueue_ False
         if len(cmd.body) > V.max_message_length(client.version):
             return C.Err(E.LARGE_MSG)
         if q.status == STATUS_OFF:
             return C.Err(E.AUTH)
         if q.status == STATUS_BLOCKED:
             return C.Err(_blocked_error(q))
-        self._touch(q)
         rid = q.recipient_id
         if q.link_id is not None and _is_secured_messaging(q):
             q.link_id = q.link_fixed = q.link_user = None
@@ -764,8 +814,8 @@ class Broker:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
         pending = self.notifications.setdefault(notifier.notifier_id, [])
         pending.append((msg.msg_id, msg.ts, nonce, enc))
-        if self._undo is not None:
-            self._undo.append(pending.pop)
+        if self._undo_notes is not None:
+            self._undo_notes.append(pending)
 
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:

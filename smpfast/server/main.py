@@ -23,6 +23,7 @@ from ..transport import serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import Connection, Identity
+from .control import ConnectionRegistry, ControlPort, ControlSettings
 
 log = logging.getLogger("smpfast.server")
 
@@ -47,6 +48,7 @@ class ServerSettings:
     handshake_timeout: float = 120.0
     tls_handshake_timeout: float = 60.0
     log_tls_errors: bool = False
+    control: ControlSettings | None = None  # the control port on 127.0.0.1; None: none
 
 
 class Server:
@@ -67,6 +69,8 @@ class Server:
         self.committer = GroupCommitter(store, self.settings.commit_interval)
         self.broker = Broker(store, broker_config, self.committer)
         self.connections: set[Connection] = set()
+        self.registry = ConnectionRegistry(self.broker.clock)
+        self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
         self.ports: list[int] = []
         self._stop = trio.Event()
 
@@ -98,6 +102,9 @@ class Server:
                     )
                     ports.append(listeners[0].socket.getsockname()[1])
                 self.ports = ports
+                self.registry.watch_ports(ports)
+                if self.control is not None:
+                    await connections.start(self.control.serve)
                 task_status.started(ports)
                 await self._stop.wait()
                 # Stop accepting and reading; what was processed is committed below.
@@ -115,6 +122,7 @@ class Server:
     async def _handle(self, conn) -> None:
         connection = Connection(conn, self.broker, self.committer, self.identity, self.settings.handshake_timeout)
         self.connections.add(connection)
+        self.registry.opened(connection, _local_port(conn))
         try:
             await connection.run()
         except trio.Cancelled:
@@ -123,6 +131,7 @@ class Server:
             # A bug must cost one connection, never the server.
             log.exception("connection failed")
         finally:
+            self.registry.closed(connection)
             self.connections.discard(connection)
 
     async def _deliver_notifications(self) -> None:
@@ -167,6 +176,13 @@ class Server:
                     await connection.conn.aclose()
 
 
+def _local_port(conn) -> int:
+    try:
+        return conn.stream.socket.getsockname()[1]
+    except (AttributeError, OSError, IndexError):
+        return 0
+
+
 def build_server(config: Config) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
     address line."""
@@ -187,6 +203,15 @@ def build_server(config: Config) -> tuple[Server, str]:
         ntf_ttl=sl.notification_ttl_seconds,
     )
     ic = config.inactive_clients
+    auth = config.auth
+    control = None
+    if config.transport.control_port is not None:
+        control = ControlSettings(
+            port=config.transport.control_port,
+            admin_password=None if auth.control_port_admin_password is None else auth.control_port_admin_password.encode(),
+            user_password=None if auth.control_port_user_password is None else auth.control_port_user_password.encode(),
+            daily_block_quota=auth.daily_block_queue_quota,
+        )
     settings = ServerSettings(
         bind=config.transport.bind,
         ports=tuple(config.transport.port),
@@ -195,6 +220,7 @@ def build_server(config: Config) -> tuple[Server, str]:
         inactive_ttl=float(ic.ttl) if ic.disconnect else None,
         inactive_check_interval=float(ic.check_interval),
         log_tls_errors=config.transport.log_tls_errors,
+        control=control,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from .records import QueueRecord, StoredMessage
@@ -69,6 +69,23 @@ class QueueStore(ABC):
     def notifier_count(self) -> int:
         """Queues with a notifier (the reference's notifierCount statistic)."""
 
+    @abstractmethod
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        """Up to ``limit`` queue records (fresh copies) in recipient-id order, all with ids
+        greater than ``cursor`` (from the first if None). One page per call, so that no
+        engine cursor outlives a call: for export and maintenance tools, not the broker."""
+
+    def iter_queues(self, page: int = 1000) -> Iterator[QueueRecord]:
+        """Every queue record in recipient-id order, read ``page`` records at a time.
+        Do not mutate the store while iterating."""
+        cursor: bytes | None = None
+        while True:
+            records = self.queues_after(cursor, page)
+            yield from records
+            if len(records) < page:
+                return
+            cursor = records[-1].recipient_id
+
 
 class MessageStore(ABC):
     """Per-queue FIFO of messages, ending at most in one quota marker."""
@@ -95,6 +112,11 @@ class MessageStore(ABC):
     @abstractmethod
     def message_count(self, rid: bytes) -> int:
         """Entries in the queue, the quota marker included (the reference's queue size)."""
+
+    @abstractmethod
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        """Every entry of queue ``rid``, head first, the quota marker included; [] if the
+        queue is empty or unknown. (A queue holds at most quota + 1 entries.)"""
 
     @abstractmethod
     def stored_message_count(self) -> int:
@@ -149,13 +171,26 @@ class Store(QueueStore, MessageStore):
         if self.on_write is not None:
             self.on_write(self._writes)
 
-    @abstractmethod
     def unit(self) -> AbstractContextManager[None]:
         """A write unit inside the open transaction: everything mutated in the ``with`` block
         joins the transaction if the block ends normally, and is undone alone (the rest of
         the transaction stays) if it raises. The broker runs each block's commands in one
         unit, so a failing write (a full map) costs that block, never other connections'
         writes in the same group commit. Units do not nest."""
+        scope = self.__dict__.get("_unit_scope")
+        if scope is None:
+            scope = self.__dict__["_unit_scope"] = _UnitScope(self)
+        return scope
+
+    @abstractmethod
+    def _begin_unit(self) -> None: ...
+
+    @abstractmethod
+    def _end_unit(self) -> None:
+        """Join the unit's writes to the transaction (may raise StoreError: then undone)."""
+
+    @abstractmethod
+    def _rollback_unit(self) -> None: ...
 
     @abstractmethod
     def commit(self) -> None:
@@ -217,3 +252,22 @@ class Store(QueueStore, MessageStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _UnitScope:
+    """``with store.unit():`` without a generator per block (this is on the hot path)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._begin_unit()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        if exc_type is None:
+            self._store._end_unit()
+        else:
+            self._store._rollback_unit()
+        return False

@@ -33,8 +33,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 import lmdb
@@ -210,25 +209,27 @@ class LMDBStore(Store):
                 raise StoreError(f"cannot begin a write unit: {e}") from e
         return txn
 
-    @contextmanager
-    def unit(self) -> Iterator[None]:
+    def _begin_unit(self) -> None:
         if self._in_unit:
             raise RuntimeError("write units do not nest")
         self._in_unit = True
-        try:
-            yield
-            child = self._txn
-            if child is not None and child is not self._root:
-                self._txn = self._root
+
+    def _end_unit(self) -> None:
+        child = self._txn
+        if child is not None and child is not self._root:
+            self._txn = self._root
+            try:
+                child.commit()  # into the batch: no I/O, pages stay in memory
+            except lmdb.Error as e:
                 try:
-                    child.commit()  # into the batch: no I/O, pages stay in memory
-                except lmdb.Error as e:
                     self._fail(e)
-        except BaseException:
-            self._abort_unit()
-            raise
-        finally:
-            self._in_unit = False
+                finally:
+                    self._in_unit = False
+        self._in_unit = False
+
+    def _rollback_unit(self) -> None:
+        self._abort_unit()
+        self._in_unit = False
 
     def _abort_unit(self) -> None:
         child = self._txn
@@ -437,6 +438,27 @@ class LMDBStore(Store):
         txn = self._begin()
         return txn.stat(db)["entries"]
 
+    @_engine_call
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        txn = self._begin()
+        out: list[QueueRecord] = []
+        if limit <= 0:
+            return out
+        cur = txn.cursor(db=self._queues)
+        try:
+            ok = cur.first() if cursor is None else cur.set_range(cursor)
+            if ok and cursor is not None and cur.key() == cursor:
+                ok = cur.next()
+            while ok and len(out) < limit:
+                try:
+                    out.append(decode_queue(cur.value()))
+                except RecordError as e:
+                    raise StoreError(f"corrupt queue record: {e}") from None
+                ok = cur.next()
+        finally:
+            cur.close()
+        return out
+
     def queue_count(self) -> int:
         return self._entries(self._queues)
 
@@ -526,6 +548,16 @@ class LMDBStore(Store):
             return 0
         _, head, tail = _decode_qstate(st)
         return tail - head
+
+    @_engine_call
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        txn = self._begin()
+        h = self._head(txn, rid)
+        if h is None:
+            return []
+        _, head, tail, key = h
+        prefix = key[:-8]
+        return [decode_message(self._get_record(txn, prefix + _SEQ.pack(seq))) for seq in range(head, tail)]
 
     @_engine_call
     def expire_messages(self, rid: bytes, older_than: int) -> int:

@@ -6,8 +6,7 @@ and unit semantics match LMDBStore."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 
 from .base import DEFAULT_QUOTA, Store, WriteResult
@@ -28,6 +27,7 @@ class MemoryStore(Store):
         self._msgs: dict[bytes, deque[StoredMessage]] = {}  # non-empty queues only
         self._over_quota: dict[bytes, bool] = {}  # non-empty queues that hit the quota
         self._undo: list[Callable[[], None]] = []
+        self._unit_mark: int | None = None  # undo-log length when the open unit began
         self._closed = False
 
     # --- undo log -------------------------------------------------------------------------
@@ -51,15 +51,19 @@ class MemoryStore(Store):
         while len(undo) > mark:
             undo.pop()()
 
-    @contextmanager
-    def unit(self) -> Iterator[None]:
+    def _begin_unit(self) -> None:
         self._check_open()
-        mark = len(self._undo)
-        try:
-            yield
-        except BaseException:
+        if self._unit_mark is not None:
+            raise RuntimeError("write units do not nest")
+        self._unit_mark = len(self._undo)
+
+    def _end_unit(self) -> None:
+        self._unit_mark = None
+
+    def _rollback_unit(self) -> None:
+        mark, self._unit_mark = self._unit_mark, None
+        if mark is not None:
             self._undo_to(mark)
-            raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -154,6 +158,11 @@ class MemoryStore(Store):
         self._check_open()
         return len(self._notifiers)
 
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        self._check_open()
+        rids = sorted(r for r in self._queues if cursor is None or r > cursor)[: max(limit, 0)]
+        return [copy_queue(self._queues[r]) for r in rids]
+
     # --- messages -------------------------------------------------------------------------
 
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
@@ -206,6 +215,10 @@ class MemoryStore(Store):
         self._check_open()
         q = self._msgs.get(rid)
         return 0 if q is None else len(q)
+
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        self._check_open()
+        return [replace(m) for m in self._msgs.get(rid, ())]
 
     def stored_message_count(self) -> int:
         self._check_open()
