@@ -23,7 +23,7 @@ from smpfast.load.progress import Progress
 from smpfast.load.report import load_schema
 from smpfast.load.stages import parse_stages
 from smpfast.server.broker import BrokerConfig
-from smpfast.server.process import free_port
+from smpfast.testing.process import free_port
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 FP = "q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E="  # no server here has this fingerprint
