@@ -24,7 +24,7 @@ import trio
 
 from smpfast.client import SMPClient
 from smpfast.crypto.keys import Alg, PrivateKey
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
 
 @dataclass

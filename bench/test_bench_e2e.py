@@ -35,7 +35,7 @@ import trio
 from smpfast.client import SMPClient
 from smpfast.crypto.keys import Alg, generate_private_key
 from smpfast.protocol import commands as C
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
 SUBS = 135
 MESSAGES = 64

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from smpfast.server.process import ServerProcess, free_port, init_data_dir, smpfast_command
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir, smpfast_command
 
 LOAD_PAIRS = 8
 LOAD_CONCURRENCY = 4

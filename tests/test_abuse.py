@@ -30,7 +30,7 @@ from smpfast.protocol import versions as V
 from smpfast.protocol.address import parse_server_address
 from smpfast.protocol.handshake import ClientHandshake
 from smpfast.protocol.transmission import decode_client_transmissions, t_for_auth
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 from smpfast.transport import TransportError, open_block_connection
 
 from abuse_support import (

@@ -518,7 +518,7 @@ def test_smpfast_start_serves_the_control_port_of_its_ini(tmp_path, trio_run):
     import subprocess
 
     from smpfast.config import load_config
-    from smpfast.server.process import ServerProcess, free_port, smpfast_command
+    from smpfast.testing.process import ServerProcess, free_port, smpfast_command
 
     data, port, cport = tmp_path / "srv", free_port(), free_port()
     subprocess.run(smpfast_command("init", "--dir", str(data), "--port", str(port), "--password", "none",

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import smpfast.client as sc
-from smpfast.server.process import ADDRESS_PREFIX, free_port
+from smpfast.testing.process import ADDRESS_PREFIX, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -24,7 +24,7 @@ from smpfast.protocol import commands as C
 from smpfast.protocol import transmission as T
 from smpfast.server.broker import STORE_FAILED, STORE_FULL, Broker, Client, encode_answers
 from smpfast.server.committer import CommitFailed, GroupCommitter
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 from smpfast.store import MemoryStore
 from smpfast.store.errors import StoreError, StoreFullError
 from smpfast.store.records import decode_queue

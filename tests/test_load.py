@@ -23,7 +23,7 @@ from smpfast.load.progress import Progress
 from smpfast.load.report import load_schema
 from smpfast.load.stages import parse_stages
 from smpfast.server.broker import BrokerConfig
-from smpfast.server.process import free_port
+from smpfast.testing.process import free_port
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 FP = "q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E="  # no server here has this fingerprint
@@ -204,7 +204,7 @@ def test_x25519_on_a_v6_server_is_a_usage_error(smp_server, trio_run):
 
 def test_unreachable_server_exits_1(trio_run):
     async def main():
-        from smpfast.server.process import free_port
+        from smpfast.testing.process import free_port
 
         cfg = LoadConfig(f"smp://q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E=@127.0.0.1:{free_port()}",
                          messages=5, quiet=True, connect_timeout=5.0)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from smpfast.load.report import load_schema
-from smpfast.server.process import ServerProcess, free_port, init_data_dir, smpfast_command
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir, smpfast_command
 
 RUN_TIMEOUT = 120
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())

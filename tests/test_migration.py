@@ -22,7 +22,7 @@ from smpfast.credentials import create_credentials, load_identity
 from smpfast.crypto.certs import encode_fingerprint
 from smpfast.crypto.keys import Alg, generate_private_key
 from smpfast.crypto.message import precompute
-from smpfast.server.process import ServerProcess, free_port
+from smpfast.testing.process import ServerProcess, free_port
 from smpfast.store import LMDBStore, StoredMessage
 
 PASSWORD = "s3cret-pass"

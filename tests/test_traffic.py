@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from smpfast.cli import main
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 from smpfast.traffic import BLOCK_SIZE
 from smpfast.traffic.measure import measure_row
 

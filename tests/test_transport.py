@@ -31,7 +31,7 @@ from smpfast.transport import (
     server_context,
 )
 from smpfast.transport import _openssl
-from smpfast.transport.testing import key_pem, make_cert, pem, write_server_files
+from smpfast.testing.throwaway_certs import key_pem, make_cert, pem, write_server_files
 
 GUARD = 20.0  # no test may run longer than this
 
