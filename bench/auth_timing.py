@@ -383,7 +383,7 @@ def run_e2e(args: argparse.Namespace, rng: random.Random) -> list[CaseResult]:
 
     from smpfast.client import SMPClient
     from smpfast.client.session import open_session
-    from smpfast.server.process import ServerProcess, free_port, init_data_dir
+    from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="smpfast-authtiming-e2e-") as tmp:
