@@ -1,0 +1,213 @@
+"""Fairness: a probe client's round-trip latency alone and next to one abusive connection.
+
+    .venv/bin/python bench/fairness.py [--baseline DIR] [--duration 8] [--loads ping,send,...]
+
+For each server (the source tree in ``--baseline``, if given, then this tree) and each load,
+a fresh ``smpfast start`` child runs on 127.0.0.1 (LMDB store, ``durability = none`` so the
+figures measure scheduling, not the disk), the abuser runs in its own process, and the probe
+in this one measures, in a closed loop:
+
+* ``ping``: PING -> PONG on one connection;
+* ``msg``: SEND on one connection -> MSG on another (subscribed) connection.
+
+Loads (each one connection that sends pre-built blocks as fast as TCP lets it and reads and
+discards every answer, so backpressure never stops it):
+
+* ``none``: the probe alone;
+* ``ping``: blocks of 255 PINGs;
+* ``send``: blocks of Ed25519-signed SENDs to absent queues (as many as fit, 146);
+* ``sub``: blocks of signed SUBs to the abuser's own 146 queues;
+* ``garbage``: random 16 KB blocks (each answered ERR BLOCK).
+
+``--baseline DIR`` is a source tree of another version (e.g. ``git archive`` of main, built
+with ``python setup.py build_ext --inplace``); its server runs with ``PYTHONPATH=DIR``, the
+probe and the abusers always come from this tree. Prints one table; ``--json FILE`` also
+saves the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+
+from smpfast.client import SMPClient, connect  # noqa: E402
+from smpfast.crypto.keys import Alg, generate_private_key  # noqa: E402
+from smpfast.protocol import commands as C  # noqa: E402
+from smpfast.protocol.transmission import batch_blocks, encode_client_transmission, t_for_auth  # noqa: E402
+from smpfast.server.process import ServerProcess, free_port, init_data_dir  # noqa: E402
+from smpfast.transport import TransportError  # noqa: E402
+
+LOADS = ("none", "ping", "send", "sub", "garbage")
+READY = "flooding"
+
+
+# --------------------------------------------------------------------------- abusers
+
+
+def _signed(client: SMPClient, entity: bytes, command: bytes, key) -> bytes:
+    corr = os.urandom(24)
+    auth = key.sign(t_for_auth(client.session_id, corr, entity, command))
+    return encode_client_transmission(client.version, client.session_id, corr, entity, command, auth)
+
+
+async def _abusive_block(kind: str, client: SMPClient, address: str) -> bytes:
+    v, sid = client.version, client.session_id
+    if kind == "ping":
+        ts = [encode_client_transmission(v, sid, os.urandom(24), b"", C.PING.encode(v)) for _ in range(255)]
+    elif kind == "send":
+        key = generate_private_key(Alg.ED25519)
+        send = C.Send(C.MsgFlags(False, b""), b"x").encode(v)
+        ts = [_signed(client, os.urandom(24), send, key) for _ in range(255)]
+    elif kind == "sub":
+        async with connect(address) as owner:
+            queues = await owner.create_queues(146, subscribe=False)
+        ts = [_signed(client, q.rcv_id, C.SUB.encode(v), q.rcv_auth_key) for q in queues]
+    elif kind == "garbage":
+        return random.randbytes(16384)
+    else:
+        raise ValueError(kind)
+    return batch_blocks(ts)[0]
+
+
+async def abuse(kind: str, address: str) -> None:
+    client = await SMPClient.connect(address)
+    block = await _abusive_block(kind, client, address)
+    conn = client.connection
+
+    async def drain() -> None:
+        while await conn.receive_blocks():
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        print(READY, flush=True)
+        burst = block * 16
+        try:
+            while True:
+                await conn.send(burst)
+        except TransportError:
+            nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- probe
+
+
+async def probe(address: str, warmup: float, duration: float) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {"ping": [], "msg": []}
+    async with connect(address) as pinger, connect(address) as rcv, connect(address) as snd:
+        q = await rcv.create_queue()
+        start = time.perf_counter()
+        while (now := time.perf_counter()) < start + warmup + duration:
+            measuring = now >= start + warmup
+            t0 = time.perf_counter()
+            await pinger.ping()
+            t1 = time.perf_counter()
+            await snd.send(q.snd_id, b"probe")
+            event = await rcv.next_event(timeout=60)
+            t2 = time.perf_counter()
+            assert isinstance(event.message, C.Msg), event
+            await rcv.ack(q, event.message.msg_id)
+            if measuring:
+                samples["ping"].append(t1 - t0)
+                samples["msg"].append(t2 - t1)
+            await trio.sleep(0.005)
+    return samples
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def write_ini(directory: Path) -> None:
+    ini = directory / "smpfast.ini"
+    text = ini.read_text().replace("durability = fsync", "durability = none")
+    ini.write_text(text)
+
+
+def measure(tree: Path, load: str, warmup: float, duration: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="smpfast-fair-") as d:
+        directory = Path(d)
+        init_data_dir(directory, free_port())
+        write_ini(directory)
+        env = {"PYTHONPATH": str(tree)}
+        abuser = None
+        with ServerProcess(directory, env=env) as server:
+            try:
+                if load != "none":
+                    abuser = subprocess.Popen(
+                        [sys.executable, __file__, "--abuser", load, "--address", server.address],
+                        stdout=subprocess.PIPE, text=True,
+                    )
+                    line = abuser.stdout.readline().strip()
+                    if line != READY:
+                        raise RuntimeError(f"abuser {load} did not start: {line!r}")
+                cpu0 = server.cpu_seconds()
+                samples = trio.run(probe, server.address, warmup, duration)
+                cpu = server.cpu_seconds() - cpu0
+            finally:
+                if abuser is not None:
+                    abuser.kill()
+                    abuser.wait()
+    row = {"load": load, "server_cpu_s": round(cpu, 2)}
+    for name, values in samples.items():
+        row[name] = {
+            "n": len(values),
+            "p50_ms": round(percentile(values, 50) * 1e3, 2),
+            "p99_ms": round(percentile(values, 99) * 1e3, 2),
+            "max_ms": round(max(values) * 1e3, 2),
+        }
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--baseline", type=Path, help="source tree of the version to compare against")
+    ap.add_argument("--loads", default=",".join(LOADS))
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--abuser", choices=LOADS[1:], help=argparse.SUPPRESS)
+    ap.add_argument("--address", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.abuser:
+        try:
+            trio.run(abuse, args.abuser, args.address)
+        except KeyboardInterrupt:
+            pass
+        return
+    trees = ([("baseline", args.baseline.resolve())] if args.baseline else []) + [("this tree", HERE)]
+    results = []
+    for label, tree in trees:
+        for load in args.loads.split(","):
+            row = measure(tree, load, args.warmup, args.duration)
+            row["server"] = label
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"{'server':<10} {'load':<8} {'ping p50':>9} {'ping p99':>9} {'msg p50':>9} {'msg p99':>9} "
+          f"{'n':>5} {'srv cpu s':>9}")
+    for r in results:
+        print(f"{r['server']:<10} {r['load']:<8} {r['ping']['p50_ms']:>9.1f} {r['ping']['p99_ms']:>9.1f} "
+              f"{r['msg']['p50_ms']:>9.1f} {r['msg']['p99_ms']:>9.1f} {r['ping']['n']:>5} {r['server_cpu_s']:>9.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
