@@ -6,8 +6,10 @@ duration."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import platform
+import weakref
 
 import pytest
 import trio
@@ -256,18 +258,30 @@ def test_trim_is_due_only_after_a_real_drop():
     assert memory.trim_due(peak=memory.TRIM_MIN_DROP, active=0)
 
 
-def test_release_free_memory_works_where_glibc_is():
+class _Node:
+    pass
+
+
+def test_release_free_memory_collects_cycles_and_trims_where_glibc_is():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert memory.can_release_memory()
-    released = memory.release_free_memory()
-    assert isinstance(released, bool)
-    assert released is False or memory.can_release_memory()
+        assert memory.can_trim_heap()
+    gc.disable()  # only the release may collect the cycle below
+    try:
+        node = _Node()
+        node.self = node
+        alive = weakref.ref(node)
+        del node
+        assert alive() is not None
+        released = memory.release_free_memory()
+        assert alive() is None
+    finally:
+        gc.enable()
+    assert released is False or memory.can_trim_heap()
 
 
 def test_memory_is_trimmed_after_a_flood_of_connections(smp_server, trio_run, monkeypatch):
     trims: list[int] = []
     monkeypatch.setattr("smpfast.server.main.release_free_memory", lambda: trims.append(1) or True)
-    monkeypatch.setattr("smpfast.server.main.can_release_memory", lambda: True)
 
     async def main():
         async with smp_server(memory_trim_interval=0.2) as srv:

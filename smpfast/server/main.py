@@ -22,7 +22,7 @@ from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
-from .memory import TRIM_CHECK_INTERVAL, can_release_memory, release_free_memory, trim_due
+from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
 
 log = logging.getLogger("smpfast.server")
 
@@ -93,8 +93,7 @@ class Server:
         self._verify_limiter = trio.CapacityLimiter(verification_threads())
         async with trio.open_nursery() as background:
             background.start_soon(self.committer.run)
-            if can_release_memory():
-                background.start_soon(self._release_memory)
+            background.start_soon(self._release_memory)
             background.start_soon(self._deliver_notifications)
             background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
@@ -153,13 +152,15 @@ class Server:
             self.connections.discard(connection)
 
     async def _release_memory(self) -> None:
-        """After a flood of connections ends, give the freed heap back to the OS."""
+        """After a flood of connections ends, give the freed memory back to the OS (a
+        full collection pauses the loop briefly, so only after a large drop)."""
         limit = self.limit
         while True:
             await trio.sleep(self.settings.memory_trim_interval)
             if trim_due(limit.peak, limit.active):
                 released = release_free_memory()
-                log.debug("connections %d (peak %d): memory trimmed: %s", limit.active, limit.peak, released)
+                log.debug("connections %d (peak %d): memory released (heap trimmed: %s)",
+                          limit.active, limit.peak, released)
                 limit.peak = limit.active
 
     async def _deliver_notifications(self) -> None:

@@ -1,15 +1,18 @@
 """Give freed heap memory back to the operating system after many connections close.
 
-CPython returns its own small-object arenas when they empty, but glibc's malloc keeps
-freed chunks of its heap (TLS buffers, 256 KB reads) for reuse, so a server's resident
-size stays at its peak after a flood of connections. ``malloc_trim(0)`` releases those
-pages. Elsewhere (musl, macOS, Windows) there is no such call and this is a no-op.
+Two things keep a server's resident size at its peak after a flood of connections: each
+closed connection leaves objects in reference cycles (the connection and its broker
+client point at each other) that wait for a full garbage collection, and glibc's malloc
+keeps freed chunks of its heap (OpenSSL state, 256 KB reads) for reuse. So a release
+collects the cycles, then calls glibc's ``malloc_trim(0)``; where there is no such call
+(musl, macOS, Windows) only the collection is done.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import sys
 from typing import Callable
 
@@ -37,14 +40,16 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _load_malloc_trim()
 
 
-def can_release_memory() -> bool:
-    """Whether ``release_free_memory`` does anything on this platform."""
+def can_trim_heap() -> bool:
+    """Whether the allocator can return free heap pages (glibc's ``malloc_trim``)."""
     return _malloc_trim is not None
 
 
 def release_free_memory() -> bool:
-    """Return free heap pages to the OS (glibc ``malloc_trim(0)``); True if any was
-    released, False if none or where the allocator has no such call."""
+    """Collect cyclic garbage, then return free heap pages to the OS (glibc
+    ``malloc_trim(0)``); True if the allocator released any, False if none or where it
+    has no such call."""
+    gc.collect()
     if _malloc_trim is None:
         return False
     return bool(_malloc_trim(0))
