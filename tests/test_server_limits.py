@@ -39,9 +39,9 @@ async def _closed_by_server(stream: trio.SocketStream, within: float = 20.0) -> 
     return False
 
 
-async def _smp_connected(srv):
+async def _smp_connected(port: int, key_hash: bytes):
     """TLS and the server hello, but no client hello yet."""
-    conn = await open_block_connection("127.0.0.1", srv.port, srv.key_hash)
+    conn = await open_block_connection("127.0.0.1", port, key_hash)
     [hello] = await conn.receive_blocks()
     ServerHandshake.parse(hello)
     return conn
@@ -156,7 +156,7 @@ def test_tls_handshake_timeout_closes_a_slowloris_client(smp_server, trio_run):
 def test_smp_handshake_timeout_closes_a_silent_client_after_tls(smp_server, trio_run):
     async def main():
         async with smp_server(handshake_timeout=1.0) as srv:
-            conn = await _smp_connected(srv)
+            conn = await _smp_connected(srv.port, srv.key_hash)
             with trio.fail_after(20):
                 assert await conn.receive_blocks() == []  # closed, no client hello was sent
             await conn.aclose()
@@ -177,7 +177,7 @@ def test_outbox_bound_stops_reading_a_client_that_does_not_read(smp_server, trio
 
     async def main():
         async with smp_server(outbox_limit=limit) as srv:
-            conn = await _smp_connected(srv)
+            conn = await _smp_connected(srv.port, srv.key_hash)
             await conn.send(ClientHandshake(7, srv.key_hash).encode())
             peak = 0
             server_side = None
@@ -298,3 +298,74 @@ def test_memory_is_trimmed_after_a_flood_of_connections(smp_server, trio_run, mo
             assert srv.server.limit.peak == srv.server.limit.active  # reset after the trim
 
     trio_run(main, timeout=60)
+
+
+# --------------------------------------------------------------------------- idle timeout
+
+
+def test_a_new_silent_client_is_not_idle_before_the_ttl(smp_server, trio_run):
+    """Inactivity is counted from the handshake: a client that has sent nothing yet is not
+    expired at the first check (as if it had been idle since 1970)."""
+
+    async def main():
+        async with smp_server(inactive_ttl=3600.0, inactive_check_interval=0.1) as srv:
+            async with sc.connect(srv.address) as silent:
+                await trio.sleep(1.0)  # ten checks
+                assert not silent.closed
+                await silent.ping()
+
+    trio_run(main)
+
+
+@pytest.mark.slow
+def test_limits_from_the_ini_apply_to_smpfast_start(tmp_path, trio_run):
+    """[LIMITS] and [INACTIVE_CLIENTS] as an operator writes them, through `smpfast start`."""
+    from smpfast.server.process import ServerProcess, free_port, init_data_dir
+
+    data = tmp_path / "data"
+    port = free_port()
+    address = init_data_dir(data, port)
+    ini = data / "smpfast.ini"
+    text = ini.read_text()
+    for old, new in [
+        ("max_connections = 10000", "max_connections = 2"),
+        ("tls_handshake_timeout = 60", "tls_handshake_timeout = 1"),
+        ("smp_handshake_timeout = 120", "smp_handshake_timeout = 1"),
+        ("ttl = 21600", "ttl = 1"),
+        ("check_interval = 3600", "check_interval = 1"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    ini.write_text(text)
+
+    async def main():
+        silent_tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        assert await _closed_by_server(silent_tcp)  # TLS handshake timeout
+        await silent_tcp.aclose()
+        _, key_hash = address.split("//")[1].split("@")[0], None
+        async with sc.connect(address) as idle:
+            srv = type("S", (), {"port": port, "key_hash": idle.server.key_hash})
+            conn = await _smp_connected(srv.port, srv.key_hash)
+            with trio.fail_after(20):
+                assert await conn.receive_blocks() == []  # SMP handshake timeout
+            await conn.aclose()
+            await idle.ping()
+            with trio.fail_after(30):  # no subscriptions: expired by [INACTIVE_CLIENTS]
+                while not idle.closed:
+                    await trio.sleep(0.1)
+        async with sc.connect(address) as a, sc.connect(address) as b:
+            await a.create_queue()  # subscribed clients are never expired
+            await b.create_queue()
+            for _ in range(3):
+                with pytest.raises(sc.ConnectError):
+                    async with sc.connect(address, timeout=20):
+                        pass
+            await trio.sleep(2.5)  # a few inactivity checks
+            await a.ping()
+            await b.ping()
+
+    with ServerProcess(data) as server:
+        trio_run(main, timeout=120)
+        log = server.log()
+    assert log.count("refusing new ones") == 1, log
+    assert "Traceback" not in log

@@ -145,6 +145,9 @@ class Connection:
     async def _reader(self, pending: list[bytes]) -> None:
         client = self.client
         assert client is not None
+        # Inactivity counts from the handshake (the reference starts both clocks when the
+        # client is created), not from the epoch: a silent new client is not idle for ages.
+        client.last_received = client.last_sent = self.broker.clock()
         outbox_limit = self.outbox_limit
         blocks = pending
         while True:
