@@ -10,8 +10,8 @@ in this one measures, in a closed loop:
 * ``ping``: PING -> PONG on one connection;
 * ``msg``: SEND on one connection -> MSG on another (subscribed) connection.
 
-Loads (each one connection that sends pre-built blocks as fast as TCP lets it and reads and
-discards every answer, so backpressure never stops it):
+Loads (``--abusers`` connections, 1 by default, each sending pre-built blocks as fast as
+TCP lets it and reading and discarding every answer, so backpressure never stops it):
 
 * ``none``: the probe alone;
 * ``ping``: blocks of 255 PINGs;
@@ -22,7 +22,7 @@ discards every answer, so backpressure never stops it):
 ``--baseline DIR`` is a source tree of another version (e.g. ``git archive`` of main, built
 with ``python setup.py build_ext --inplace``); its server runs with ``PYTHONPATH=DIR``, the
 probe and the abusers always come from this tree. Prints one table; ``--json FILE`` also
-saves the figures.
+saves the figures. ``--repeat N`` measures every cell N times and prints medians.
 """
 
 from __future__ import annotations
@@ -82,24 +82,27 @@ async def _abusive_block(kind: str, client: SMPClient, address: str) -> bytes:
     return batch_blocks(ts)[0]
 
 
-async def abuse(kind: str, address: str) -> None:
-    client = await SMPClient.connect(address)
-    block = await _abusive_block(kind, client, address)
-    conn = client.connection
+async def abuse(kind: str, address: str, connections: int) -> None:
+    clients = [await SMPClient.connect(address) for _ in range(connections)]
+    blocks = [await _abusive_block(kind, client, address) for client in clients]
 
-    async def drain() -> None:
+    async def drain(conn) -> None:
         while await conn.receive_blocks():
             pass
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain)
-        print(READY, flush=True)
+    async def flood(conn, block: bytes) -> None:
         burst = block * 16
         try:
             while True:
                 await conn.send(burst)
         except TransportError:
-            nursery.cancel_scope.cancel()
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for client, block in zip(clients, blocks):
+            nursery.start_soon(drain, client.connection)
+            nursery.start_soon(flood, client.connection, block)
+        print(READY, flush=True)
 
 
 # --------------------------------------------------------------------------- probe
@@ -141,7 +144,7 @@ def write_ini(directory: Path) -> None:
     ini.write_text(text)
 
 
-def measure(tree: Path, load: str, warmup: float, duration: float) -> dict:
+def measure(tree: Path, load: str, warmup: float, duration: float, abusers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="smpfast-fair-") as d:
         directory = Path(d)
         init_data_dir(directory, free_port())
@@ -152,7 +155,8 @@ def measure(tree: Path, load: str, warmup: float, duration: float) -> dict:
             try:
                 if load != "none":
                     abuser = subprocess.Popen(
-                        [sys.executable, __file__, "--abuser", load, "--address", server.address],
+                        [sys.executable, __file__, "--abuser", load, "--address", server.address,
+                         "--abusers", str(abusers)],
                         stdout=subprocess.PIPE, text=True,
                     )
                     line = abuser.stdout.readline().strip()
@@ -165,7 +169,7 @@ def measure(tree: Path, load: str, warmup: float, duration: float) -> dict:
                 if abuser is not None:
                     abuser.kill()
                     abuser.wait()
-    row = {"load": load, "server_cpu_s": round(cpu, 2)}
+    row = {"load": load, "abusers": abusers, "server_cpu_s": round(cpu, 2)}
     for name, values in samples.items():
         row[name] = {
             "n": len(values),
@@ -182,29 +186,42 @@ def main() -> None:
     ap.add_argument("--loads", default=",".join(LOADS))
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--abusers", type=int, default=1, help="abusive connections per load")
+    ap.add_argument("--repeat", type=int, default=1, help="measure every cell this many times")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--abuser", choices=LOADS[1:], help=argparse.SUPPRESS)
     ap.add_argument("--address", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.abuser:
         try:
-            trio.run(abuse, args.abuser, args.address)
+            trio.run(abuse, args.abuser, args.address, args.abusers)
         except KeyboardInterrupt:
             pass
         return
     trees = ([("baseline", args.baseline.resolve())] if args.baseline else []) + [("this tree", HERE)]
     results = []
-    for label, tree in trees:
+    # Loads outside, servers inside: the two versions of a cell are measured back to back,
+    # so the neighbours' load drifts less between them.
+    for repeat in range(args.repeat):
         for load in args.loads.split(","):
-            row = measure(tree, load, args.warmup, args.duration)
-            row["server"] = label
-            results.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"{'server':<10} {'load':<8} {'ping p50':>9} {'ping p99':>9} {'msg p50':>9} {'msg p99':>9} "
-          f"{'n':>5} {'srv cpu s':>9}")
-    for r in results:
-        print(f"{r['server']:<10} {r['load']:<8} {r['ping']['p50_ms']:>9.1f} {r['ping']['p99_ms']:>9.1f} "
-              f"{r['msg']['p50_ms']:>9.1f} {r['msg']['p99_ms']:>9.1f} {r['ping']['n']:>5} {r['server_cpu_s']:>9.2f}")
+            for label, tree in trees:
+                row = measure(tree, load, args.warmup, args.duration, args.abusers)
+                row["server"] = label
+                row["repeat"] = repeat
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"{'load':<8} {'server':<10} {'ping p50':>9} {'ping p99':>9} {'msg p50':>9} {'msg p99':>9} "
+          f"{'rounds':>6} {'srv cpu s':>9}")
+    for load in args.loads.split(","):
+        for label, _ in trees:
+            rows = [r for r in results if r["load"] == load and r["server"] == label]
+            med = lambda probe, key: statistics.median(r[probe][key] for r in rows)  # noqa: E731
+            print(f"{load:<8} {label:<10} {med('ping', 'p50_ms'):>9.1f} {med('ping', 'p99_ms'):>9.1f} "
+                  f"{med('msg', 'p50_ms'):>9.1f} {med('msg', 'p99_ms'):>9.1f} "
+                  f"{statistics.median(r['ping']['n'] for r in rows):>6.0f} "
+                  f"{statistics.median(r['server_cpu_s'] for r in rows):>9.2f}")
+    if args.repeat > 1:
+        print(f"(medians over {args.repeat} repeats)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
