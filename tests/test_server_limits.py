@@ -13,6 +13,7 @@ import weakref
 
 import pytest
 import trio
+import trio.testing
 
 import smpfast.client as sc
 from smpfast import _core as core
@@ -246,6 +247,46 @@ def test_reader_yields_between_the_blocks_of_one_read():
     steps = [b - a for a, b in zip(seen, seen[1:])]
     assert max(steps) <= 2  # one block per reader step (two when trio reverses a batch)
     assert len([s for s in steps if s]) >= 8
+
+
+def test_large_signature_batches_wait_for_the_shared_verification_limiter():
+    """Blocks with many signatures verify on worker threads only as the server-wide limiter
+    allows (so they cannot crowd the event loop off the CPUs); small ones verify inline."""
+    from smpfast.crypto.keys import Alg, generate_private_key
+    from smpfast.protocol import commands as C
+    from smpfast.protocol.transmission import encode_client_transmission, t_for_auth
+
+    session_id = b"s" * 32
+    key = generate_private_key(Alg.ED25519)
+    send = C.Send(C.MsgFlags(False, b""), b"x").encode(7)
+
+    def signed_block(count: int) -> bytes:
+        ts = []
+        for i in range(count):
+            corr, entity = b"c%023d" % i, b"e%023d" % i
+            auth = key.sign(t_for_auth(session_id, corr, entity, send))
+            ts.append(encode_client_transmission(7, session_id, corr, entity, send, auth))
+        return core.encode_batch(ts, 16384)
+
+    async def main():
+        limiter = trio.CapacityLimiter(1)
+        broker = Broker(MemoryStore())
+        conn = Connection(
+            _BlocksOnce([signed_block(2), signed_block(20)]), broker, None, Identity(b"k" * 32, (), None),
+            verify_limiter=limiter,
+        )
+        conn.client = Client(version=7, session_id=session_id, session_private=None)
+        await limiter.acquire()  # the thread slot is taken (by "another connection")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn._reader, [])
+            await trio.testing.wait_all_tasks_blocked()
+            # The small block was answered inline; the large one waits for the limiter.
+            assert [len(batch) for _, batch in conn.client.outbox] == [2]
+            assert limiter.statistics().tasks_waiting == 1
+            limiter.release()
+        assert [len(batch) for _, batch in conn.client.outbox] == [2, 20]  # all ERR AUTH
+
+    trio.run(main)
 
 
 # --------------------------------------------------------------------------- memory
