@@ -3,9 +3,13 @@
     .venv/bin/python bench/fairness.py [--baseline DIR] [--duration 8] [--loads ping,send,...]
 
 For each server (the source tree in ``--baseline``, if given, then this tree) and each load,
-a fresh ``smpfast start`` child runs on 127.0.0.1 (LMDB store, ``durability = none`` so the
-figures measure scheduling, not the disk), the abuser runs in its own process, and the probe
-in this one measures, in a closed loop:
+a fresh server child runs on 127.0.0.1 (what ``smpfast start`` runs, from that tree's
+``build_server``; LMDB store, ``durability = none`` so the figures measure scheduling, not the
+disk) with a trio instrument that times every task step of the measured window in thread
+CPU time (``max step``: the longest any one task kept the event loop, in ms; ``steps>1ms``:
+how many steps took 1 ms or more; both are immune to the neighbours' load, unlike the round
+trips), the abuser runs in its own process, and the probe in this one measures, in a
+closed loop:
 
 * ``ping``: PING -> PONG on one connection;
 * ``msg``: SEND on one connection -> MSG on another (subscribed) connection.
@@ -30,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -113,13 +119,17 @@ async def abuse(kind: str, address: str, connections: int) -> None:
 # --------------------------------------------------------------------------- probe
 
 
-async def probe(address: str, warmup: float, duration: float) -> dict[str, list[float]]:
+async def probe(address: str, warmup: float, duration: float, window_starts) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {"ping": [], "msg": []}
+    started = False
     async with connect(address) as pinger, connect(address) as rcv, connect(address) as snd:
         q = await rcv.create_queue()
         start = time.perf_counter()
         while (now := time.perf_counter()) < start + warmup + duration:
             measuring = now >= start + warmup
+            if measuring and not started:
+                window_starts()
+                started = True
             t0 = time.perf_counter()
             await pinger.ping()
             t1 = time.perf_counter()
@@ -140,6 +150,89 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+# --------------------------------------------------------------------------- the server
+
+
+class StepTimer(trio.abc.Instrument):
+    """CPU time of every task step of the event loop: how long one task (a connection's
+    reader, say) kept every other connection waiting. Thread CPU time, so the neighbours'
+    preemption of this process does not count."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.longest = 0.0
+        self.longest_task = ""
+        self.over_1ms = 0
+
+    def before_task_step(self, task) -> None:
+        self.start = time.thread_time()
+
+    def after_task_step(self, task) -> None:
+        spent = time.thread_time() - self.start
+        self.steps += 1
+        if spent > self.longest:
+            self.longest = spent
+            self.longest_task = task.name.rsplit(".", 1)[-1]
+        if spent >= 0.001:
+            self.over_1ms += 1
+
+
+def serve(directory: Path, stats: Path) -> None:
+    """``smpfast start`` with a StepTimer; SIGUSR1 restarts the timer (the measured window
+    begins: every connection is set up by then), SIGTERM stops and writes its figures."""
+    from smpfast.config import load_config
+    from smpfast.server.main import build_server
+
+    logging.basicConfig(level=logging.WARNING)
+    server, address = build_server(load_config(directory))
+    timer = StepTimer()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            print(f"Server address: {address}", flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+                async for signum in signals:
+                    if signum == signal.SIGUSR1:
+                        timer.reset()
+                        continue
+                    server.stop()
+                    break
+
+    trio.run(main, instruments=[timer])
+    server.store.close()
+    stats.write_text(json.dumps({"steps": timer.steps, "longest_step_ms": round(timer.longest * 1e3, 2),
+                                 "longest_task": timer.longest_task, "steps_over_1ms": timer.over_1ms}))
+
+
+class TimedServer(ServerProcess):
+    """ServerProcess running ``serve`` above (from the tree on PYTHONPATH)."""
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.log_path = self.directory / "server.log"
+        self.stats_path = self.directory / "steps.json"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(self.directory), "--stats", str(self.stats_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text().splitlines():
+                if line.startswith("Server address: "):
+                    self.address = line.split(": ", 1)[1].strip()
+                    return self.address
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited early:\n" + self.log_path.read_text())
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError("server did not print its address")
+
+
 # --------------------------------------------------------------------------- one cell
 
 
@@ -156,7 +249,8 @@ def measure(tree: Path, load: str, warmup: float, duration: float, abusers: int)
         write_ini(directory)
         env = {"PYTHONPATH": str(tree)}
         abuser = None
-        with ServerProcess(directory, env=env) as server:
+        server = TimedServer(directory, env=env)
+        with server:
             try:
                 if load != "none":
                     abuser = subprocess.Popen(
@@ -168,13 +262,15 @@ def measure(tree: Path, load: str, warmup: float, duration: float, abusers: int)
                     if line != READY:
                         raise RuntimeError(f"abuser {load} did not start: {line!r}")
                 cpu0 = server.cpu_seconds()
-                samples = trio.run(probe, server.address, warmup, duration)
+                samples = trio.run(probe, server.address, warmup, duration,
+                                   lambda: os.kill(server.pid, signal.SIGUSR1))
                 cpu = server.cpu_seconds() - cpu0
             finally:
                 if abuser is not None:
                     abuser.kill()
                     abuser.wait()
-    row = {"load": load, "abusers": abusers, "server_cpu_s": round(cpu, 2)}
+        steps = json.loads(server.stats_path.read_text())
+    row = {"load": load, "abusers": abusers, "server_cpu_s": round(cpu, 2), **steps}
     for name, values in samples.items():
         row[name] = {
             "n": len(values),
@@ -196,7 +292,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--abuser", choices=LOADS[1:], help=argparse.SUPPRESS)
     ap.add_argument("--address", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.stats)
+        return
     if args.abuser:
         try:
             trio.run(abuse, args.abuser, args.address, args.abusers)
@@ -216,7 +317,7 @@ def main() -> None:
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"{'load':<8} {'server':<10} {'ping p50':>9} {'ping p99':>9} {'msg p50':>9} {'msg p99':>9} "
-          f"{'rounds':>6} {'srv cpu s':>9}")
+          f"{'rounds':>6} {'srv cpu s':>9} {'max step':>9} {'steps>1ms':>9}")
     for load in args.loads.split(","):
         for label, _ in trees:
             rows = [r for r in results if r["load"] == load and r["server"] == label]
@@ -224,7 +325,9 @@ def main() -> None:
             print(f"{load:<8} {label:<10} {med('ping', 'p50_ms'):>9.1f} {med('ping', 'p99_ms'):>9.1f} "
                   f"{med('msg', 'p50_ms'):>9.1f} {med('msg', 'p99_ms'):>9.1f} "
                   f"{statistics.median(r['ping']['n'] for r in rows):>6.0f} "
-                  f"{statistics.median(r['server_cpu_s'] for r in rows):>9.2f}")
+                  f"{statistics.median(r['server_cpu_s'] for r in rows):>9.2f} "
+                  f"{statistics.median(r['longest_step_ms'] for r in rows):>9.1f} "
+                  f"{statistics.median(r['steps_over_1ms'] for r in rows):>9.0f}")
     if args.repeat > 1:
         print(f"(medians over {args.repeat} repeats)")
     if args.json:
