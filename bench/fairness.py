@@ -48,13 +48,15 @@ from pathlib import Path
 import trio
 
 HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
+if "--serve" not in sys.argv:  # the server child imports smpfast from PYTHONPATH's tree
+    sys.path.insert(0, str(HERE))
 
 from smpfast.client import SMPClient, connect  # noqa: E402
 from smpfast.crypto.keys import Alg, generate_private_key  # noqa: E402
 from smpfast.protocol import commands as C  # noqa: E402
 from smpfast.protocol.transmission import batch_blocks, encode_client_transmission, t_for_auth  # noqa: E402
-from smpfast.server.process import ServerProcess, free_port, init_data_dir  # noqa: E402
+from smpfast.server.process import ServerProcess, free_port  # noqa: E402
+from versions import check_tree, init_data_dir, tree_env  # noqa: E402
 from smpfast.transport import TransportError  # noqa: E402
 
 LOADS = ("none", "ping", "send", "sub", "garbage")
@@ -203,6 +205,9 @@ def serve(directory: Path, stats: Path) -> None:
                     server.stop()
                     break
 
+    import smpfast.server.connection
+
+    print(f"serving {smpfast.server.connection.__file__}", flush=True)
     trio.run(main, instruments=[timer])
     server.store.close()
     stats.write_text(json.dumps({"steps": timer.steps, "longest_step_ms": round(timer.longest * 1e3, 2),
@@ -217,8 +222,9 @@ class TimedServer(ServerProcess):
         self.stats_path = self.directory / "steps.json"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(self.directory), "--stats", str(self.stats_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=self.env,
+            [sys.executable, str(Path(__file__).resolve()), "--serve", str(self.directory),
+             "--stats", str(self.stats_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.directory,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -245,22 +251,23 @@ def write_ini(directory: Path) -> None:
 def measure(tree: Path, load: str, warmup: float, duration: float, abusers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="smpfast-fair-") as d:
         directory = Path(d)
-        init_data_dir(directory, free_port())
+        init_data_dir(tree, directory, free_port())
         write_ini(directory)
-        env = {"PYTHONPATH": str(tree)}
+        env = tree_env(tree)
         abuser = None
         server = TimedServer(directory, env=env)
         with server:
             try:
                 if load != "none":
                     abuser = subprocess.Popen(
-                        [sys.executable, __file__, "--abuser", load, "--address", server.address,
+                        [sys.executable, str(Path(__file__).resolve()), "--abuser", load, "--address", server.address,
                          "--abusers", str(abusers)],
                         stdout=subprocess.PIPE, text=True,
                     )
                     line = abuser.stdout.readline().strip()
                     if line != READY:
                         raise RuntimeError(f"abuser {load} did not start: {line!r}")
+                check_tree(server.pid, tree)
                 cpu0 = server.cpu_seconds()
                 samples = trio.run(probe, server.address, warmup, duration,
                                    lambda: os.kill(server.pid, signal.SIGUSR1))
@@ -270,6 +277,9 @@ def measure(tree: Path, load: str, warmup: float, duration: float, abusers: int)
                     abuser.kill()
                     abuser.wait()
         steps = json.loads(server.stats_path.read_text())
+        served = next(line for line in server.log().splitlines() if line.startswith("serving "))
+        if not served.startswith(f"serving {tree}/"):  # the version measured is the one named
+            raise RuntimeError(f"{served!r} is not from {tree}")
     row = {"load": load, "abusers": abusers, "server_cpu_s": round(cpu, 2), **steps}
     for name, values in samples.items():
         row[name] = {

@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE))
 from smpfast.client.session import parse_address  # noqa: E402
 from smpfast.limits import raise_open_files_limit  # noqa: E402
 from smpfast.protocol.handshake import ClientHandshake  # noqa: E402
-from smpfast.server.process import ServerProcess, free_port, init_data_dir  # noqa: E402
+from smpfast.server.process import ServerProcess, free_port  # noqa: E402
+from versions import check_tree, init_data_dir, tree_env  # noqa: E402
 from smpfast.transport import open_block_connection  # noqa: E402
 
 
@@ -70,9 +71,10 @@ def measure(tree: Path, count: int, settle: float, rounds: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="smpfast-rss-") as d:
         directory = Path(d)
         port = free_port()
-        init_data_dir(directory, port)
-        with ServerProcess(directory, env={"PYTHONPATH": str(tree)}) as server:
+        init_data_dir(tree, directory, port)
+        with ServerProcess(directory, env=tree_env(tree), cwd=directory) as server:
             time.sleep(1)
+            check_tree(server.pid, tree)
             idle = rss_mib(server.pid)
             for n in range(1, rounds + 1):
                 peak = trio.run(flood, server.address, port, count, server.pid)
