@@ -55,7 +55,7 @@ from smpfast.client import SMPClient, connect  # noqa: E402
 from smpfast.crypto.keys import Alg, generate_private_key  # noqa: E402
 from smpfast.protocol import commands as C  # noqa: E402
 from smpfast.protocol.transmission import batch_blocks, encode_client_transmission, t_for_auth  # noqa: E402
-from smpfast.server.process import ServerProcess, free_port  # noqa: E402
+from smpfast.testing.process import ServerProcess, free_port  # noqa: E402
 from versions import check_tree, init_data_dir, tree_env  # noqa: E402
 from smpfast.transport import TransportError  # noqa: E402
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from smpfast.client.session import parse_address  # noqa: E402
 from smpfast.limits import raise_open_files_limit  # noqa: E402
 from smpfast.protocol.handshake import ClientHandshake  # noqa: E402
-from smpfast.server.process import ServerProcess, free_port  # noqa: E402
+from smpfast.testing.process import ServerProcess, free_port  # noqa: E402
 from versions import check_tree, init_data_dir, tree_env  # noqa: E402
 from smpfast.transport import open_block_connection  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Server CPU per delivered message, measured from outside the server process.
 
-Workload (the one the reference was measured with in shared/PROBE.md): P sender-recipient
+Workload (the one the reference server was measured with): P sender-recipient
 pairs, each sending M messages one after another (each SEND waits for its OK), every MSG
 acknowledged by its recipient. The server runs as a child process (`smpfast start`); its
 user + system CPU time over the message phase, divided by messages delivered, is the
@@ -24,7 +24,7 @@ import trio
 
 from smpfast.client import SMPClient
 from smpfast.crypto.keys import Alg, PrivateKey
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
 
 @dataclass

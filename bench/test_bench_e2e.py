@@ -21,7 +21,7 @@ Each benchmark also records the server's CPU time per message or command
 on a shared machine, and free of the client's own CPU. The servers run with
 ``durability = none`` (the broker benchmarks measure fsync); commit interval 2 ms.
 
-    /work/venv/bin/pytest bench/test_bench_e2e.py --benchmark-only
+    .venv/bin/pytest bench/test_bench_e2e.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import trio
 from smpfast.client import SMPClient
 from smpfast.crypto.keys import Alg, generate_private_key
 from smpfast.protocol import commands as C
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
 SUBS = 135
 MESSAGES = 64

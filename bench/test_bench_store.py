@@ -1,7 +1,7 @@
 """Store micro-benchmarks (pytest-benchmark): start-up time against store size, and per-operation
 costs with group commits of 100 operations.
 
-    /work/venv/bin/pytest bench/test_bench_store.py
+    .venv/bin/pytest bench/test_bench_store.py
 
 Start-up must not grow with the number of queues: compare test_open[1000] with
 test_open[100000] (the reference server takes ~22.5 us per stored queue to restart)."""

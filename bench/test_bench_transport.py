@@ -97,7 +97,7 @@ def _serve(mode: str, chain: str, key: str) -> None:
 
 @pytest.fixture(scope="module")
 def server_files(tmp_path_factory):
-    from smpfast.transport.testing import write_server_files
+    from smpfast.testing.throwaway_certs import write_server_files
 
     return write_server_files(tmp_path_factory.mktemp("bench-tls"))
 

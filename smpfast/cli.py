@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 import smpfast
+from smpfast.usage import CliError
 from smpfast.config import (
     DEFAULT_BIND,
     DEFAULT_PORT,
@@ -46,13 +47,11 @@ from smpfast.credentials import (
     renew_server_certificate,
 )
 from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
+from smpfast.server.admin import DEFAULT_CONTROL_PORT
 
 DEFAULT_DIR = "smpfast-data"
 RANDOM_PASSWORD_BYTES = 32
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as ``smpfast: error: ...``, exit code 1."""
+CONTROL_PASSWORD_BYTES = 18
 
 
 # --- subcommand registry ----------------------------------------------------------------------
@@ -113,6 +112,17 @@ def make_password(option: str) -> str | None:
         raise CliError(f"--password: {e}") from None
 
 
+def make_control_password() -> str:
+    """A control-port password as the reference's init makes them: 18 random bytes, base64url."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(CONTROL_PASSWORD_BYTES)).decode("ascii")
+
+
+def _control_port(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
 def _create_store(config: Config) -> None:
     """Create the LMDB store directory (through the store itself once it exists)."""
     if importlib.util.find_spec("smpfast.store.lmdb") is None:
@@ -122,7 +132,7 @@ def _create_store(config: Config) -> None:
 
     config.store.path.mkdir(parents=True, exist_ok=True)
     store = LMDBStore(
-        str(config.store.path), map_size=config.store.map_size, durability=config.store.durability
+        str(config.store.path), map_size=config.store.map_size, map_size_max=config.store.map_size_max, durability=config.store.durability
     )
     store.close()
 
@@ -135,6 +145,7 @@ def initialize(
     ports: Sequence[int] = (DEFAULT_PORT,),
     password: str | None = None,
     algorithm: SignAlgorithm = SignAlgorithm.ED25519,
+    control_port: int | None = None,
 ) -> InitResult:
     """Create a server directory: credentials, ``smpfast.ini``, ``fingerprint``, store.
 
@@ -152,7 +163,13 @@ def initialize(
     except ValueError as e:
         raise CliError(f"--fqdn: {e}") from None
     bind = "::" if not ip_addr.is_loopback else ip
-    ini_text = default_ini_text(hosts=hosts, ports=ports, bind=bind, create_password=password)
+    control_passwords = None
+    if control_port is not None:
+        control_passwords = (make_control_password(), make_control_password())
+    ini_text = default_ini_text(
+        hosts=hosts, ports=ports, bind=bind, create_password=password,
+        control_port=control_port, control_passwords=control_passwords,
+    )
 
     existed = target.exists()
     target.mkdir(parents=True, exist_ok=True)
@@ -205,6 +222,16 @@ def _init_args(p: argparse.ArgumentParser) -> None:
         type=str.upper,
         help="signature algorithm of the certificates (default: ED25519)",
     )
+    p.add_argument(
+        "--control-port",
+        nargs="?",
+        const=DEFAULT_CONTROL_PORT,
+        default=None,
+        type=_control_port,
+        metavar="PORT",
+        help=f"enable the control port on 127.0.0.1 (default port {DEFAULT_CONTROL_PORT}) with "
+        "random admin and user passwords",
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
 
@@ -231,6 +258,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         ports=ports,
         password=password,
         algorithm=SignAlgorithm.parse(args.sign_algorithm),
+        control_port=args.control_port,
     )
     _print_init_report(result)
     return 0
@@ -255,6 +283,12 @@ def _print_init_report(result: InitResult, out: TextIO | None = None) -> None:
         "same identity and address, e.g. if the server key is ever compromised.",
         file=out,
     )
+    if cfg.transport.control_port is not None:
+        print(
+            f"Control port: 127.0.0.1:{cfg.transport.control_port} (admin and user passwords in "
+            f"[AUTH] of {INI_FILE})",
+            file=out,
+        )
     print("----------", file=out)
     print(f"Start the server with: smpfast start --dir {cfg.config_dir}", file=out)
     print(f"Fingerprint: {result.fingerprint}", file=out)
@@ -328,6 +362,104 @@ def _cmd_start(args: argparse.Namespace) -> int:
     from smpfast.server.main import run  # lazily: the server pulls in trio and the store
 
     return run(config)
+
+
+# --- import / export (migration from and to the reference server) -----------------------------
+
+MAX_WARNINGS_SHOWN = 20
+
+
+def _reference_path_args(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--config-path",
+        help=f"the reference server's config directory to {verb} (ca.crt, server.key, "
+        "smp-server.ini...; default: $SMP_SERVER_CFG_PATH or /etc/opt/simplex)",
+    )
+    p.add_argument(
+        "--log-path",
+        help=f"the reference server's log directory to {verb} (smp-server-store.log, "
+        "smp-server-messages.log; default: $SMP_SERVER_LOG_PATH or /var/opt/simplex)",
+    )
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir",
+        default=DEFAULT_DIR,
+        help=f"the new smpfast server directory, missing or empty (default: ./{DEFAULT_DIR})",
+    )
+    _reference_path_args(p, "read")
+    p.add_argument(
+        "--skip-warnings",
+        action="store_true",
+        help="go on past messages for missing queues, an unreadable last message line or a "
+        "missing message file (as smp-server start --skip-warnings)",
+    )
+
+
+class _Warnings:
+    """Prints the first warnings, counts the rest."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_WARNINGS_SHOWN:
+            print(f"smpfast: warning: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.count > MAX_WARNINGS_SHOWN:
+            print(f"smpfast: {self.count - MAX_WARNINGS_SHOWN} more warnings not shown", file=sys.stderr)
+
+
+@subcommand("import", "create a server from a reference smp-server's files (same address)", _import_args)
+def _cmd_import(args: argparse.Namespace) -> int:
+    from smpfast.migration.reference import MigrationError, ReferencePaths, import_reference
+
+    ref = ReferencePaths.from_env(args.config_path, args.log_path)
+    warnings = _Warnings()
+    try:
+        summary = import_reference(args.dir, ref, skip_warnings=args.skip_warnings, warn=warnings)
+    except MigrationError as e:
+        raise CliError(str(e)) from None
+    finally:
+        warnings.close()
+    print(
+        f"Imported {summary.queues} queues ({summary.notifiers} with notifications) and "
+        f"{summary.messages} undelivered messages into {args.dir}"
+        + (f", {summary.warnings} warnings" if summary.warnings else "")
+    )
+    print(f"Start the server with: smpfast start --dir {args.dir}")
+    print("Server address (unchanged):")
+    print(summary.address)
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _add_dir_argument(p)
+    _reference_path_args(p, "write")
+
+
+@subcommand("export", "write a stopped server's state as a reference smp-server's files", _export_args)
+def _cmd_export(args: argparse.Namespace) -> int:
+    from smpfast.migration.reference import MigrationError, ReferencePaths, export_reference
+
+    ref = ReferencePaths.from_env(args.config_path, args.log_path)
+    warnings = _Warnings()
+    try:
+        summary = export_reference(args.dir, ref, warn=warnings)
+    except MigrationError as e:
+        raise CliError(str(e)) from None
+    finally:
+        warnings.close()
+    print(
+        f"Exported {summary.queues} queues ({summary.notifiers} with notifications) and "
+        f"{summary.messages} undelivered messages to {ref.config_dir} and {ref.log_dir}"
+    )
+    print("Server address (unchanged):")
+    print(summary.address)
+    return 0
 
 
 # --- traffic ----------------------------------------------------------------------------------

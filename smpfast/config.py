@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from smpfast.credentials import CredentialPaths
+from smpfast.protocol.address import DEFAULT_PORT
+from smpfast.server.admin import DEFAULT_CONTROL_PORT, DEFAULT_DAILY_BLOCK_QUOTA
+from smpfast.server.broker import EXPIRE_ON_SEND
+from smpfast.store.lmdb import DEFAULT_MAP_SIZE
 
 INI_FILE = "smpfast.ini"
-DEFAULT_PORT = 5223
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_STORE_DIR = "store"
-DEFAULT_MAP_SIZE = 8 * 1024**3
 MAX_BASIC_AUTH_LEN = 255  # encoded with a one-byte length on the wire
 HOSTING_TYPES = ("virtual", "dedicated", "colocation", "owned")
 DURABILITY_MODES = ("fsync", "none")
@@ -82,7 +84,7 @@ class InformationConfig:
 class StoreLogConfig:
     expire_messages_days: int = 21
     expire_messages_on_start: bool = True
-    expire_messages_on_send: bool = True  # reference default when absent; init writes off
+    expire_messages_on_send: bool = EXPIRE_ON_SEND  # the reference's default when absent; init writes off
     expire_ntfs_hours: int = 24
     log_stats: bool = False
 
@@ -99,6 +101,9 @@ class StoreLogConfig:
 class AuthConfig:
     new_queues: bool = True
     create_password: str | None = None
+    control_port_admin_password: str | None = None
+    control_port_user_password: str | None = None
+    daily_block_queue_quota: int = DEFAULT_DAILY_BLOCK_QUOTA  # 0: no limit; negative: no blocking
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class TransportConfig:
     port: tuple[int, ...] = (DEFAULT_PORT,)
     bind: str = DEFAULT_BIND
     log_tls_errors: bool = False
+    control_port: int | None = None  # the control port, always on 127.0.0.1; None: off
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class InactiveClientsConfig:
 class StoreConfig:
     path: Path  # resolved against the config directory
     map_size: int = DEFAULT_MAP_SIZE
+    map_size_max: int | None = None  # grow a full map up to this size; None: never grow
     durability: str = "fsync"
     commit_interval_ms: int = 2
 
@@ -176,6 +183,12 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
         return n
 
     return parse
+
+
+def _int_signed(value: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", value):
+        raise ValueError(f"must be a whole number, not {value!r}")
+    return int(value)
 
 
 def validate_basic_auth(value: str) -> str:
@@ -318,12 +331,16 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "AUTH": {
         "new_queues": parse_on_off,
         "create_password": validate_basic_auth,
+        "control_port_admin_password": validate_basic_auth,
+        "control_port_user_password": validate_basic_auth,
+        "daily_block_queue_quota": _int_signed,
     },
     "TRANSPORT": {
         "host": parse_hosts,
         "port": parse_ports,
         "bind": _bind,
         "log_tls_errors": parse_on_off,
+        "control_port": _int_range(1, 65535),
     },
     "INACTIVE_CLIENTS": {
         "disconnect": parse_on_off,
@@ -333,6 +350,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "STORE": {
         "path": _text,
         "map_size": parse_size,
+        "map_size_max": parse_size,
         "durability": _choice(*DURABILITY_MODES),
         "commit_interval_ms": _int_range(0, 10000),
     },
@@ -483,8 +501,12 @@ def default_ini_text(
     bind: str = DEFAULT_BIND,
     create_password: str | None = None,
     source_code: str | None = None,
+    control_port: int | None = None,
+    control_passwords: tuple[str, str] | None = None,
 ) -> str:
-    """A complete, commented ``smpfast.ini``; parsing it gives exactly these settings."""
+    """A complete, commented ``smpfast.ini``; parsing it gives exactly these settings.
+    ``control_passwords`` is (admin, user); with ``control_port`` None the control-port
+    lines are written commented out."""
     public = not ipaddress.ip_address(bind).is_loopback
     host_line = f"host = {','.join(hosts)}" if hosts else "# host = smp.example.com"
     src = f"source_code = {source_code}" if source_code else "# source_code = https://..."
@@ -492,6 +514,15 @@ def default_ini_text(
         f"create_password = {create_password}"
         if create_password is not None
         else "# create_password = <printable ASCII, no spaces, '@', ':' or '/'>"
+    )
+    if control_passwords is not None:
+        admin_pwd = f"control_port_admin_password = {control_passwords[0]}"
+        user_pwd = f"control_port_user_password = {control_passwords[1]}"
+    else:
+        admin_pwd = "# control_port_admin_password = <printable ASCII, no spaces, '@', ':' or '/'>"
+        user_pwd = "# control_port_user_password = <another one>"
+    control_line = (
+        f"control_port = {control_port}" if control_port is not None else f"# control_port = {DEFAULT_CONTROL_PORT}"
     )
     if public:
         bind_comment = (
@@ -512,7 +543,7 @@ def default_ini_text(
 # Accepted for compatibility with a copied smp-server.ini (only these values, they describe
 # what smpfast always does): [STORE_LOG] enable = on, store_queues = memory,
 # store_messages = memory, restore_messages = on; [TRANSPORT] websockets = off; an empty
-# [PROXY] section. Other reference keys ([WEB], control port, database, ...) are not supported.
+# [PROXY] section. Other reference keys ([WEB], database, ...) are not supported.
 
 [INFORMATION]
 # Public information about this server. Nothing here is published unless source_code is set.
@@ -558,6 +589,13 @@ new_queues = on
 # of the server address (smp://fingerprint:password@host); give it only to the people who
 # may create queues here, your contacts never see it. Comment it out for an open server.
 {pwd}
+# Passwords of the control port ([TRANSPORT] control_port): `auth <password>` gives the admin
+# role (every command) or the user role (stats, status, block, unblock, sockets, server-info).
+{admin_pwd}
+{user_pwd}
+# How many queues the control port may block per day (the count restarts at 00:00 UTC);
+# 0 means no limit, a negative number forbids blocking.
+# daily_block_queue_quota = {DEFAULT_DAILY_BLOCK_QUOTA}
 
 [TRANSPORT]
 # Host names or IP addresses clients use to reach this server, comma-separated. They are
@@ -570,6 +608,9 @@ port = {",".join(str(p) for p in ports)}
 bind = {bind}
 # Log failed TLS handshakes.
 log_tls_errors = off
+# The operators' control port: plain text, always on 127.0.0.1 only (`telnet 127.0.0.1
+# <port>`, then `help`). Commented out: no control port.
+{control_line}
 
 [INACTIVE_CLIENTS]
 # Disconnect clients that have no subscriptions and have neither sent nor received
@@ -584,6 +625,9 @@ path = {DEFAULT_STORE_DIR}
 # The largest the store may grow (bytes, or with K, M, G or T). Disk space is used only as
 # data is written; raising it later is fine, lowering it below the data size is not.
 map_size = 8G
+# When the map fills up, double it (at most up to this size) instead of refusing writes
+# until space is freed. Unset: the map never grows by itself.
+# map_size_max = 32G
 # fsync: a reply to a change is sent only after the change is on disk.
 # none: faster, but a machine crash can lose recent acknowledged changes.
 durability = fsync

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from smpfast import _core as core
 from smpfast.protocol import commands as C
 from smpfast.protocol import transmission as T
-from smpfast.server.broker import Broker, Client
+from smpfast.server.broker import Broker, Client, encode_answers
 from smpfast.store.memory import MemoryStore
 
 SESSION = bytes(range(32))
@@ -24,7 +24,8 @@ def _ping_works(broker: Broker, client: Client) -> None:
     client.outbox.clear()
     t = T.encode_client_transmission(client.version, SESSION, b"p", b"", C.PING)
     broker.process_block(client, core.encode_batch([t], 16384))
-    [(_, [answer])] = client.outbox
+    [(_, answers)] = client.outbox
+    [answer] = encode_answers(client, answers)
     parts = core.split_block(core.encode_batch([answer], 16384), SESSION, client.implied_session, False)
     assert parts[0][3] == b"p" and parts[0][5] == b"PONG"
 

@@ -296,3 +296,26 @@ def test_address_parses_as_smp_server(
     cfg = load_config(d)
     assert (basic_auth.decode() if basic_auth else None) == cfg.auth.create_password
     assert (basic_auth is not None) == auth
+
+
+def test_init_control_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`init --control-port [PORT]` as the reference: 5224 by default, two different random
+    passwords (18 bytes, base64url); without it the lines are written commented out."""
+    d = tmp_path / "a"
+    code, out, _ = run(capsys, "init", "--dir", str(d), "--control-port", "-y")
+    assert code == 0 and "Control port: 127.0.0.1:5224" in out
+    cfg = load_config(d)
+    admin, user = cfg.auth.control_port_admin_password, cfg.auth.control_port_user_password
+    assert cfg.transport.control_port == 5224
+    assert admin != user and len(base64.urlsafe_b64decode(admin)) == len(base64.urlsafe_b64decode(user)) == 18
+    assert cfg.auth.daily_block_queue_quota == 20
+    init(capsys, tmp_path / "b", "--control-port", "7001")
+    assert load_config(tmp_path / "b").transport.control_port == 7001
+    init(capsys, tmp_path / "c")
+    cfg = load_config(tmp_path / "c")
+    assert cfg.transport.control_port is None and cfg.auth.control_port_admin_password is None
+    assert "# control_port = 5224" in (tmp_path / "c" / "smpfast.ini").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["init", "--dir", str(tmp_path / "d"), "--control-port", "70000"])
+    assert "--control-port" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -1,4 +1,4 @@
-"""The client's SMP handshake checks (transport.md §6) against scripted server hellos over
+"""The client's SMP handshake checks against scripted server hellos over
 real TLS on 127.0.0.1: session id, signed session key, handshake chain, versions."""
 
 from __future__ import annotations

@@ -78,12 +78,16 @@ log_stats = off
 [AUTH]
 new_queues = off
 create_password = s3cret!#;=
+control_port_admin_password = adm1n
+control_port_user_password = us3r
+daily_block_queue_quota = -1
 
 [TRANSPORT]
 host = smp.example.com, [2001:db8::1],192.0.2.1
 port = 5224, 443
 bind = ::
 log_tls_errors = on
+control_port = 5225
 
 [INACTIVE_CLIENTS]
 disconnect = off
@@ -93,6 +97,7 @@ check_interval = 60
 [STORE]
 path = /var/lib/smpfast
 map_size = 512M
+map_size_max = 2G
 durability = none
 commit_interval_ms = 0
 
@@ -127,13 +132,16 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         hosting_type="dedicated",
     )
     assert cfg.store_log == StoreLogConfig(7, False, False, 12, False)
-    assert cfg.auth == AuthConfig(new_queues=False, create_password="s3cret!#;=")
+    assert cfg.auth == AuthConfig(new_queues=False, create_password="s3cret!#;=", control_port_admin_password="adm1n",
+                                  control_port_user_password="us3r", daily_block_queue_quota=-1)
     assert cfg.transport == TransportConfig(
-        host=("smp.example.com", "[2001:db8::1]", "192.0.2.1"), port=(5224, 443), bind="::", log_tls_errors=True
+        host=("smp.example.com", "[2001:db8::1]", "192.0.2.1"), port=(5224, 443), bind="::", log_tls_errors=True,
+        control_port=5225,
     )
     assert cfg.inactive_clients == InactiveClientsConfig(False, 600, 60)
     assert cfg.store.path == Path("/var/lib/smpfast")
     assert cfg.store.map_size == 512 * 1024**2
+    assert cfg.store.map_size_max == 2 * 1024**3
     assert cfg.store.durability == "none"
     assert cfg.store.commit_interval_ms == 0
     assert cfg.limits == LimitsConfig(
@@ -183,11 +191,20 @@ def test_unknown_section_and_key(tmp_path: Path) -> None:
     # Keys are case-sensitive, like the reference.
     assert "[TRANSPORT] Port" in _error("[TRANSPORT]\nPort = 1\n", tmp_path)
     assert "[WEB]: unknown section" in _error("[WEB]\nstatic_path = /x\n", tmp_path)
-    assert "[AUTH] control_port_admin_password" in _error(
-        "[AUTH]\ncontrol_port_admin_password = x\n", tmp_path
-    )
     assert "[STORE_LOG] prometheus_interval" in _error("[STORE_LOG]\nprometheus_interval = 60\n", tmp_path)
-    assert "[TRANSPORT] control_port" in _error("[TRANSPORT]\ncontrol_port = 5224\n", tmp_path)
+
+
+def test_control_port_keys(tmp_path: Path) -> None:
+    """The reference's control-port keys (issue: they used to stop start-up as unknown)."""
+    cfg = parse_config(
+        "[AUTH]\ncontrol_port_admin_password = x\ncontrol_port_user_password = y\n"
+        "[TRANSPORT]\ncontrol_port = 5224\n", tmp_path
+    )
+    assert (cfg.auth.control_port_admin_password, cfg.auth.control_port_user_password) == ("x", "y")
+    assert cfg.transport.control_port == 5224
+    assert cfg.auth.daily_block_queue_quota == 20  # the reference's default
+    assert parse_config("", tmp_path).transport.control_port is None
+    assert parse_config("[AUTH]\ndaily_block_queue_quota = 0\n", tmp_path).auth.daily_block_queue_quota == 0
 
 
 @pytest.mark.parametrize(
@@ -219,6 +236,12 @@ def test_unknown_section_and_key(tmp_path: Path) -> None:
         ("TRANSPORT", "bind", "localhost"),
         ("TRANSPORT", "bind", "300.1.1.1"),
         ("TRANSPORT", "log_tls_errors", "1"),
+        ("TRANSPORT", "control_port", "0"),
+        ("TRANSPORT", "control_port", "5224,5225"),
+        ("AUTH", "control_port_admin_password", "two words"),
+        ("AUTH", "control_port_user_password", "a@b"),
+        ("AUTH", "daily_block_queue_quota", "1.5"),
+        ("AUTH", "daily_block_queue_quota", "many"),
         ("INACTIVE_CLIENTS", "disconnect", "On"),
         ("INACTIVE_CLIENTS", "ttl", "0"),
         ("INACTIVE_CLIENTS", "check_interval", "x"),
@@ -329,6 +352,7 @@ def test_load_config(tmp_path: Path) -> None:
         dict(hosts=("smp.example.com", "abc.onion"), ports=(5223, 443), bind="::", create_password="pw"),
         dict(hosts=(), ports=(7001,), source_code="https://example.com/src"),
         dict(hosts=("::1",), bind="::1", create_password="x!y"),
+        dict(hosts=("127.0.0.1",), control_port=5224, control_passwords=("adm", "usr")),
     ],
 )
 def test_default_ini_text_round_trip(tmp_path: Path, kwargs: dict) -> None:
@@ -337,7 +361,10 @@ def test_default_ini_text_round_trip(tmp_path: Path, kwargs: dict) -> None:
     assert cfg.transport.host == tuple(kwargs["hosts"])
     assert cfg.transport.port == tuple(kwargs.get("ports", (5223,)))
     assert cfg.transport.bind == kwargs.get("bind", "127.0.0.1")
-    assert cfg.auth == AuthConfig(new_queues=True, create_password=kwargs.get("create_password"))
+    admin, user = kwargs.get("control_passwords", (None, None))
+    assert cfg.auth == AuthConfig(new_queues=True, create_password=kwargs.get("create_password"),
+                                  control_port_admin_password=admin, control_port_user_password=user)
+    assert cfg.transport.control_port == kwargs.get("control_port")
     src = kwargs.get("source_code")
     assert (cfg.information.source_code if cfg.information else None) == src
     # Everything else is the documented default, except what init writes like the reference.

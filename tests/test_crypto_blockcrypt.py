@@ -1,4 +1,4 @@
-"""Block encryption chain (transport.md §9, vectors.md §6)."""
+"""Block encryption chain, with a known-answer vector computed independently of smpfast."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key DER codecs (encoding.md §5, vectors.md §1-§2)."""
+"""Key DER codecs: SPKI prefixes, keys of fixed seeds (known answers), round trips."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def seed(start: int) -> bytes:
     return bytes(range(start, start + 32))
 
 
-# vectors.md §1 and §2
+# SPKI prefixes (as the reference's x509 encodePK writes them) and a key of a fixed seed
 PREFIXES = {
     Alg.ED25519: "302a300506032b6570032100",
     Alg.X25519: "302a300506032b656e032100",

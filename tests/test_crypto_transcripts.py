@@ -1,5 +1,5 @@
 """Recompute the crypto of the golden transcripts recorded against the reference server
-(/work/shared/transcripts, README.md there): signed session keys, block-encryption chains
+(tests/data/transcripts, README.md there): signed session keys, block-encryption chains
 and the v11 encrypted blocks, client authorizations, MSG bodies and NMSG metadata."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from transcripts import FILES, load, plaintext
 
 H = bytes.fromhex
 
-# Authorizations meant to fail (transcripts README): the fixed sample signature of the
+# Authorizations meant to fail (tests/data/transcripts/README.md): the fixed sample signature of the
 # syntax cases, and these steps.
 WRONG_STEPS = {
     "KEY with a wrong authorization",

@@ -1,8 +1,8 @@
 """Framing: padding, batches, transmissions and block packing, on both twins.
 
 Every test runs on the implementation ``smpfast._core`` exports (compiled unless
-SMPFAST_PURE=1) and on the pure twin. Known answers come from the digest
-(spec/vectors.md §3, §4) and the reference's batching tests (BatchingTests.hs).
+SMPFAST_PURE=1) and on the pure twin. Known answers: vectors computed
+independently of smpfast, and the reference's batching tests (BatchingTests.hs).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def ss(b: bytes) -> bytes:
     return bytes([len(b)]) + b
 
 
-# --- known answers (spec/vectors.md) -----------------------------------------------------
+# --- known answers -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("flags", [V7, V16])
@@ -199,7 +199,7 @@ def test_status_constants(fr):
     assert (fr.T_OK, fr.T_BAD, fr.T_BAD_AUTH, fr.T_BAD_SESSION) == (0, 1, 2, 3)
 
 
-# --- golden batching counts (tests/CoreTests/BatchingTests.hs) ---------------------------
+# --- golden batching counts (the reference's tests/CoreTests/BatchingTests.hs) -----------
 
 
 def rnd(n: int) -> bytes:
@@ -249,7 +249,7 @@ def test_end_255_per_block(fr):
 
 
 def test_nmsg_80_per_block(fr):
-    # spec/commands.md: "NMSG " nonce(24) shortString(encrypted meta, 144 bytes)
+    # "NMSG " nonce(24) shortString(encrypted meta, 144 bytes)
     def nmsg():
         return fr.encode_transmission(b"", b"", rnd(24), b"NMSG " + rnd(24) + ss(rnd(144)), SESSION, *V16)
 

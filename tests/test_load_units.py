@@ -10,7 +10,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smpfast.load import exitcodes, payload, thresholds
+from smpfast.load import diagnose, exitcodes, failures, payload, report, thresholds
 from smpfast.load.config import (
     MIN_BODY_SIZE,
     LoadConfig,
@@ -22,6 +22,7 @@ from smpfast.load.config import (
 )
 from smpfast.load.histogram import PERCENTILES, Latency
 from smpfast.load.progress import Progress
+from smpfast.load.stages import Schedule, Stage, parse_stages
 from smpfast.load.stats import Series, Stats
 from smpfast.load.tracker import LOST, Send, Tracker
 
@@ -272,3 +273,199 @@ def test_latency_summary_matches_hdrh(values_us):
     for name, p in PERCENTILES.items():
         assert s[name] == H.get_value_at_percentile(p) / 1000
     assert s["max"] == H.get_max_value() / 1000 and s["min"] == H.get_min_value() / 1000
+
+
+# ------------------------------------------------------------------ histograms: encoding, merging, spectrum
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 3_600_000_000), max_size=400), st.data())
+def test_merged_histograms_equal_one_histogram_of_all_samples(values_us, data):
+    """Split the samples over up to four generators, encode each histogram as a report
+    does, decode and add: the result is the histogram of all the samples, bucket by bucket."""
+    parts = data.draw(st.integers(1, 4))
+    owner = data.draw(st.lists(st.integers(0, parts - 1), min_size=len(values_us), max_size=len(values_us)))
+    hists = [Latency() for _ in range(parts)]
+    everything = Latency()
+    for v, o in zip(values_us, owner):
+        hists[o].record(v / 1e6)
+        everything.record(v / 1e6)
+    merged = Latency()
+    for h in hists:
+        text = h.encode()
+        assert text.startswith("HIST")
+        merged.add(Latency.decode(text))
+    assert merged.same_counts(everything)
+    assert merged.summary() == everything.summary()
+    assert merged.spectrum() == everything.spectrum()
+
+
+def test_decode_rejects_what_is_not_a_histogram():
+    with pytest.raises(ValueError, match="HdrHistogram"):
+        Latency.decode("HISTFAAAAnot really")
+    with pytest.raises(ValueError):
+        Latency.decode("hello")
+
+
+def test_spectrum_and_hgrm_file():
+    h = Latency()
+    for ms in range(1, 1001):
+        h.record(ms / 1000)
+    rows = h.spectrum()
+    assert rows[0]["percentile"] == 0 and rows[-1]["percentile"] == 1.0 and rows[-1]["count"] == 1000
+    assert all(a["value_ms"] <= b["value_ms"] and a["count"] <= b["count"] for a, b in zip(rows, rows[1:]))
+    assert len(rows) > 40  # the full spectrum, not a few percentiles
+    out = io.StringIO()
+    h.write_hgrm(out)
+    text = out.getvalue().splitlines()
+    assert text[0].split() == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+    assert text[2].split()[:3] == ["1.000", "0.000000000000", "1"]
+    assert text[-3].startswith("#[Mean    =") and "StdDeviation" in text[-3]
+    mean = float(text[-3].split("=")[1].split(",")[0])
+    assert mean == pytest.approx(500.5, rel=0.01)  # in ms, as the values
+    assert text[-2].split() == ["#[Max", "=", f"{h.summary()['max']:.3f},", "Total", "count", "=", "1000]"]
+
+
+# ------------------------------------------------------------------ stages
+
+
+def test_parse_stages():
+    assert parse_stages("10s:100,30s:1000,10s:0") == (Stage(10.0, 100.0), Stage(30.0, 1000.0), Stage(10.0, 0.0))
+    assert parse_stages("500ms:5, 1m:2.5") == (Stage(0.5, 5.0), Stage(60.0, 2.5))
+    for bad in ("", "10s", "10s:", "x:10", "0s:10", "10s:-1", "10s:1,,"):
+        with pytest.raises(ValueError):
+            parse_stages(bad)
+
+
+def test_schedule_counts_are_exact():
+    s = Schedule(parse_stages("10s:100,30s:1000,10s:0"))
+    # ramp 0->100 over 10 s: 500; ramp 100->1000 over 30 s: 16500; ramp 1000->0 over 10 s: 5000
+    assert [s.planned(j) for j in range(3)] == [500, 16500, 5000] and s.messages == 22000
+    assert s.target_at(5) == 50 and s.target_at(25) == 550 and s.target_at(45) == 500
+    assert s.time_of(0) == (0.0, 0) and s.time_of(500) == (10.0, 1) and s.time_of(22000) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.25, 0.5, 1.0, 3.0]), st.integers(0, 400)), min_size=1, max_size=5))
+def test_schedule_places_every_message_in_its_stage(stages):
+    s = Schedule(tuple(Stage(d, float(t)) for d, t in stages))
+    times = [s.time_of(k) for k in range(s.messages)]
+    assert s.time_of(s.messages) is None
+    assert sum(s.planned(j) for j in range(len(stages))) == s.messages
+    per_stage = [0] * len(stages)
+    for t, j in times:
+        per_stage[j] += 1
+        assert s.starts[j] - 1e-9 <= t <= s.starts[j] + stages[j][0] + 1e-9
+    assert per_stage == [s.planned(j) for j in range(len(stages))]
+    assert all(a[0] <= b[0] + 1e-9 for a, b in zip(times, times[1:]))  # sends in order
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stages=parse_stages("1s:10"), rate=5.0), "--stages"),
+    (dict(stages=parse_stages("1s:10"), duration=5.0), "--stages"),
+    (dict(stages=parse_stages("1s:10"), warmup=Warmup(seconds=1)), "warm-up"),
+    (dict(stages=parse_stages("1s:0"), ), "nothing would be sent"),
+    (dict(stages=parse_stages("1s:3"), stage_target="concurrency", concurrency=2), "--concurrency"),
+    (dict(scenario="subscribe", stages=parse_stages("1s:3")), "subscribe"),
+    (dict(workers=0), "--workers"),
+    (dict(workers=3, pairs=2), "--pairs is 2"),
+    (dict(workers=2, pairs=2, messages=1), "--messages is 1"),
+])
+def test_stage_and_worker_validation(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        LoadConfig(ADDR, **kwargs).validate()
+
+
+def test_stage_models_and_concurrency():
+    open_cfg = LoadConfig(ADDR, pairs=2, stages=parse_stages("1s:10,1s:0"))
+    open_cfg.validate()
+    assert open_cfg.open_loop and open_cfg.planned_seconds() == 2.0
+    closed = LoadConfig(ADDR, pairs=3, stages=parse_stages("1s:7,1s:2"), stage_target="concurrency")
+    closed.validate()
+    assert not closed.open_loop and closed.effective_concurrency() == 3  # ceil(7 / 3 senders)
+    assert closed.to_json()["stages"] == "1s:7,1s:2" and closed.to_json()["stage_target"] == "concurrency"
+
+
+# ------------------------------------------------------------------ workers' shares
+
+
+def test_worker_shares_add_up_to_the_run():
+    cfg = LoadConfig(ADDR, pairs=5, queues=11, connections=3, rate=100.0, messages=101,
+                     warmup=Warmup(messages=7), stages=(), workers=3)
+    cfg.validate()
+    shares = [cfg.share(i, 3) for i in range(3)]
+    assert [s.pairs for s in shares] == [2, 2, 1] and sum(s.queues for s in shares) == 11
+    assert all(s.queues >= s.pairs for s in shares) and sum(s.connections for s in shares) == 3
+    assert sum(s.messages for s in shares) == 101 and sum(s.warmup.messages for s in shares) == 7
+    assert sum(s.rate for s in shares) == pytest.approx(100.0)
+    assert all(s.workers == 1 and s.json_path is None and s.quiet for s in shares)
+    for s in shares:
+        s.validate()
+        assert LoadConfig.from_wire(s.to_wire()) == s  # what a worker process rebuilds
+    staged = LoadConfig(ADDR, pairs=2, stages=parse_stages("1s:90,2s:30"), workers=2).share(1, 2)
+    assert staged.stages == (Stage(1.0, 45.0), Stage(2.0, 15.0))
+    fan = LoadConfig(ADDR, scenario="fanout", group=6, messages=10, workers=2).share(0, 2)
+    assert fan.group == 6 and fan.messages == 5  # each worker: its own group of G
+    sub = LoadConfig(ADDR, scenario="subscribe", queues=1000, connections=10, workers=4).share(3, 4)
+    assert (sub.queues, sub.connections) == (250, 2)
+
+
+# ------------------------------------------------------------------ failures, verdict, formatting
+
+
+def _run_results(**scenario):
+    return {"scenario": {"lost": 0, "unsent": 0, "gave_up": False, "ended_early": False,
+                         "connections_lost": 0, **scenario},
+            "integrity_errors": scenario.pop("integrity", 0), "interrupted": False,
+            "warmup": {"errors_by_type": {}}}
+
+
+def test_failures_name_what_went_wrong():
+    assert failures.evaluate(_run_results()) == []
+    got = failures.evaluate(_run_results(lost=4, connections_lost=4, ended_early=True, planned_seconds=8.0,
+                                         sending_seconds=2.7, abort_reason="recipient connection closed"))
+    assert [(f["kind"], f["count"]) for f in got] == [("connections_lost", 4), ("messages_lost", 4), ("ended_early", 1)]
+    assert got[2]["message"] == "sending stopped after 2.7 s of the planned 8 s (recipient connection closed)"
+    got = failures.evaluate({**_run_results(unsent=3, gave_up=True), "integrity_errors": 1})
+    assert [f["kind"] for f in got] == ["messages_unsent", "corrupt_messages", "no_progress"]
+    assert set(failures.KINDS) >= {f["kind"] for f in got}
+
+
+def test_verdict_precedence():
+    bad = _run_results(lost=1)
+    ok_checks, breached = [{"passed": True}], [{"passed": False}]
+    assert report.verdict(False, _run_results(), ok_checks, False)[:2] == (0, "passed")
+    assert report.verdict(False, _run_results(), breached, False)[:2] == (2, "thresholds_breached")
+    assert report.verdict(False, bad, breached, False)[:2] == (exitcodes.RUN_FAILED, "failed")
+    assert report.verdict(True, bad, ok_checks, False)[:2] == (0, "passed")  # --allow-errors
+    code, outcome, found = report.verdict(True, bad, breached, True)
+    assert (code, outcome) == (130, "interrupted") and found[0]["kind"] == "messages_lost"
+    assert exitcodes.RUN_FAILED == 3 and exitcodes.INTERRUPTED == 130
+
+
+@pytest.mark.parametrize("value, text", [(1e6, "1,000,000"), (1e12, "1,000,000,000,000"), (0.5, "0.5"),
+                                         (1234.5678, "1,234.6"), (12.5, "12.5"), (50, "50"), (None, "-")])
+def test_numbers_read_as_numbers(value, text):
+    assert report.number(value) == text
+
+
+# ------------------------------------------------------------------ addresses
+
+
+@pytest.mark.parametrize("address, says", [
+    ("smp://nothex@127.0.0.1:5223", "the fingerprint 'nothex' in the address is not a server fingerprint"),
+    ("smp://not!hex@127.0.0.1:5223", "the fingerprint 'not!hex'"),
+    ("smp://@127.0.0.1:5223", "the fingerprint ''"),
+    ("127.0.0.1:5223", "must look like smp://FINGERPRINT[:PASSWORD]@HOST[:PORT]"),
+    ("smp://q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E=:@127.0.0.1", "password"),
+])
+def test_bad_addresses_are_echoed_as_typed(address, says):
+    with pytest.raises(UsageError) as e:
+        diagnose.check_address(address)
+    assert says in str(e.value)
+    assert "nothew" not in str(e.value)  # never a re-encoding of the user's text
+
+
+def test_good_addresses_pass():
+    diagnose.check_address(ADDR)
+    diagnose.check_address("smp://q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E:pass@a.example,b.example:443")

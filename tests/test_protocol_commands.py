@@ -1,5 +1,5 @@
 """Commands and broker messages: per-version round trips, version down-conversions,
-credential rules, syntax expectations (vectors.md §1) and malformed input."""
+credential rules, syntax expectations (the reference's syntax tests) and malformed input."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_keys_must_be_of_an_accepted_algorithm() -> None:
     assert C.parse_command(b"NKEY " + sh(X) + sh(X), 7) == C.Nkey(X, X)
 
 
-# ---- vectors.md §1 syntax expectations (parse level) ----
+# ---- syntax expectations of the reference's tests (parse level) ----
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""ErrorType codec (commands.md §4): round trips, exact wire forms, malformed input."""
+"""ErrorType codec: round trips, exact wire forms, malformed input."""
 
 from __future__ import annotations
 

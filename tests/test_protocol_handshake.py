@@ -1,4 +1,4 @@
-"""Handshake blocks (transport.md §6, vectors.md §10) and version negotiation."""
+"""Handshake blocks (independently computed known answers) and version negotiation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Replay of the golden transcripts (shared/transcripts/*.json) through the codecs.
+"""Replay of the golden transcripts (tests/data/transcripts) through the codecs.
 
 For every recorded block: handshakes parse and re-encode to the same content; transmission
 blocks split, every transmission parses at the connection's negotiated version and
@@ -242,7 +242,7 @@ def test_proxied_inner_transmissions() -> None:
 
 def test_batch_grouping_matches_reference() -> None:
     """135 NEWs at v7 go out as 48 + 87 (packed from the end); 135 SUBs fit in one block,
-    and 136 would (the reference's budget, transcripts README)."""
+    and 136 would (the reference's budget, tests/data/transcripts/README.md)."""
     d = load("v7-batch-135-sub.json")
     c2s = [b for b in d["blocks"] if b["dir"] == "c2s" and b["kind"] == "transmissions"]
     news = [plaintext(b) for b in c2s if b["summary"]["transmissions"][0]["tag"] == "NEW"]

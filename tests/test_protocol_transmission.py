@@ -1,4 +1,4 @@
-"""Transmissions: wire layout (vectors.md §3-§5), block decoding with the reference's error
+"""Transmissions: wire layout (independent known answers), block decoding with the reference's error
 mapping (tDecodeServer/tDecodeClient), batching golden counts (BatchingTests.hs)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SIG = bytes.fromhex(
 )
 
 
-# ---- vectors.md ----
+# ---- known answers ----
 
 
 @pytest.mark.parametrize("version", [7, 10, 16, 18])
@@ -213,7 +213,7 @@ def test_client_decode_errors() -> None:
     assert (r.corr_id, r.entity_id, r.error) == (b"f", b"", E.SESSION)
 
 
-# ---- batching (tests/CoreTests/BatchingTests.hs and transcripts) ----
+# ---- batching (the reference's tests/CoreTests/BatchingTests.hs, and the transcripts) ----
 
 
 def _sub(version: int) -> bytes:

@@ -1,15 +1,19 @@
-"""Replay the reference server's golden transcripts against smpfast's broker (sans-IO).
+"""Replay the reference server's golden transcripts against smpfast's sans-IO sessions and
+broker, every version they hold (6, 7, 9, 11, 15, 18).
 
-Each transcript whose connections use a version the server announces (6..7) is replayed
-block by block through ``Broker.process_block`` (see tests/replay.py for how values are
-substituted, requests re-signed and responses compared); the test fails on the first
-response that differs from the reference's, naming the block seq and step.
+Each transcript is replayed block by block: handshakes and (v11+) block encryption through a
+``ServerSession`` offering 6..18 as the reference does, transmissions through
+``Broker.process_block`` (see tests/replay.py for how values are substituted, requests
+re-signed and responses compared); the test fails on the first response that differs from
+the reference's, naming the block seq and step. The server itself still announces 6..7
+(``SERVER_MAX_VERSION``): v8 proxying is missing, so ``v18-proxy`` replays its relay side
+and marks each proxy step as an expected failure.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import os
 import re
 
@@ -18,12 +22,13 @@ import pytest
 from smpfast import _core as core
 from smpfast.crypto import message as cmsg
 from smpfast.protocol import commands as C
+from smpfast.protocol import versions as V
 from smpfast.server.connection import Identity
 from replay import Replay, ReplayMismatch, load, plaintext, raw_transmissions
+from transcripts import FILES
 
-# the versions the server announces with ALPN (Identity's default range)
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Identity)}
-ANNOUNCED = range(_DEFAULTS["min_version"], _DEFAULTS["max_version"] + 1)
+# the versions the codecs, sessions and broker speak (the replay's server offers 6..18)
+SPOKEN = range(V.MIN_VERSION, V.MAX_VERSION + 1)
 
 # ---------------------------------------------------------------- v7-quota: the elided part
 # The file leaves out SEND msg 1..125 (and their OKs), the MSG 1 push and the ACKs of msg
@@ -104,14 +109,17 @@ def quota_hooks() -> dict:
 
 CASES = {
     "v6-no-alpn.json": {},
-    # The "wrong-keyhash" connection is a failed *client handshake* (wrong key hash, the
-    # server closes without a word): that is the connection layer's job, not the broker's,
-    # so it is not replayed here; the end-to-end client tests cover handshakes.
-    "v7-errors.json": {"skip_conns": ("wrong-keyhash",)},
+    # The "wrong-keyhash" connection is a failed client handshake (wrong key hash): the
+    # session closes without a word, as the reference.
+    "v7-errors.json": {},
     "v7-queue-lifecycle.json": {},
     "v7-quota.json": {"hooks": quota_hooks},
     "v7-batch-135-sub.json": {},
     "v7-notifications.json": {},
+    "v9-skey.json": {},
+    "v11-block-encryption.json": {},
+    "v15-short-links.json": {},
+    "v18-queue-lifecycle.json": {},
 }
 
 # transcript -> reason, for broker bugs reported and not yet fixed (xfail strict: a fix
@@ -135,8 +143,9 @@ def make_replay(name: str, transcript: dict | None = None) -> Replay:
 
 
 # Authorizations that no recorded key made are the deliberately wrong ones only (README):
-# the sample signature of the syntax cases and the "wrong authorization/key" steps.
-DELIBERATELY_WRONG = re.compile(r"syntax|wrong", re.I)
+# the sample signature of the syntax cases, the "wrong authorization/key" steps, and the
+# signature on an LGET (v15), which may not be signed at all (CMD HAS_AUTH whatever it is).
+DELIBERATELY_WRONG = re.compile(r"syntax|wrong|LGET with a signature", re.I)
 
 
 @pytest.mark.parametrize("name", _params())
@@ -145,7 +154,7 @@ def test_replay(name: str) -> None:
     skipped = set(CASES[name].get("skip_conns", ()))
     for cname, c in t["connections"].items():
         if cname not in skipped:
-            assert c["version"] in ANNOUNCED, f"{name}: connection {cname} uses v{c['version']}"
+            assert c["version"] in SPOKEN, f"{name}: connection {cname} uses v{c['version']}"
     r = make_replay(name)
     r.run()
     unexpected = [s for s in r.kept_auth if not DELIBERATELY_WRONG.search(s)]
@@ -158,6 +167,94 @@ def test_replay(name: str) -> None:
         if tr.get("auth_len") in (64, 80, 114)
     )
     assert r.resigned >= signed, f"only {r.resigned} of {signed} authorizations were redone"
+
+
+def test_every_transcript_is_replayed() -> None:
+    assert set(CASES) | {"v18-proxy.json"} == set(FILES)
+
+
+def test_the_announced_range_stays_6_to_7() -> None:
+    """The replays speak up to 18; the server announces 6..7 until the proxy (v8) exists."""
+    assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (7, 7)
+
+
+# ---------------------------------------------------------------- v18-proxy
+# Server A is the proxy (PRXY/PFWD, the v8 sending-proxy role smpfast does not have yet),
+# server B the relay, whose side of the exchange is replayed: its recipient's NEW, MSG,
+# ACK and DEL. The proxy's link to B (RFWD) is not recorded; the recorded inner
+# transmissions of the forwarded SEND, SKEY and signed SEND (made over the relay session)
+# are executed on a connection with that session id, their answers compared with the
+# decrypted inner responses the proxy returned, so B's queue and recipient see what they
+# saw. Every answer that only a proxy can give is an expected failure, one per step.
+
+PROXY = "v18-proxy.json"
+_NEEDS_PROXY = "smpfast has no SMP proxy role yet (v8 PRXY/PFWD, the proxy issue)"
+PROXY_STEPS = {
+    6: "PRXY -> PKEY (relay session to B): " + _NEEDS_PROXY,
+    8: "repeated PRXY -> PKEY of the same relay session: " + _NEEDS_PROXY,
+    12: "PFWD unsigned SEND -> PRES: " + _NEEDS_PROXY,
+    17: "PFWD SKEY -> PRES: " + _NEEDS_PROXY,
+    19: "PFWD signed SEND -> PRES: " + _NEEDS_PROXY,
+    24: "PFWD SUB -> PRES(ERR CMD PROHIBITED), a relay refusing recipient commands over RFWD: " + _NEEDS_PROXY,
+    26: "PFWD with an unknown relay session -> ERR PROXY NO_SESSION: " + _NEEDS_PROXY,
+    28: "corrupted PFWD -> ERR PROXY PROTOCOL CRYPTO: " + _NEEDS_PROXY,
+    30: "PRXY to a closed port -> ERR PROXY BROKER NETWORK: " + _NEEDS_PROXY,
+    32: "PRXY with a wrong relay key hash -> ERR PROXY BROKER NETWORK: " + _NEEDS_PROXY,
+}
+RELAY_LINK = "proxy-relay link"
+
+
+def _forwarded(label: str, answer_seq: int):
+    """A hook: the inner transmission of PFWD ``label`` executed at the relay, its answer
+    compared with the inner response the proxy returned at ``answer_seq``."""
+
+    def hook(r: Replay) -> None:
+        if RELAY_LINK not in r.conns:
+            relay = r.t["proxied_relay"]
+            r.add_connection(RELAY_LINK, relay["version"], bytes.fromhex(relay["session_id"]),
+                             bytes.fromhex(relay["relay_session_key_x25519"]))
+        p = next(p for p in r.t["proxied_commands"] if p["label"] == label)
+        r.replay_transmission(RELAY_LINK, bytes.fromhex(p["inner_transmission_hex"]), label)
+        answer = next(b for b in r.t["blocks"] if b["seq"] == answer_seq)
+        [inner_rec] = [t["fields"]["decrypted"]["inner"] for t in answer["summary"]["transmissions"]]
+        expected = b"ERR " + inner_rec["fields"]["err"].encode() if inner_rec["tag"] == "ERR" else inner_rec["tag"].encode()
+        got = r.take(RELAY_LINK)
+        if [[(t.corr_id, t.entity_id, t.command) for t in b] for b in got] != [[(
+                bytes.fromhex(inner_rec["corr_id"]), r.mapped(bytes.fromhex(inner_rec["entity_id"])), expected)]]:
+            r.fail(f"{label}: the relay answered {got}, the reference's relay {expected!r}")
+
+    return hook
+
+
+@functools.cache
+def proxy_replay() -> Replay:
+    hooks = {
+        12: _forwarded("PFWD: unsigned SEND (confirmation) via proxy", 12),
+        17: _forwarded("PFWD: SKEY via proxy", 17),
+        19: _forwarded("PFWD: signed SEND via proxy", 19),
+    }
+    r = Replay(PROXY, hooks=hooks, tolerate=PROXY_STEPS)
+    r.run()
+    return r
+
+
+def test_replay_v18_proxy_relay_side() -> None:
+    """Everything but the proxy's answers, strictly: handshakes and block encryption of both
+    connections, B's NEW/IDS, the forwarded commands' effect at B (MSG x2, ACK), the signed
+    PRXY refused by syntax (CMD HAS_AUTH), DEL."""
+    r = proxy_replay()
+    assert set(r.mismatches) <= set(PROXY_STEPS)
+    assert RELAY_LINK in r.conns and r.resigned >= 2
+
+
+@pytest.mark.parametrize(
+    "seq",
+    [pytest.param(seq, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason), id=f"seq{seq}")
+     for seq, reason in PROXY_STEPS.items()],
+)
+def test_replay_v18_proxy_step(seq: int) -> None:
+    r = proxy_replay()
+    assert seq not in r.mismatches, r.mismatches[seq]
 
 
 # ---------------------------------------------------------------- the replay itself

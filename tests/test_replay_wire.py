@@ -5,7 +5,7 @@ batch. Which of those batches share a block is decided by the connection's write
 reference writes every answer batch as its own block(s) — the verification/parse errors of
 a request block, then the responses to its commands, and the responses of each request
 block separately — so "responses follow the grouping and order of the request blocks"
-(transcripts README). These tests feed recorded c2s blocks, arriving together as the
+(tests/data/transcripts/README.md). These tests feed recorded c2s blocks, arriving together as the
 recording client sent them, through a ``Connection`` over an in-memory block transport and
 compare the blocks it writes with the recorded s2c blocks.
 

@@ -18,6 +18,7 @@ import trio.testing
 import smpfast.client as sc
 from smpfast import _core as core
 from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
+from smpfast.protocol.session import BlockReceived
 from smpfast.server import memory
 from smpfast.server.broker import Broker, Client
 from smpfast.server.connection import Connection, Identity
@@ -210,6 +211,13 @@ def test_outbox_bound_stops_reading_a_client_that_does_not_read(smp_server, trio
 # --------------------------------------------------------------------------- fair reading
 
 
+class _PlainSession:
+    """An established session without block encryption (what v7 has)."""
+
+    def receive_block(self, block: bytes) -> list[BlockReceived]:
+        return [BlockReceived(block)]
+
+
 class _BlocksOnce:
     """A BlockConnection stand-in: one read of ``blocks``, then the peer closes."""
 
@@ -228,6 +236,7 @@ def test_reader_yields_between_the_blocks_of_one_read():
     identity = Identity(b"k" * 32, (), None)
     conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, None, identity, outbox_limit=1000, read_slice=0.0)
     conn.client = Client(version=7, session_id=b"s" * 32, session_private=None)
+    conn.session = _PlainSession()
     seen: list[int] = []
 
     async def main():
@@ -276,6 +285,7 @@ def test_large_signature_batches_wait_for_the_shared_verification_limiter():
             verify_limiter=limiter,
         )
         conn.client = Client(version=7, session_id=session_id, session_private=None)
+        conn.session = _PlainSession()
         await limiter.acquire()  # the thread slot is taken (by "another connection")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._reader, [])
@@ -361,7 +371,7 @@ def test_a_new_silent_client_is_not_idle_before_the_ttl(smp_server, trio_run):
 @pytest.mark.slow
 def test_limits_from_the_ini_apply_to_smpfast_start(tmp_path, trio_run):
     """[LIMITS] and [INACTIVE_CLIENTS] as an operator writes them, through `smpfast start`."""
-    from smpfast.server.process import ServerProcess, free_port, init_data_dir
+    from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 
     data = tmp_path / "data"
     port = free_port()

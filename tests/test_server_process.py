@@ -10,7 +10,7 @@ import trio
 
 import smpfast.client as sc
 from smpfast.crypto.keys import Alg, generate_private_key
-from smpfast.server.process import ServerProcess, free_port, init_data_dir, smpfast_command
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir, smpfast_command
 
 pytestmark = pytest.mark.slow
 

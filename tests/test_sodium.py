@@ -1,4 +1,4 @@
-"""Crypto of the core on both twins: known answers from spec/vectors.md, error cases,
+"""Crypto of the core on both twins: known answers (independently computed vectors), error cases,
 batch verification (also on worker threads) and the fallback when libsodium is missing."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def ss(b: bytes) -> bytes:
 
 
 def test_x25519_authenticator_vector(so):
-    """§5: SUB authorized with an X25519 authenticator, checked by the server."""
+    """SUB authorized with an X25519 authenticator, checked by the server."""
     dh = h("d6fb939511b2381bc8599b4b8edc5968829450dfd7a87aebe78a703cd04cd54e")
     assert so.x25519(SERVER_SESSION_PRIV, CLIENT_QUEUE_PUB) == dh
     assert so.x25519(seed(0x60), SERVER_SESSION_PUB) == dh  # the client's side
@@ -88,7 +88,7 @@ def test_x25519_authenticator_vector(so):
 
 
 def test_block_encryption_vector(so):
-    """§6: the PING batch padded to 16368 in the SimpleX secretbox (HSalsa20-prekeyed)."""
+    """The PING batch padded to 16368 in the SimpleX secretbox (HSalsa20-prekeyed)."""
     sb_key = h("79ed188791e53ced0a29f3a2f23ff318c805dc815de085eda0be2fabe30a9dab")
     nonce = h("799bdef469eeeaae0c27ca6549c1bb044958763223973800")
     ping = h("0018a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b70050494e47")
@@ -101,12 +101,12 @@ def test_block_encryption_vector(so):
     assert hashlib.sha256(block).digest() == h("a3af345bf9a1eece41160e44ee34f22d1c51bfcbf3b8def0e1bc0689a51dcaab")
     assert block == so.box_seal(key, nonce, _framing_py.pad(batch, 16368))
     assert so.box_open_padded(key, nonce, block) == batch
-    # the raw sbKey in a plain secretbox gives another tag, as the digest warns
+    # the raw sbKey in a plain secretbox (no HSalsa20 prekeying) gives another tag
     assert so.box_seal(sb_key, nonce, _framing_py.pad(batch, 16368))[:4] != block[:4]
 
 
 def test_msg_body_vector(so):
-    """§7: the server encrypts the MSG body for the recipient with rcvDhSecret."""
+    """The server encrypts the MSG body for the recipient with rcvDhSecret."""
     assert so.x25519(SERVER_QUEUE_PRIV, CLIENT_RCV_DH_PUB) == RCV_DH_SECRET
     key = so.box_beforenm(CLIENT_RCV_DH_PUB, SERVER_QUEUE_PRIV)
     assert key == so.hsalsa20_key(RCV_DH_SECRET)
@@ -121,7 +121,7 @@ def test_msg_body_vector(so):
 
 
 def test_nmsg_vector(so):
-    """§8: NMSG metadata encrypted with a DH secret, padded to 128."""
+    """NMSG metadata encrypted with a DH secret, padded to 128."""
     nonce = h("d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7")
     meta = ss(MSG_ID) + (1700000000).to_bytes(8, "big")
     expected = h(
@@ -135,7 +135,7 @@ def test_nmsg_vector(so):
 
 
 def test_ed25519_vector(so):
-    """§4: SEND signed by the sender's Ed25519 key (seed 0x80..0x9f)."""
+    """SEND signed by the sender's Ed25519 key (seed 0x80..0x9f)."""
     signer = nacl.signing.SigningKey(seed(0x80))
     public = bytes(signer.verify_key)
     assert public == h("cd14b37f956e953194ff7fb73b3d81dcc561d61a7538094b7c3e1a643ee5f3aa")

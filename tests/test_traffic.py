@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from smpfast.cli import main
-from smpfast.server.process import ServerProcess, free_port, init_data_dir
+from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 from smpfast.traffic import BLOCK_SIZE
 from smpfast.traffic.measure import measure_row
 
@@ -39,16 +39,25 @@ def test_in_process_sweep_json_table_and_plot(tmp_path, capsys):
     code = main(["traffic", "--sweep", "1,90", "--json", str(out_json), "--plot", str(out_png)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "SMP v6 (no ALPN)" in printed and "SMP v7 (ALPN smp/1)" in printed
-    assert "v3.1 claim at v6: 90 SUBs took 90 blocks" in printed
+    lines = printed.splitlines()
+    # the verdict comes first: the v3.1 claim at every version, v18 (block encryption) included
+    assert lines[0] == (
+        "verdict: SimpleX v3.1's claim (90 subscriptions: 90 blocks -> 1 block, ~1.5 MB -> 16 KB) holds at "
+        "v6, v7 and v18 (block encryption): 90× fewer blocks, 90.0× fewer TLS bytes or better.")
+    assert lines[1].startswith("  v6  (no ALPN): 90 SUBs unbatched 90 blocks, 1,476,540 TLS bytes -> batched 1 block,")
+    assert lines[3].startswith("  v18 (ALPN smp/1, block encryption): 90 SUBs unbatched 90 blocks")
+    assert lines[3].endswith("×90.0 blocks, ×90.0 TLS bytes (holds)")
+    assert "SMP v6 (no ALPN)" in printed and "SMP v18 (ALPN smp/1, block encryption)" in printed
+    assert "   90  90 -> 1 (×90.0) " in printed  # the table: one line per N
 
     doc = json.loads(out_json.read_text())
     assert doc["tool"] == "smpfast traffic" and doc["server"] == "in-process"
     assert doc["address"].startswith("smp://") and "@127.0.0.1:" in doc["address"]
-    assert doc["server_versions"] == [6, 7] and doc["versions"] == [6, 7]  # default: all offered
+    # the in-process server offers up to v18; by default v6, v7 and v18 are measured
+    assert doc["server_versions"] == [6, 18] and doc["versions"] == [6, 7, 18]
     assert doc["block_size"] == BLOCK_SIZE and doc["sweep"] == [1, 90] and doc["message_size"] == 128
     # every (version, N, phase, mode) once, with both directions fully described
-    assert len(doc["measurements"]) == 2 * 2 * 3 * 2
+    assert len(doc["measurements"]) == 3 * 2 * 3 * 2
     for m in doc["measurements"]:
         assert m["alpn"] == (None if m["version"] == 6 else "smp/1")
         for d in ("client_to_server", "server_to_client"):
@@ -59,7 +68,7 @@ def test_in_process_sweep_json_table_and_plot(tmp_path, capsys):
             assert c["tls_bytes"] == c["blocks"] * (BLOCK_SIZE + TLS13_RECORD_OVERHEAD)
         assert m["seconds"] >= 0
 
-    for v in (6, 7):
+    for v in (6, 7, 18):
         unb = _one(doc, version=v, n=90, phase="subscribe", mode="unbatched")
         bat = _one(doc, version=v, n=90, phase="subscribe", mode="batched")
         assert unb["client_to_server"]["blocks"] == 90 and unb["client_to_server"]["transmissions"] == 90
@@ -79,8 +88,11 @@ def test_in_process_sweep_json_table_and_plot(tmp_path, capsys):
     red = {(r["version"], r["n"], r["phase"]): r for r in doc["reductions"]}
     assert red[(6, 90, "subscribe")]["client_to_server"] == {"blocks": 90.0, "smp_bytes": 90.0, "tls_bytes": 90.0}
     assert red[(7, 1, "send")]["total"]["blocks"] == 1.0
-    assert [(c["version"], c["holds"]) for c in doc["claim"]] == [(6, True), (7, True)]
+    assert [(c["version"], c["holds"]) for c in doc["claim"]] == [(6, True), (7, True), (18, True)]
     assert doc["claim"][0]["batched_smp_bytes"] == 16384
+    v = doc["verdict"]
+    assert v["holds"] and v["holds_at"] == [6, 7, 18] and v["fails_at"] == [] and v["v18_note"] is None
+    assert v["v18"]["version"] == 18 and v["v18"]["batched_blocks"] == 1
 
     width, height = _png_size(out_png.read_bytes())
     assert width >= 800 and height >= 300
@@ -114,11 +126,32 @@ def test_external_address(tmp_path, capsys):
         code = main(["traffic", server.address, "--sweep", "3", "--versions", "7",
                      "--message-size", "1000", "--json", str(out_json)])
         assert code == 0
+        printed = capsys.readouterr().out
+        # a version the server does not offer is refused before measuring
+        assert main(["traffic", server.address, "--sweep", "1", "--versions", "18"]) == 1
+        assert "the server offers v6-v7, not v18 (--versions)" in capsys.readouterr().err
     doc = json.loads(out_json.read_text())
     assert doc["server"] == "external" and doc["versions"] == [7] and doc["message_size"] == 1000
     assert _one(doc, phase="send", mode="unbatched")["client_to_server"]["blocks"] == 3
     assert _one(doc, phase="send", mode="batched")["client_to_server"]["blocks"] == 1
-    assert "SMP v7" in capsys.readouterr().out
+    assert "SMP v7" in printed
+    # no N = 90 in the sweep: the verdict says so rather than guessing
+    assert printed.splitlines()[0] == "verdict: no verdict on SimpleX v3.1's claim: N = 90 is not in --sweep"
+
+
+def test_verdict_says_when_v18_cannot_be_measured(tmp_path, capsys):
+    """A server that offers only v6-v7: the verdict is given for what was measured and
+    says why v18 is missing instead of pretending."""
+    out_json = tmp_path / "t.json"
+    code = main(["traffic", "--server-max-version", "7", "--sweep", "90", "--json", str(out_json)])
+    assert code == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("verdict: SimpleX v3.1's claim (90 subscriptions: 90 blocks -> 1 block")
+    assert "holds at v6 and v7: 90× fewer blocks" in first
+    assert first.endswith("; v18 not measured: the server offers v6-v7 only "
+                          "(start the in-process server with --server-max-version 18).")
+    doc = json.loads(out_json.read_text())
+    assert doc["versions"] == [6, 7] and doc["verdict"]["v18"] is None and doc["verdict"]["holds_at"] == [6, 7]
 
 
 def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
@@ -134,6 +167,7 @@ def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
     (["--sweep", "0"], "--sweep"),
     (["--versions", "13"], "--versions"),
     (["--message-size", "20000"], "--message-size"),
+    (["--server-max-version", "5"], "--server-max-version"),
 ])
 def test_bad_arguments(args, message, capsys):
     assert main(["traffic", *args]) == 1

@@ -1,4 +1,4 @@
-"""TLS block transport over real TLS on 127.0.0.1 (spec/transport.md §2-§4, §8).
+"""TLS block transport over real TLS on 127.0.0.1: TLS profile, ALPN, tls-unique, blocks.
 
 Tests run their trio code with trio.run under a fail_after guard (no pytest-trio needed).
 """
@@ -31,7 +31,7 @@ from smpfast.transport import (
     server_context,
 )
 from smpfast.transport import _openssl
-from smpfast.transport.testing import key_pem, make_cert, pem, write_server_files
+from smpfast.testing.throwaway_certs import key_pem, make_cert, pem, write_server_files
 
 GUARD = 20.0  # no test may run longer than this
 

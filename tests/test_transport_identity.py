@@ -1,4 +1,4 @@
-"""The client's server-chain check (spec/transport.md §5), without a network."""
+"""The client's server-chain check, without a network."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from smpfast.transport import TLSIdentityError, key_hash, verify_server_chain
-from smpfast.transport.testing import make_cert, new_key
+from smpfast.testing.throwaway_certs import make_cert, new_key
 
 DER = serialization.Encoding.DER
 

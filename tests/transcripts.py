@@ -1,38 +1,27 @@
-"""The golden transcripts of the reference server (``shared/transcripts`` beside the
-repository; README.md there) and the few helpers every test reading them needs.
+"""The golden transcripts of the reference server (tests/data/transcripts, README.md there)
+and the few helpers every test reading them needs.
 
-The folder is found beside the checkout (``<repo>/../shared/transcripts``, where CI puts it),
-or named by ``SMPFAST_TRANSCRIPTS``. Missing transcripts fail the tests that need them.
+Each recording is kept as its original JSON, xz-compressed (``NAME.json.xz``); tests name
+it ``NAME.json``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
+import lzma
 from pathlib import Path
 
 from smpfast import _core as core
 
-
-def _find() -> Path:
-    named = os.environ.get("SMPFAST_TRANSCRIPTS")
-    candidates = [Path(named)] if named else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "transcripts")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(f"golden transcripts not found (looked in {', '.join(map(str, candidates))})")
-
-
-TRANSCRIPTS = _find()
-FILES = sorted(p.name for p in TRANSCRIPTS.glob("*.json"))
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "transcripts"
+FILES = sorted(p.name.removesuffix(".xz") for p in TRANSCRIPTS.glob("*.json.xz"))
 assert FILES, f"no transcript in {TRANSCRIPTS}"
 
 
 @functools.cache
 def load(name: str) -> dict:
-    return json.loads((TRANSCRIPTS / name).read_text())
+    return json.loads(lzma.decompress((TRANSCRIPTS / f"{name}.xz").read_bytes()))
 
 
 def plaintext(block: dict) -> bytes:

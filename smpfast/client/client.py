@@ -1,4 +1,4 @@
-"""SMPClient: connecting, and one typed method per SMP command (commands.md §1-§3)."""
+"""SMPClient: connecting, and one typed method per SMP command."""
 
 from __future__ import annotations
 

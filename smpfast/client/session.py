@@ -1,5 +1,6 @@
-"""Opening an SMP session: parse the address, TLS with the fingerprint pinned, the SMP
-handshake (transport.md §6) and the block-encryption keys (§9)."""
+"""Opening an SMP session: parse the address, TLS with the fingerprint pinned, then the SMP
+handshake, which the sans-IO ``protocol.session.ClientSession`` runs (this module only moves
+its blocks)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,22 @@ import math
 from dataclasses import dataclass, field
 
 import trio
-from cryptography import x509
 
-from ..crypto import CryptoError
-from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor, client_block_ciphers
-from ..crypto.keys import Alg, PrivateKey, x25519_dh
-from ..crypto.session_key import verify_session_key
+from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
+from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
-from ..protocol.address import SMPServer, parse_server_address
-from ..protocol.commands import CertChainPubKey
-from ..protocol.errors import ParseError
-from ..protocol.handshake import ClientHandshake, ServerHandshake, block_encryption, client_version
+from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
+from ..protocol.session import ClientSession, HandshakeFailed
 from ..protocol.versions import VersionRange
 from ..transport import (
     CLIENT_ALPN,
     BlockConnection,
-    TLSIdentityError,
     TransportError,
     open_block_connection,
     verify_server_chain,
 )
 from .errors import ConnectError, HandshakeError
 
-DEFAULT_PORT = 5223
 CONNECT_TIMEOUT = 30.0
 
 
@@ -107,60 +101,30 @@ async def _handshake(
     session_id = conn.tls_unique
     if session_id is None:
         raise HandshakeError("SESSION", "no tls-unique channel binding")
+    peer = conn.peer_chain_der
+    proto = ClientSession(
+        session_id,
+        server.key_hash,
+        wanted,
+        verify_server_chain,
+        peer[0] if peer else None,
+        PrivateKey.generate(Alg.X25519).raw,
+        want_encryption,
+    )
     try:
         blocks = await conn.receive_blocks()
     except TransportError as e:
         raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
     if not blocks:
         raise HandshakeError("HANDSHAKE CLOSED", "the server closed the connection")
+    [event] = proto.receive_block(blocks[0])
+    if isinstance(event, HandshakeFailed):
+        raise HandshakeError(event.reason, event.detail)
     try:
-        hello = ServerHandshake.parse(blocks[0])
-    except ParseError as e:
-        raise HandshakeError("HANDSHAKE PARSE", str(e)) from e
-    if hello.session_id != session_id:
-        raise HandshakeError("SESSION", "session id differs from tls-unique")
-    version = client_version(hello.vrange, wanted)
-    if version is None:
-        raise HandshakeError("VERSION", f"server offers {hello.vrange}, client wants {wanted}")
-    server_key = None
-    if hello.cert_key is not None:
-        server_key = _verify_server_key(hello.cert_key, conn, server.key_hash)
-    elif version >= V.AUTH_CMDS:
-        # The reference client tolerates this, but then cannot use X25519 authorization;
-        # a server offering v7+ always signs a key, so its absence is a server fault.
-        raise HandshakeError("HANDSHAKE BAD_AUTH", "no signed session key at v7+")
-    # The client key enables X25519 DH for block encryption (v11+); below v11 it is sent
-    # anyway, as the reference client does.
-    client_private = client_public = None
-    if version >= V.AUTH_CMDS and (version < V.ENCRYPTED_BLOCK or want_encryption):
-        key = PrivateKey.generate(Alg.X25519)
-        client_private, client_public = key.raw, key.public.der
-    try:
-        await conn.send(ClientHandshake(version, server.key_hash, client_public).encode())
+        await conn.send(proto.data_to_send())
     except TransportError as e:
         raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
-    session = Session(conn, server, basic_auth, version, session_id, hello.vrange, server_key,
-                      leftover=blocks[1:])
-    if block_encryption(version, client_public is not None, False):
-        assert server_key is not None and client_private is not None
-        secret = x25519_dh(client_private, server_key)
-        session.encryptor, session.decryptor = client_block_ciphers(session_id, secret)
-    return session
-
-
-def _verify_server_key(cert_key: CertChainPubKey, conn: BlockConnection, key_hash: bytes) -> bytes:
-    """The server's raw X25519 session key, checked like the reference client: the
-    handshake chain proves the identity, the key is signed by the TLS leaf certificate
-    (from the TLS peer chain, not from the handshake)."""
-    try:
-        verify_server_chain(list(cert_key.chain), key_hash)
-    except TLSIdentityError as e:
-        raise HandshakeError("HANDSHAKE BAD_AUTH", f"handshake chain: {e}") from e
-    peer = conn.peer_chain_der
-    if not peer:
-        raise HandshakeError("HANDSHAKE BAD_AUTH", "no TLS peer certificate")
-    try:
-        leaf = x509.load_der_x509_certificate(peer[0])
-        return verify_session_key(cert_key.signed_key, leaf)
-    except (CryptoError, ValueError) as e:
-        raise HandshakeError("HANDSHAKE BAD_AUTH", f"signed session key: {e}") from e
+    assert proto.server_vrange is not None
+    encryptor, decryptor = proto.ciphers
+    return Session(conn, server, basic_auth, proto.version, session_id, proto.server_vrange,
+                   proto.server_session_key, encryptor, decryptor, leftover=blocks[1:])

@@ -1,14 +1,14 @@
 """Command authorization: client-side signing/authenticators, server-side batch checks.
 
 The authorized bytes (``t_for_auth``) are ``shortString(sessionId) || shortString(corrId)
-|| shortString(entityId) || command`` (transport.md §7); in a service session the entity
+|| shortString(entityId) || command``; in a service session the entity
 key covers ``fingerprint || t_for_auth`` — callers pass whatever bytes are authorized.
 
-- 64 bytes: Ed25519 signature, 114 bytes: Ed448 signature (crypto.md §3.1);
+- 64 bytes: Ed25519 signature, 114 bytes: Ed448 signature;
 - 80 bytes: X25519 authenticator ``box(X25519(queue key, session key), cbNonce(corrId),
-  SHA-512(authorized))`` (crypto.md §3.2).
+  SHA-512(authorized))``.
 
-Timing-safety (crypto.md §3.4): when the queue is missing or the key type does not match
+Timing-safety (Server.hs dummyVerifyCmd): when the queue is missing or the key type does not match
 the authorization, the verifier still runs one verification of the supplied kind against
 the reference's dummy keys, then answers False.
 """

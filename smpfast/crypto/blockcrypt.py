@@ -1,4 +1,4 @@
-"""v11+ transport block encryption: the HKDF secret-box chain (transport.md §9).
+"""v11+ transport block encryption: the HKDF secret-box chain (Crypto.hs sbcInit, sbcHkdf).
 
 ``(ck_s2c, ck_c2s) = split32(HKDF-SHA512(salt=sessionId, ikm=X25519 session secret,
 info="SimpleXSbChainInit", 64))``; every block, per direction, takes one step
@@ -16,8 +16,8 @@ import hmac
 
 import smpfast._core as core
 from smpfast._core import CryptoError
+from smpfast.protocol.versions import BLOCK_SIZE
 
-BLOCK_SIZE = 16384
 TAG_SIZE = 16
 PADDED_SIZE = BLOCK_SIZE - TAG_SIZE  # 16368: plaintext block size under encryption
 INIT_INFO = b"SimpleXSbChainInit"

@@ -1,6 +1,6 @@
 """Public and private keys of SMP: RFC 8410 SPKI / PKCS#8 DER, typed per algorithm.
 
-The wire carries public keys as ``shortString(SPKI DER)`` (encoding.md §5); parameters of
+The wire carries public keys as ``shortString(SPKI DER)``; parameters of
 the AlgorithmIdentifier are absent. Decoding parses the DER (one SubjectPublicKeyInfo, no
 trailing bytes, a known OID, the right raw length) and raises ``KeyFormatError`` — and only
 that — on anything else. Like the reference, points are not validated at decode time: a

@@ -1,4 +1,4 @@
-"""Server-to-recipient message encryption (MSG, crypto.md §5) and NMSG metadata (§6).
+"""Server-to-recipient message encryption (MSG) and NMSG metadata.
 
 Keys here are *precomputed box keys*: ``box_beforenm(client DH pub, server priv)`` =
 ``HSalsa20(X25519 secret, 0^16)``. ``precompute(secret)`` converts a raw X25519 secret

@@ -1,5 +1,5 @@
-"""Signed public keys: the X.509 ``SignedExact PubKey`` of the server hello and PKEY
-(crypto.md §2), also used for the service key of a v16 client handshake.
+"""Signed public keys: the X.509 ``SignedExact PubKey`` of the server hello and PKEY,
+also used for the service key of a v16 client handshake.
 
 ``DER = SEQUENCE { obj, AlgorithmIdentifier(Ed25519|Ed448), BIT STRING(0 || signature) }``
 where ``obj = SEQUENCE { SPKI }`` and the signature covers the whole ``obj`` element.

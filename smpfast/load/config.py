@@ -3,11 +3,15 @@ validated before anything connects, and recorded as is in the JSON report."""
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+from .stages import Schedule, Stage, format_stages
 
 SCENARIOS = ("messaging", "subscribe", "fanout")
 AUTH_ALGS = ("ed25519", "x25519")
+STAGE_TARGETS = ("rate", "concurrency")  # what --stages sets: the open loop's rate or the closed loop's concurrency
 X25519_MIN_VERSION = 7  # X25519 authorization needs the server's signed session key
 
 
@@ -62,18 +66,33 @@ class LoadConfig:
     connect_timeout: float = 30.0
     connect_parallel: int = 64
     thresholds: Thresholds = field(default_factory=Thresholds)
+    stages: tuple[Stage, ...] = ()  # --stages: a moving target instead of --rate/--concurrency
+    stage_target: str = "rate"
+    workers: int = 1  # generator processes
+    allow_errors: bool = False  # failures (lost messages, lost connections) do not fail the run
+    latency_spectrum: bool = False  # print the full percentile spectrum
+    hgrm_path: str | None = None
     json_path: str | None = None
     quiet: bool = False
 
     @property
     def open_loop(self) -> bool:
-        return self.rate is not None
+        return self.rate is not None or (bool(self.stages) and self.stage_target == "rate")
+
+    @property
+    def schedule(self) -> Schedule | None:
+        return Schedule(self.stages) if self.stages else None
 
     @property
     def model(self) -> str:
         return "open" if self.open_loop else "closed"
 
     def effective_concurrency(self) -> int:
+        """Sends in flight per sender (closed loop) or SENDs awaiting OK (open loop); with
+        concurrency stages, the most any stage asks of one sender."""
+        if self.stages and self.stage_target == "concurrency":
+            senders = self.senders()
+            return max(1, math.ceil(max(s.target for s in self.stages) / senders))
         if self.concurrency is not None:
             return self.concurrency
         return OPEN_LOOP_CONCURRENCY if self.open_loop else 1
@@ -96,6 +115,61 @@ class LoadConfig:
         if self.scenario == "fanout":
             return self.group
         return DEFAULT_SUBSCRIBE_CONNECTIONS
+
+    def senders(self) -> int:
+        """Streams that send: one per pair (messaging), one (fanout)."""
+        return self.pairs if self.scenario == "messaging" else 1
+
+    def planned_seconds(self) -> float | None:
+        """How long sending is planned to last after the warm-up (None: a message count)."""
+        if self.stages:
+            return sum(s.seconds for s in self.stages)
+        return self.duration
+
+    def share(self, index: int, workers: int) -> "LoadConfig":
+        """Worker ``index``'s part of the run when ``workers`` generator processes share
+        it: pairs, queues, connections, messages and rates are split (the first workers
+        get one more of a remainder); fanout keeps its group per worker (each worker is
+        one sender to its own group of G); per-sender concurrency is unchanged."""
+        def part(n: int | None) -> int | None:
+            return None if n is None else spread(n, workers)[index]
+
+        def frac(x: float | None) -> float | None:
+            return None if x is None else x / workers
+
+        changes: dict = {
+            "workers": 1,
+            "rate": frac(self.rate),
+            "messages": part(self.messages),
+            "warmup": Warmup(self.warmup.seconds, part(self.warmup.messages)),
+            "stages": tuple(Stage(s.seconds, s.target / workers) for s in self.stages),
+            "json_path": None,
+            "hgrm_path": None,
+            "quiet": True,
+            "latency_spectrum": False,
+        }
+        if self.scenario == "messaging":
+            changes["pairs"] = part(self.pairs)
+            changes["queues"] = part(self.queues)
+            changes["connections"] = part(self.connections)
+        elif self.scenario == "subscribe":
+            changes["queues"] = part(self.effective_queues())
+            changes["connections"] = part(self.effective_connections())
+        return replace(self, **changes)
+
+    def to_wire(self) -> dict:
+        """Everything, to rebuild the configuration in a worker process (from_wire)."""
+        d = asdict(self)
+        d["stages"] = [s.to_json() for s in self.stages]
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "LoadConfig":
+        d = dict(d)
+        d["warmup"] = Warmup(**d["warmup"])
+        d["thresholds"] = Thresholds(**d["thresholds"])
+        d["stages"] = tuple(Stage(**s) for s in d["stages"])
+        return cls(**d)
 
     def redacted_address(self) -> str:
         """The address without its password (the JSON report may be published)."""
@@ -123,6 +197,10 @@ class LoadConfig:
             "drain_timeout": self.drain_timeout,
             "connect_timeout": self.connect_timeout,
             "thresholds": self.thresholds.to_json(),
+            "stages": format_stages(self.stages) if self.stages else None,
+            "stage_target": self.stage_target if self.stages else None,
+            "workers": self.workers,
+            "allow_errors": self.allow_errors,
         }
 
     def validate(self) -> None:
@@ -143,6 +221,23 @@ class LoadConfig:
         _positive("--batch", self.batch)
         _positive("--messages", self.messages)
         _positive("--connect-parallel", self.connect_parallel)
+        _positive("--workers", self.workers)
+        if self.stage_target not in STAGE_TARGETS:
+            raise UsageError(f"--stage-target must be one of {', '.join(STAGE_TARGETS)}")
+        if self.stages:
+            if self.scenario == "subscribe":
+                raise UsageError("subscribe takes no --stages")
+            if self.rate is not None or self.duration is not None or self.messages is not None:
+                raise UsageError("--stages sets the rate or concurrency and the duration: "
+                                 "give no --rate, --duration or --messages with it")
+            if self.stage_target == "concurrency" and self.concurrency is not None:
+                raise UsageError("--stage-target concurrency: the stages set the concurrency; give no --concurrency")
+            if self.warmup.enabled:
+                raise UsageError("--stages has no warm-up (the first stage ramps up)")
+            if all(s.target == 0 for s in self.stages):
+                raise UsageError("--stages: every target is 0, nothing would be sent")
+        if self.workers > 1:
+            self._validate_workers()
         if self.rate is not None and not self.rate > 0:
             raise UsageError("--rate must be positive")
         if self.duration is not None and not self.duration > 0:
@@ -163,6 +258,29 @@ class LoadConfig:
                 raise UsageError(f"--size must be at most {MAX_BODY_SIZE}")
         if self.scenario == "messaging" and self.queues is not None and self.queues < self.pairs:
             raise UsageError("--queues must be at least --pairs (every pair needs a queue)")
+
+
+    def _validate_workers(self) -> None:
+        W = self.workers
+        need = []
+        if self.scenario == "messaging":
+            need.append(("--pairs", self.pairs))
+            if self.connections is not None:
+                need.append(("--connections", self.connections))
+        if self.scenario == "subscribe":
+            need += [("--queues", self.effective_queues()), ("--connections", self.effective_connections())]
+        if self.messages is not None:
+            need.append(("--messages", self.messages))
+        if self.warmup.messages:
+            need.append(("--warmup", self.warmup.messages))
+        for name, n in need:
+            if n < W:
+                raise UsageError(f"--workers {W}: {name} is {n}, but every worker needs at least one")
+
+
+def spread(count: int, buckets: int) -> list[int]:
+    """``count`` items over ``buckets`` as evenly as possible (the first get one more)."""
+    return [count // buckets + (i < count % buckets) for i in range(buckets)]
 
 
 def _positive(name: str, value: int | None) -> None:

@@ -14,12 +14,14 @@ from .config import (
     DEFAULT_SUBSCRIBE_QUEUES,
     OPEN_LOOP_CONCURRENCY,
     SCENARIOS,
+    STAGE_TARGETS,
     LoadConfig,
     Thresholds,
     Warmup,
     parse_seconds,
     parse_warmup,
 )
+from .stages import parse_stages
 
 HELP = "generate load on any SMP server over the wire protocol (CI thresholds via exit code)"
 
@@ -39,7 +41,15 @@ load models:
                          flight until its recipient(s) received it.
   open loop (--rate R)   R messages/s in total on a fixed schedule, whatever the server
                          does; latency counts from the intended send time (coordinated
-                         omission correction, as wrk2)."""
+                         omission correction, as wrk2).
+  stages (--stages)      the rate (default) or the concurrency (--stage-target concurrency)
+                         ramps linearly from stage to stage, as k6's stages.
+
+A run that ends early, loses connections or loses messages fails (exit code 3) unless
+--allow-errors. Ctrl-C stops sending, writes the partial report and exits 130.
+
+merge reports (several runs, or several machines):
+  smpfast load merge A.json B.json [--json OUT.json] [--hgrm OUT.hgrm] [--latency-spectrum]"""
 
 
 def _type(parse, what: str):
@@ -61,11 +71,43 @@ def _usage_exit(parser: argparse.ArgumentParser):
     return error
 
 
+MERGE_DESCRIPTION = """\
+Merge smpfast load JSON reports into one: the latency histograms are added exactly
+(HdrHistogram), so the merged percentiles are those of all the samples together; counts,
+errors and traffic add up. Reports whose runs overlap in time (generators started together)
+add their throughput; runs one after another divide all messages by the total elapsed
+time (--mode). Thresholds, failures and the exit code are decided again on the merged
+results, with the first report's options."""
+
+
+def merge_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=MERGE_DESCRIPTION,
+                                epilog=exitcodes.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = _usage_exit(p)  # type: ignore[method-assign]
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="smpfast load --json reports")
+    p.add_argument("--mode", choices=("auto", "concurrent", "sequential"), default="auto",
+                   help="auto (default): concurrent when the runs overlap in time, else sequential")
+    p.add_argument("--json", metavar="FILE", help="write the merged report to FILE (- for stdout)")
+    p.add_argument("--hgrm", metavar="FILE", help="write the merged primary latency's .hgrm to FILE")
+    p.add_argument("--latency-spectrum", action="store_true", help="print the merged percentile spectrum")
+    return p
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from .main import run_merge  # lazily: keeps `smpfast --help` fast
+
+    return run_merge(args)
+
+
 def _strict(parser: argparse.ArgumentParser):
     # The top-level parser would report unknown options itself, with exit code 2.
     parse_known = parser.parse_known_args
 
     def parse_known_args(args=None, namespace=None):
+        if args and args[0] == "merge":  # `smpfast load merge ...` (no address is "merge")
+            namespace = merge_parser(f"{parser.prog} merge").parse_args(args[1:], namespace)
+            namespace._run = _run_merge
+            return namespace, []
         namespace, extras = parse_known(args, namespace)
         if extras:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -114,21 +156,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="excluded from the results: seconds (5, 5s, 500ms) or sends (1000msgs); default none")
     g.add_argument("--drain-timeout", type=_type(parse_seconds, "duration"), default=10.0, metavar="T",
                    help="wait this long for messages in flight after sending stops; they are lost after (default 10s)")
+    g.add_argument("--stages", type=_type(parse_stages, "stages"), default=(), metavar="T:N,...",
+                   help="a target over time, e.g. 10s:100,30s:1000,10s:0: each stage ramps linearly from the "
+                   "previous target (0 at first) to N over T; replaces --rate/--duration/--messages")
+    g.add_argument("--stage-target", choices=STAGE_TARGETS, default="rate",
+                   help="what --stages sets: rate (open loop, messages/s in total; default) or "
+                   "concurrency (closed loop, sends in flight in total)")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="generator processes, each with its own event loop and its share of the pairs, "
+                   "queues, connections, rate and messages (fanout: a group each); default 1")
 
     g = p.add_argument_group("thresholds (breach: exit code 2)")
     g.add_argument("--max-p99", type=float, metavar="MS",
                    help="p99 latency in ms (messaging: end to end; fanout: per delivery; subscribe: per batch)")
-    g.add_argument("--min-throughput", type=float, metavar="N", help="messages/s (subscribe: SUB/s)")
+    g.add_argument("--min-throughput", type=float, metavar="N", help="messages/s (fanout: deliveries/s; subscribe: SUB/s)")
     g.add_argument("--max-errors", type=int, metavar="N", help="errors of the measured part, of any type")
+    g.add_argument("--allow-errors", action="store_true",
+                   help="report failures (lost connections or messages, an early end) without failing "
+                   "on them (exit code 0 instead of 3; thresholds still apply)")
 
     g = p.add_argument_group("output")
     g.add_argument("--json", metavar="FILE", help="write the versioned JSON report to FILE (- for stdout)")
+    g.add_argument("--hgrm", metavar="FILE",
+                   help="write the primary latency's HdrHistogram percentile distribution (.hgrm, ms) to FILE")
+    g.add_argument("--latency-spectrum", action="store_true",
+                   help="print the full percentile spectrum of the primary latency (as wrk2 --latency) "
+                   "and put it in the JSON")
     g.add_argument("--quiet", action="store_true", help="no progress display (the summary is still printed)")
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
     duration = args.duration
-    if args.scenario != "subscribe" and duration is None and args.messages is None:
+    if args.scenario != "subscribe" and duration is None and args.messages is None and not args.stages:
         duration = DEFAULT_DURATION
     return LoadConfig(
         address=args.address,
@@ -150,6 +209,12 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         connect_timeout=args.connect_timeout,
         connect_parallel=args.connect_parallel,
         thresholds=Thresholds(args.max_p99, args.min_throughput, args.max_errors),
+        stages=args.stages,
+        stage_target=args.stage_target,
+        workers=args.workers,
+        allow_errors=args.allow_errors,
+        latency_spectrum=args.latency_spectrum,
+        hgrm_path=args.hgrm,
         json_path=args.json,
         quiet=args.quiet,
     )

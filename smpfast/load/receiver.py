@@ -28,6 +28,7 @@ class Receiver:
         self.on_message = on_message
         self.stats = stats
         self.stopping = False  # set before the run closes the connection on purpose
+        self.on_closed: Callable[[], None] | None = None  # the connection closed unexpectedly
         self._acks: list[tuple] = []
         self._have_acks = trio.Event()
 
@@ -37,7 +38,9 @@ class Receiver:
             async for entity_id, message in self.client.events:
                 self._handle(entity_id, message)
             if not self.stopping:
-                self.stats.other("recipient connection closed")
+                self.stats.connection_lost("recipient connection closed")
+                if self.on_closed is not None:
+                    self.on_closed()
             nursery.cancel_scope.cancel()
 
     def _handle(self, entity_id: bytes, message: Any) -> None:

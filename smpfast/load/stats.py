@@ -7,6 +7,7 @@ Also the latency histograms (measured messages only) and the per-second series."
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,12 +25,38 @@ class Phase:
         return {"sent": self.sent, "received": self.received, "errors": self.errors}
 
 
+@dataclass(slots=True)
+class StageCounts:
+    """One ``--stages`` stage: its sends (by intended time in an open loop, by send time in
+    a closed one), how they ended, their primary latency, the most sends in flight."""
+
+    sent: int = 0
+    received: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    latency: Latency = field(default_factory=Latency)
+
+    def to_json(self) -> dict:
+        return {"sent": self.sent, "received": self.received, "errors": self.errors,
+                "max_in_flight": self.max_in_flight, "latency_ms": self.latency.summary(),
+                "histogram_us": self.latency.encode()}
+
+
+# Errors that mean the data is wrong, not merely late: a run with any fails.
+INTEGRITY_ERRORS = ("corrupt body", "message on the wrong queue", "duplicate or unexpected message",
+                    "MSG decryption failed", "MSG for an unknown queue")
+
+
 class Stats:
     """``latencies``: named histograms; the first name is the primary latency (the one
     ``--max-p99`` checks and the series reports)."""
 
-    def __init__(self, latency_names: tuple[str, ...], body_size: int = 0) -> None:
+    def __init__(self, latency_names: tuple[str, ...], body_size: int = 0, stages: int = 0) -> None:
         self.measured = Phase()
+        self.stages = [StageCounts() for _ in range(stages)]
+        self.connections_lost = 0  # connections that closed while the run needed them
+        self.integrity_errors = 0  # other errors of the INTEGRITY_ERRORS kinds
         self.warmup = Phase()
         self.other_errors: Counter = Counter()
         self.latencies = {name: Latency() for name in latency_names}
@@ -48,8 +75,14 @@ class Stats:
     def phase(self, warm: bool) -> Phase:
         return self.warmup if warm else self.measured
 
-    def sent(self, warm: bool, now: float) -> None:
+    def sent(self, warm: bool, now: float, stage: int = -1) -> None:
         self.sent_total += 1
+        if stage >= 0:
+            st = self.stages[stage]
+            st.sent += 1
+            st.in_flight += 1
+            if st.in_flight > st.max_in_flight:
+                st.max_in_flight = st.in_flight
         if warm:
             self.warmup.sent += 1
         else:
@@ -57,11 +90,16 @@ class Stats:
             if self.first_measured is None or now < self.first_measured:
                 self.first_measured = now
 
-    def received(self, warm: bool, now: float, latency: float, **others: float) -> None:
+    def received(self, warm: bool, now: float, latency: float, stage: int = -1, **others: float) -> None:
         """One message delivered and checked: ``latency`` (seconds) goes to the primary
         histogram, ``others`` to the histograms of those names."""
         self.received_total += 1
         self.interval.record(latency)
+        if stage >= 0:
+            st = self.stages[stage]
+            st.received += 1
+            st.in_flight -= 1
+            st.latency.record(latency)
         if warm:
             self.warmup.received += 1
             return
@@ -79,11 +117,16 @@ class Stats:
         self.primary.record(latency)
         self._measured_done(now)
 
-    def failed(self, warm: bool, now: float | None, kind: str, count: int = 1) -> None:
+    def failed(self, warm: bool, now: float | None, kind: str, count: int = 1, stage: int = -1) -> None:
         """``count`` messages ended with the error ``kind`` (never delivered, or
         delivered but wrong). ``now`` None: the failure was only noticed at the end (lost,
         unsent), so it does not stretch the measured window."""
         self.errors_total += count
+        if stage >= 0:
+            self.stages[stage].errors += count
+            self.stages[stage].in_flight -= count
+        if kind.startswith(INTEGRITY_ERRORS):
+            self.integrity_errors += count
         ph = self.phase(warm)
         ph.errors += count
         ph.errors_by_type[kind] += count
@@ -98,6 +141,13 @@ class Stats:
     def other(self, kind: str, count: int = 1) -> None:
         self.other_errors[kind] += count
         self.errors_total += count
+        if kind.startswith(INTEGRITY_ERRORS):
+            self.integrity_errors += count
+
+    def connection_lost(self, kind: str) -> None:
+        """A connection the run needed closed (an error of its own, counted once)."""
+        self.connections_lost += 1
+        self.other(kind)
 
     def _measured_done(self, now: float) -> None:
         if self.last_measured is None or now > self.last_measured:
@@ -125,7 +175,8 @@ class Stats:
 
 
 class Series:
-    """One row per second: deltas of the totals and the interval histogram."""
+    """One row per second: deltas of the totals and the interval histogram, the stage and
+    its target (with --stages), and the generator's CPU use over the second."""
 
     def __init__(self, stats: Stats, start: float) -> None:
         self.stats = stats
@@ -133,12 +184,14 @@ class Series:
         self.rows: list[dict] = []
         self._last = (0, 0, 0)
         self._last_time = start
+        self._last_cpu = time.process_time()
 
-    def sample(self, now: float, phase: str) -> dict:
+    def sample(self, now: float, phase: str, stage: int | None = None, target: float | None = None) -> dict:
         s = self.stats
         totals = (s.sent_total, s.received_total, s.errors_total)
         sent, received, errors = (a - b for a, b in zip(totals, self._last))
         dt = max(now - self._last_time, 1e-9)
+        cpu = time.process_time()
         row = {
             "t": round(now - self.start, 3),
             "phase": phase,
@@ -150,7 +203,11 @@ class Series:
             "p50_ms": s.interval.percentile_ms(50),
             "p99_ms": s.interval.percentile_ms(99),
             "max_ms": s.interval.max_ms(),
+            "stage": stage,
+            "target": None if target is None else round(target, 3),
+            "cpu_percent": round(100 * (cpu - self._last_cpu) / dt, 1),
         }
+        self._last_cpu = cpu
         s.interval.reset()
         self._last = totals
         self._last_time = now

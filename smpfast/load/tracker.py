@@ -15,15 +15,17 @@ import trio
 from .stats import Stats
 
 LOST = "lost"
+INTERRUPTED = "in flight when interrupted"
 
 
 class Send:
     """One send (a message, or one fanout to G members): its times and what remains."""
 
-    __slots__ = ("intended", "sent", "warm", "remaining", "failed", "done")
+    __slots__ = ("intended", "sent", "warm", "remaining", "failed", "done", "stage")
 
     def __init__(self, intended: float, sent: float, warm: bool, deliveries: int,
-                 done: Callable[["Send", float], None] | None = None) -> None:
+                 done: Callable[["Send", float], None] | None = None, stage: int = -1) -> None:
+        self.stage = stage  # the --stages stage it was sent in (-1: no stages)
         self.intended = intended
         self.sent = sent
         self.warm = warm
@@ -58,10 +60,10 @@ class Tracker:
                 latency: float = 0.0, **latencies: float) -> None:
         """One delivery of ``send`` ended: received (``error`` None) or failed."""
         if error is None:
-            self.stats.received(send.warm, now, latency, **latencies)
+            self.stats.received(send.warm, now, latency, send.stage, **latencies)
         else:
             send.failed += 1
-            self.stats.failed(send.warm, now, error)
+            self.stats.failed(send.warm, now, error, stage=send.stage)
         send.remaining -= 1
         if send.remaining == 0 and send.done is not None:
             send.done(send, now)
@@ -74,11 +76,11 @@ class Tracker:
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
-    def lose_all(self) -> int:
-        """Count everything still pending as lost (at no particular time: losses do not
-        extend the measured window); returns how many."""
+    def lose_all(self, kind: str = LOST) -> int:
+        """Count everything still pending as lost, or ``kind`` (at no particular time:
+        losses do not extend the measured window); returns how many."""
         pending, self.pending = self.pending, {}
         for send in pending.values():
-            self.resolve(send, None, LOST)
+            self.resolve(send, None, kind)
         self._empty.set()
         return len(pending)

@@ -20,6 +20,8 @@ from .encoding import Reader, b64url, b64url_decode, key_algorithm
 from .errors import ParseError
 from .versions import VersionRange
 
+DEFAULT_PORT = 5223  # the port of an address that names none
+
 
 class QueueMode(enum.Enum):
     MESSAGING = "M"  # 1-time invitation queue: the sender may secure it (SKEY/LKEY)

@@ -1028,7 +1028,7 @@ class Pong(Response):
 
 
 # ---------------------------------------------------------------------------------------
-# Proxy ↔ relay inner encodings (the plaintexts inside RFWD and RRES, crypto.md §7)
+# Proxy ↔ relay inner encodings (the plaintexts inside RFWD and RRES)
 
 
 @dataclass(slots=True)

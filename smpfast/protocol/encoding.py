@@ -10,7 +10,14 @@ import base64
 import struct
 from typing import Callable, Iterable, TypeVar
 
-from .errors import ParseError
+
+class ParseError(ValueError):
+    """Bytes that do not follow an SMP encoding. Codecs raise only this (or a subclass)."""
+
+
+class UnknownTag(ParseError):
+    """A command or response tag the version does not know: the reference's CMD UNKNOWN."""
+
 
 T = TypeVar("T")
 

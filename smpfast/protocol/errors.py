@@ -14,18 +14,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from .encoding import ParseError, Reader, UnknownTag
 
-if TYPE_CHECKING:  # encoding.py imports ParseError from here; Reader is imported lazily
-    from .encoding import Reader
-
-
-class ParseError(ValueError):
-    """Bytes that do not follow an SMP encoding. Codecs raise only this (or a subclass)."""
-
-
-class UnknownTag(ParseError):
-    """A command or response tag the version does not know: the reference's CMD UNKNOWN."""
+__all__ = ["ParseError", "UnknownTag"]  # defined with the primitive codecs; re-exported here
 
 
 CMD_CODES = ("UNKNOWN", "SYNTAX", "PROHIBITED", "NO_AUTH", "HAS_AUTH", "NO_ENTITY")
@@ -396,8 +387,6 @@ def _error_p(r: Reader) -> ErrorType:
 
 def parse_error_type(data: bytes) -> ErrorType:
     """Parse a whole ErrorType (strict: no trailing bytes). Raises ParseError."""
-    from .encoding import Reader
-
     r = Reader(data)
     err = _error_p(r)
     r.end()
@@ -410,8 +399,6 @@ def read_error_type(r: Reader) -> ErrorType:
 
 
 def parse_transport_error(data: bytes) -> TransportError:
-    from .encoding import Reader
-
     r = Reader(data)
     err = _transport_p(r)
     r.end()

@@ -1,7 +1,7 @@
 """Transmissions: encoding for both directions, decoding whole blocks into commands (server
 side) or broker messages (client side) with the reference's error mapping, and batching.
 
-Wire layout (transport.md §7): ``auth [serviceSig] [sessionId] corrId entityId command``;
+Wire layout (Protocol.hs): ``auth [serviceSig] [sessionId] corrId entityId command``;
 the session id is on the wire only at v6 (``versions.implied_session``), the service
 signature slot exists from v16 after a non-empty authorization (``versions.service_auth``).
 Authorizations cover ``t_for_auth`` = ``shortString(sessionId) corrId entityId command``.

@@ -18,7 +18,10 @@ SHORT_LINKS = 15  # NEW QueueReqData, IDS queue mode + link id, LSET/LKEY/LGET/L
 SERVICE_CERTS = 16  # service signatures, SOK, IDS serviceId
 NEW_NTF_CREDS = 17  # NEW/IDS notifier credentials
 CLIENT_NOTICES = 18  # ERR BLOCKED notice
-MAX_VERSION = 18
+MAX_VERSION = 18  # the highest version the codecs speak
+# The highest version all of whose features this server implements (v8 adds proxying): what
+# it announces. Raised as the proxy role and the v9-18 features land.
+SERVER_MAX_VERSION = 7
 
 ALL_VERSIONS = tuple(v for v in range(MIN_VERSION, MAX_VERSION + 1) if v != 13)
 

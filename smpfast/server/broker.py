@@ -2,11 +2,14 @@
 
 The network layer hands each decrypted block of a connection to ``Broker.process_block``.
 The broker splits and parses it, verifies every authorization of the block in one call,
-executes the commands against the store's open write transaction and appends the encoded
-responses to the connection's outbox — and events (MSG, END, DELD, NMSG) to other
-connections' outboxes. Each outbox entry carries the commit generation that must be durable
-before it may be sent (see ``committer.py``): a state change is acknowledged only once it is
-on disk, and nobody sees data that could still be rolled back.
+executes the block's commands in one store write unit and then appends the answers to the
+connection's outbox — and events (MSG, END, DELD, NMSG) to other connections' outboxes.
+Each outbox entry is ``(generation, answers)``: the commit generation that must be durable
+before the answers may be sent (see ``committer.py``), so a state change is acknowledged only
+once it is on disk and nobody sees data that could still be rolled back. A block whose writes
+fail is undone as a whole (store unit plus the broker's in-memory delivery state) and every
+command of it is answered ``ERR STORE``; answers whose commit fails later are turned into
+``ERR STORE`` by ``answers_after_failed_commit``.
 
 Behaviour follows the reference server (Server.hs ``processCommand``,
 ``verifyQueueTransmission``); deliberate differences are noted where they occur.
@@ -23,45 +26,74 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .. import _core as core
 from ..crypto import auth as cauth
 from ..crypto import message as cmsg
 from ..crypto.keys import CryptoError
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
-from ..protocol.errors import ParseError, UnknownTag
+from ..protocol.errors import ParseError
+from ..protocol.transmission import decode_server_transmissions, encode_server_transmission
 from ..store import Store
-from ..store.errors import StoreError, StoreUsageError
-from ..store.records import NotifierRecord, QueueRecord, StoredMessage
+from ..store.errors import StoreError, StoreFullError, StoreUsageError
+from ..store.records import (
+    MODE_CONTACT,
+    MODE_MESSAGING,
+    STATUS_ACTIVE,
+    STATUS_BLOCKED,
+    STATUS_OFF,
+    NotifierRecord,
+    QueueRecord,
+    StoredMessage,
+)
 
 log = logging.getLogger(__name__)
 
 ID_SIZE = 24
 DAY = 86400
+EXPIRE_ON_SEND = True
+
+
+# The reference answers a failing message or queue store with ERR STORE and a text.
+STORE_FULL = E.ErrorType("STORE", "store full")
+STORE_FAILED = E.ErrorType("STORE", "store error")
+
+Answer = tuple[bytes, bytes, C.Response]  # (corrId, entityId, response or event)
 
 
 class Durability(Protocol):
     """What the broker needs of the group committer."""
 
-    def wrote(self, count: int = 1) -> int: ...
+    def current(self) -> int:
+        """The generation whose commit makes everything the store shows now durable."""
+        ...
 
-    def current(self) -> int: ...
-
-    def abort_open(self) -> None: ...
+    def store_failed(self, error: Exception) -> None:
+        """A write failed (logged once per episode by the committer)."""
+        ...
 
 
 class NoDurability:
     """For sans-IO tests and the memory store: everything is 'durable' at once."""
 
-    def wrote(self, count: int = 1) -> int:
-        return 0
-
     def current(self) -> int:
         return 0
 
-    def abort_open(self) -> None:
-        pass
+    def store_failed(self, error: Exception) -> None:
+        log.error("store write failed: %s", error)
+
+
+def store_error(error: Exception) -> E.ErrorType:
+    return STORE_FULL if isinstance(error, StoreFullError) else STORE_FAILED
+
+
+def encode_answers(client: "Client", answers: list[Answer]) -> list[bytes]:
+    """The transmissions of one answer batch, as the connection writes them."""
+    version, session_id = client.version, client.session_id
+    return [
+        encode_server_transmission(version, session_id, corr_id, entity_id, C.encode_response(msg, version))
+        for corr_id, entity_id, msg in answers
+    ]
 
 
 @dataclass(slots=True)
@@ -70,11 +102,11 @@ class BrokerConfig:
     create_password: bytes | None = None
     quota: int = 128
     message_ttl: int | None = 21 * DAY  # seconds; None: messages never expire
-    expire_on_send: bool = False
+    expire_on_send: bool = EXPIRE_ON_SEND  # the reference's default when the INI is silent
     ntf_ttl: int = 24 * 3600
 
 
-class Sub:
+class Subscription:
     """A connection's relation to one queue: subscribed (``prohibited`` False) or used with
     GET (``prohibited`` True), and the one message delivered and not yet acknowledged."""
 
@@ -93,9 +125,9 @@ class Client:
     session_id: bytes
     session_private: bytes | None  # server X25519 session key (v >= 7)
     notify: Callable[[], None] = lambda: None
-    subscriptions: dict[bytes, Sub] = field(default_factory=dict)
+    subscriptions: dict[bytes, Subscription] = field(default_factory=dict)
     ntf_subscriptions: set[bytes] = field(default_factory=set)
-    outbox: list[tuple[int, list[bytes]]] = field(default_factory=list)  # (generation, batch)
+    outbox: list[tuple[int, list[Answer]]] = field(default_factory=list)  # (generation, answers)
     connected: bool = True
     last_received: float = 0.0
     last_sent: float = 0.0
@@ -152,6 +184,11 @@ class Broker:
         self.ntf_subscribers: dict[bytes, Client] = {}  # notifier id -> subscribed connection
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
         self.stats: dict[str, int] = {}
+        # While a block executes: the answers for other connections (sent only once the
+        # block's writes joined the transaction) and how to undo its in-memory changes.
+        self._deferred: list[tuple[Client, list[Answer]]] | None = None
+        self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
+        self._undo_notes: list[list] | None = None  # notification lists appended to
 
     # ------------------------------------------------------------------ connections
 
@@ -167,21 +204,69 @@ class Broker:
         client.subscriptions.clear()
         client.ntf_subscriptions.clear()
 
+    # ------------------------------------------------------------------ control port
+
+    def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> None:
+        """Block ``q`` (the control port's ``block``): from now on its commands answer ERR
+        BLOCKED, and its subscriber gets ERR BLOCKED as an event at once (the reference's
+        processCP). Raises StoreError when the write fails (nothing changed then)."""
+        q.status = STATUS_BLOCKED
+        q.blocked_info = info.encode()
+        self._write_outside_block(lambda: self.store.update_queue(q))
+        subscriber = self.subscribers.get(q.recipient_id)
+        if subscriber is not None and subscriber.connected:
+            self._event(subscriber, q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
+
+    def unblock_queue(self, q: QueueRecord) -> None:
+        """The control port's ``unblock``: the queue is active again (no event)."""
+        q.status = STATUS_ACTIVE
+        q.blocked_info = None
+        self._write_outside_block(lambda: self.store.update_queue(q))
+
+    def delete_queue(self, q: QueueRecord) -> int:
+        """The control port's ``delete``: the queue, its messages and its notifier go; like
+        the reference, nobody is told (no DELD). Returns how many messages it held."""
+        rid = q.recipient_id
+        count = self.store.message_count(rid)
+        self._write_outside_block(lambda: self.store.delete_queue(rid))
+        self._count("queues_deleted")
+        subscriber = self.subscribers.pop(rid, None)
+        if subscriber is not None:
+            subscriber.subscriptions.pop(rid, None)
+        if q.notifier is not None:
+            nid = q.notifier.notifier_id
+            self.notifications.pop(nid, None)
+            ntf_subscriber = self.ntf_subscribers.pop(nid, None)
+            if ntf_subscriber is not None:
+                ntf_subscriber.ntf_subscriptions.discard(nid)
+        return count
+
+    def _write_outside_block(self, write: Callable[[], object]) -> None:
+        try:
+            with self.store.unit():
+                write()
+        except StoreError as e:
+            self.durability.store_failed(e)
+            raise
+
     # ------------------------------------------------------------------ output
 
-    def _send(self, client: Client, items: list[tuple[bytes, bytes, C.Response]]) -> None:
+    def _send(self, client: Client, items: list[Answer]) -> None:
         """Queue ``items`` as one batch: the writer packs a batch into as few blocks as fit
-        and, like the reference, never mixes two batches in one block."""
+        and, like the reference, never mixes two batches in one block. While a block
+        executes, batches for other connections wait until its writes are in."""
         if not items or not client.connected:
             return
-        version = client.version
-        session_id, implied = client.session_id, client.implied_session
-        batch = [
-            core.encode_transmission(b"", corr_id, entity_id, C.encode_response(msg, version), session_id, implied, False)
-            for corr_id, entity_id, msg in items
-        ]
-        client.outbox.append((self.durability.current(), batch))
+        if self._deferred is not None:
+            self._deferred.append((client, items))
+            return
+        client.outbox.append((self.durability.current(), items))
         client.notify()
+
+    def _set_delivered(self, sub: "Subscription", msg_id: bytes | None) -> None:
+        if self._undo is not None:
+            self._undo.append((sub, sub.delivered))
+        sub.delivered = msg_id
 
     def _send_responses(self, client: Client, responses: list, events: list) -> None:
         """The reference's grouping: a block's responses form one batch; messages that SUBs
@@ -215,37 +300,15 @@ class Broker:
         verifies ``requests`` (``client.verifier.verify_batch``, on any thread) and passes
         the results to ``finish_block``. None: the block is already answered."""
         client.last_received = self.clock()
-        try:
-            parts = core.split_block(block, client.session_id, client.implied_session, client.service_auth)
-        except core.FramingError:
-            self._send(client, [(b"", b"", C.Err(E.BLOCK))])
-            return None
         prepared = PreparedBlock()
         errors = prepared.errors
         pending = prepared.pending
-        for status, auth, service_sig, corr_id, entity_id, command, t_for_auth in parts:
-            if status != core.T_OK:
-                if status == core.T_BAD:
-                    errors.append((b"", b"", C.Err(E.BLOCK)))
-                elif status == core.T_BAD_AUTH:
-                    errors.append((corr_id, b"", C.Err(E.BLOCK)))
-                else:
-                    errors.append((corr_id, b"", C.Err(E.SESSION)))
+        for t in decode_server_transmissions(block, client.version, client.session_id):
+            if t.error is not None:
+                errors.append((t.corr_id, t.entity_id, C.Err(t.error)))
                 continue
-            try:
-                cmd = C.parse_command(command, client.version)
-            except UnknownTag:
-                errors.append((corr_id, entity_id, C.Err(E.CMD_UNKNOWN)))
-                continue
-            except ParseError:
-                errors.append((corr_id, entity_id, C.Err(E.CMD_SYNTAX)))
-                continue
-            cred_error = C.check_credentials(cmd, bool(auth), entity_id)
-            if cred_error is not None:
-                errors.append((corr_id, entity_id, C.Err(cred_error)))
-                continue
-            item = _Pending(corr_id, entity_id, cmd)
-            verdict = self._prepare_verification(client, item, auth, service_sig, t_for_auth)
+            item = _Pending(t.corr_id, t.entity_id, t.command)
+            verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 prepared.owners.append(len(pending))
                 pending.append(item)
@@ -253,7 +316,7 @@ class Broker:
             elif verdict is True:
                 pending.append(item)
             else:
-                errors.append((corr_id, entity_id, C.Err(verdict)))
+                errors.append((t.corr_id, t.entity_id, C.Err(verdict)))
         return prepared
 
     def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
@@ -275,27 +338,70 @@ class Broker:
                 verified.append(item)
         # The reference sends the block's verification errors first, as one batch.
         self._send(client, errors)
-        if not client.connected:
+        if not client.connected or not verified:
             return
-        if verified:
-            responses: list[tuple[bytes, bytes, C.Response]] = []
-            events: list[tuple[bytes, bytes, C.Response]] = []
-            for item in verified:
-                try:
-                    self._execute(client, item, responses, events)
-                except StoreUsageError:
-                    log.exception("store precondition failed")
-                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-                except StoreError:
-                    # The store aborted its whole uncommitted transaction: other connections
-                    # waiting on it are closed by their writers; here every answer computed
-                    # so far may rest on aborted writes, so none of them may say OK.
-                    log.exception("store failure")
-                    self.durability.abort_open()
-                    responses = [(c, e, C.Err(E.INTERNAL)) for c, e, _ in responses]
-                    responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-                    events = []
-            self._send_responses(client, responses, events)
+        responses: list[Answer] = []
+        events: list[Answer] = []
+        deferred: list[tuple[Client, list[Answer]]] = []
+        undo: list[tuple[Subscription, bytes | None]] = []
+        undo_notes: list[list] = []
+        self._deferred, self._undo, self._undo_notes = deferred, undo, undo_notes
+        try:
+            with self.store.unit():
+                for item in verified:
+                    try:
+                        self._execute(client, item, responses, events)
+                    except StoreUsageError:
+                        log.exception("store precondition failed")
+                        responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+        except StoreError as e:
+            # The unit is undone: none of the block's answers may stand, and its
+            # in-memory changes (delivery state, pushes to others) go with it.
+            for sub, delivered in reversed(undo):
+                sub.delivered = delivered
+            for notes in reversed(undo_notes):
+                notes.pop()
+            self.durability.store_failed(e)
+            failure = C.Err(store_error(e))
+            responses = [(item.corr_id, item.entity_id, failure) for item in verified]
+            events = []
+            deferred.clear()
+        finally:
+            self._deferred = self._undo = self._undo_notes = None
+        for target, items in deferred:
+            self._send(target, items)
+        self._send_responses(client, responses, events)
+
+    def answers_after_failed_commit(self, client: Client, answers: list[Answer]) -> list[Answer]:
+        """What to send instead of ``answers`` whose commit generation failed: responses
+        become ERR STORE (their state change was rolled back), a MSG is withdrawn and the
+        queue's current head delivered again, END stays, DELD becomes END (the queue is
+        back but this connection's subscription is gone), NMSG is dropped."""
+        out: list[Answer] = []
+        for corr_id, entity_id, msg in answers:
+            if isinstance(msg, C.Msg):
+                self._redeliver(client, entity_id, msg.msg_id)
+            if corr_id:
+                out.append((corr_id, entity_id, msg if isinstance(msg, C.Err) else C.Err(STORE_FAILED)))
+            elif msg is C.END or msg is C.DELD:
+                out.append((corr_id, entity_id, C.END))
+        return out
+
+    def _redeliver(self, client: Client, rid: bytes, msg_id: bytes) -> None:
+        sub = client.subscriptions.get(rid)
+        if sub is None or sub.delivered != msg_id:
+            return
+        sub.delivered = None
+        if sub.prohibited:
+            return  # GET: the client asks again
+        try:
+            q = self.store.get_queue(rid)
+            head = None if q is None else self.store.peek_message(rid)
+        except StoreError:
+            return
+        if q is not None and head is not None:
+            sub.delivered = head.msg_id
+            self._send(client, [(b"", rid, self._msg(q, head))])
 
     # ------------------------------------------------------------------ verification
 
@@ -331,7 +437,7 @@ class Broker:
         elif isinstance(cmd, (C.Skey, C.Lkey)):
             q = store.queue_by_sender(entity) if isinstance(cmd, C.Skey) else store.queue_by_link(entity)
             item.queue = q
-            allowed = q is not None and q.queue_mode == "M" and q.sender_key in (None, cmd.key)
+            allowed = q is not None and q.queue_mode == MODE_MESSAGING and q.sender_key in (None, cmd.key)
             key = cmd.key if allowed else None
         elif isinstance(cmd, C.Lget):
             q = store.queue_by_link(entity)
@@ -378,18 +484,19 @@ class Broker:
             return
         # Everything below goes through the reference's withQueue: blocked queues answer
         # BLOCKED, except OFF and DEL.
-        if q.status == "blocked" and not isinstance(cmd, (C.Off, C.Del)):
+        if q.status == STATUS_BLOCKED and not isinstance(cmd, (C.Off, C.Del)):
             out.append((corr_id, entity, C.Err(_blocked_error(q))))
             return
-        self._touch(q)
+        if not isinstance(cmd, (C.Off, C.Del)):  # the reference's OFF/DEL skip withQueue's time update
+            self._touch(q)
         handler = self._RECIPIENT_HANDLERS.get(type(cmd))
         if handler is not None:
             handler(self, client, q, item, out, events)
             return
         if isinstance(cmd, C.Skey):
-            out.append((corr_id, entity, self._secure(q, cmd.key, require_mode="M")))
+            out.append((corr_id, entity, self._secure(q, cmd.key, require_mode=MODE_MESSAGING)))
         elif isinstance(cmd, C.Lkey):
-            result = self._secure(q, cmd.key, require_mode="M")
+            result = self._secure(q, cmd.key, require_mode=MODE_MESSAGING)
             if isinstance(result, C.Ok):
                 result = self._link_response(q, entity)
             out.append((corr_id, entity, result))
@@ -404,7 +511,6 @@ class Broker:
         if q.updated_at != today:
             q.updated_at = today
             self.store.update_queue(q)
-            self.durability.wrote()
 
     # --- NEW
 
@@ -450,10 +556,9 @@ class Broker:
                 updated_at=today,
             )
             if self.store.add_queue(rec):
-                self.durability.wrote()
                 self._count("queues_created")
                 if cmd.subscribe:
-                    client.subscriptions[rid] = Sub()
+                    client.subscriptions[rid] = Subscription()
                     self._take_subscription(client, rid)
                 return C.Ids(
                     rid,
@@ -482,33 +587,33 @@ class Broker:
         rid = q.recipient_id
         sub = client.subscriptions.get(rid)
         if sub is None:
-            sub = client.subscriptions[rid] = Sub()
+            sub = client.subscriptions[rid] = Subscription()
             self._take_subscription(client, rid)
         elif sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
         else:
-            sub.delivered = None
+            self._set_delivered(sub, None)
         out.append((item.corr_id, item.entity_id, C.Sok(None)))
         msg = self.store.peek_message(rid)
         if msg is not None:
-            sub.delivered = msg.msg_id
+            self._set_delivered(sub, msg.msg_id)
             events.append((b"", rid, self._msg(q, msg)))
 
     def _get(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         sub = client.subscriptions.get(rid)
         if sub is None:
-            sub = client.subscriptions[rid] = Sub(prohibited=True)
+            sub = client.subscriptions[rid] = Subscription(prohibited=True)
         elif not sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
         msg = self.store.peek_message(rid)
         if msg is None:
-            sub.delivered = None
+            self._set_delivered(sub, None)
             out.append((item.corr_id, item.entity_id, C.OK))
         else:
-            sub.delivered = msg.msg_id
+            self._set_delivered(sub, msg.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, msg)))
 
     def _ack(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -519,9 +624,8 @@ class Broker:
             out.append((item.corr_id, item.entity_id, C.Err(E.NO_MSG)))
             return
         target = sub.delivered if not msg_id else msg_id
-        sub.delivered = None
+        self._set_delivered(sub, None)
         if self.store.delete_message(rid, target):
-            self.durability.wrote()
             self._count("messages_received")
         if sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.OK))
@@ -530,7 +634,7 @@ class Broker:
         if nxt is None:
             out.append((item.corr_id, item.entity_id, C.OK))
         else:
-            sub.delivered = nxt.msg_id
+            self._set_delivered(sub, nxt.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, nxt)))
 
     def _msg(self, q: QueueRecord, msg: StoredMessage) -> C.Msg:
@@ -549,19 +653,17 @@ class Broker:
             return C.OK if q.sender_key == key else C.Err(E.AUTH)
         q.sender_key = key
         self.store.update_queue(q)
-        self.durability.wrote()
         return C.OK
 
     def _key(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         out.append((item.corr_id, item.entity_id, self._secure(q, item.cmd.key)))
 
     def _rkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
-        if q.queue_mode != "C":
+        if q.queue_mode != MODE_CONTACT:
             out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
             return
         q.recipient_keys = list(item.cmd.keys)
         self.store.update_queue(q)
-        self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _lset(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -573,7 +675,6 @@ class Broker:
         else:
             q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed_data, cmd.data.user_data
             self.store.update_queue(q)
-            self.durability.wrote()
             result = C.OK
         out.append((item.corr_id, item.entity_id, result))
 
@@ -581,7 +682,6 @@ class Broker:
         if q.link_id is not None:
             q.link_id = q.link_fixed = q.link_user = None
             self.store.update_queue(q)
-            self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _link_response(self, q: QueueRecord, link_id: bytes) -> C.Response:
@@ -603,7 +703,6 @@ class Broker:
                 continue
             q.notifier = NotifierRecord(nid, cmd.notifier_key, dh.secret)
             self.store.update_queue(q)
-            self.durability.wrote()
             if old is not None:
                 self._notifier_gone(client, old.notifier_id)
             out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
@@ -615,7 +714,6 @@ class Broker:
         if old is not None:
             q.notifier = None
             self.store.update_queue(q)
-            self.durability.wrote()
             self._notifier_gone(client, old.notifier_id)
         out.append((item.corr_id, item.entity_id, C.OK))
 
@@ -628,17 +726,15 @@ class Broker:
                 self._event(subscriber, nid, C.DELD)
 
     def _off(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
-        if q.status != "off":
-            q.status = "off"
+        if q.status != STATUS_OFF:
+            q.status = STATUS_OFF
             q.blocked_info = None
             self.store.update_queue(q)
-            self.durability.wrote()
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         self.store.delete_queue(rid)
-        self.durability.wrote()
         self._count("queues_deleted")
         client.subscriptions.pop(rid, None)
         subscriber = self.subscribers.pop(rid, None)
@@ -675,13 +771,13 @@ class Broker:
     # --- SEND
 
     def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
+        self._touch(q)  # before the checks, as the reference's withQueue_ False
         if len(cmd.body) > V.max_message_length(client.version):
             return C.Err(E.LARGE_MSG)
-        if q.status == "off":
+        if q.status == STATUS_OFF:
             return C.Err(E.AUTH)
-        if q.status == "blocked":
+        if q.status == STATUS_BLOCKED:
             return C.Err(_blocked_error(q))
-        self._touch(q)
         rid = q.recipient_id
         if q.link_id is not None and _is_secured_messaging(q):
             q.link_id = q.link_fixed = q.link_user = None
@@ -691,7 +787,6 @@ class Broker:
             self.store.expire_messages(rid, int(now) - self.config.message_ttl)
         msg = StoredMessage(self.random_bytes(ID_SIZE), int(now), cmd.flags.notification, cmd.body)
         result = self.store.write_message(rid, msg, self.config.quota)
-        self.durability.wrote()
         if not result.stored:
             self._count("messages_quota")
             return C.Err(E.QUOTA)
@@ -710,14 +805,17 @@ class Broker:
         sub = subscriber.subscriptions.get(rid)
         if sub is None or sub.prohibited or sub.delivered is not None:
             return
-        sub.delivered = msg.msg_id
+        self._set_delivered(sub, msg.msg_id)
         self._event(subscriber, rid, self._msg(q, msg))
 
     # --- notifications
 
     def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
-        self.notifications.setdefault(notifier.notifier_id, []).append((msg.msg_id, msg.ts, nonce, enc))
+        pending = self.notifications.setdefault(notifier.notifier_id, [])
+        pending.append((msg.msg_id, msg.ts, nonce, enc))
+        if self._undo_notes is not None:
+            self._undo_notes.append(pending)
 
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:
@@ -773,15 +871,15 @@ Broker._RECIPIENT_HANDLERS = {
 
 
 def _is_contact(q: QueueRecord) -> bool:
-    if q.queue_mode == "M":
+    if q.queue_mode == MODE_MESSAGING:
         return False
-    if q.queue_mode == "C":
+    if q.queue_mode == MODE_CONTACT:
         return True
     return q.sender_key is None  # pre-SKEY contact addresses
 
 
 def _is_secured_messaging(q: QueueRecord) -> bool:
-    return q.queue_mode != "C" and q.sender_key is not None
+    return q.queue_mode != MODE_CONTACT and q.sender_key is not None
 
 
 def _blocked_error(q: QueueRecord) -> E.ErrorType:

@@ -1,10 +1,11 @@
 """One client connection: the SMP handshake, then a reader and a writer task.
 
 The reader hands every block to the broker (synchronously, so a block's commands are
-atomic with respect to other connections). The writer owns the outbox of answer batches: it waits
-until the outbox is non-empty, waits until every batch's commit generation is durable, packs
-each batch into as few blocks as fit (never two batches in one block, as the reference) and
-writes all the blocks with one send.
+atomic with respect to other connections). The writer owns the outbox of answer batches, in
+order: it sends the longest prefix of batches whose commit generations are settled (durable,
+or failed: then the broker turns them into errors), packing each batch into as few blocks as
+fit (never two batches in one block, as the reference) and writing them with one send; a batch
+whose generation is not yet durable waits, and so does everything after it.
 """
 
 from __future__ import annotations
@@ -14,26 +15,17 @@ import os
 import time
 from dataclasses import dataclass
 
-import nacl.bindings as nb
 import trio
 
-from .. import _core as core
-from ..crypto import session_key
-from ..crypto.blockcrypt import server_block_ciphers
-from ..crypto.keys import Alg, PublicKey, x25519_dh
 from ..protocol import versions as V
-from ..protocol.commands import CertChainPubKey
-from ..protocol.errors import ParseError
-from ..protocol.handshake import ClientHandshake, ServerHandshake
+from ..protocol.session import Established, ServerSession
 from ..transport import BlockConnection, TransportError
-from .broker import Broker, Client
+from .broker import Broker, Client, encode_answers
 from .committer import CommitFailed, GroupCommitter
 
 log = logging.getLogger(__name__)
 
 SMP_HANDSHAKE_TIMEOUT = 120.0
-# The highest SMP version all of whose features this server implements (v8 adds proxying).
-SERVER_MAX_VERSION = 7
 # Blocks with at least this many signatures to check verify them on a worker thread: a
 # thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
 THREAD_VERIFY_MIN = 8
@@ -54,7 +46,7 @@ class Identity:
     chain_der: tuple[bytes, ...]  # [server certificate, CA certificate]
     private_key: object  # the TLS (online) private key, signs session keys
     min_version: int = V.MIN_VERSION
-    max_version: int = SERVER_MAX_VERSION
+    max_version: int = V.SERVER_MAX_VERSION
 
 
 class Connection:
@@ -80,13 +72,15 @@ class Connection:
         self.verify_limiter = verify_limiter
         self.read_slice = read_slice
         self.client: Client | None = None
+        self.session: ServerSession | None = None
         self._wakeup = trio.Event()
         self._drained = trio.Event()
-        self._encrypt = None
-        self._decrypt = None
 
     async def run(self) -> None:
-        pending = await self._handshake()
+        try:
+            pending = await self._handshake()
+        except TransportError:
+            return  # the client broke the connection (garbage, reset): a normal end
         if pending is None:
             return
         client = self.client
@@ -102,39 +96,37 @@ class Connection:
     # ------------------------------------------------------------------ handshake
 
     async def _handshake(self) -> list[bytes] | None:
-        """Exchange hello blocks; returns blocks that arrived after the client hello, or
-        None when the connection must close (the reference sends nothing then)."""
+        """Run the sans-IO ServerSession's handshake; returns blocks that arrived after the
+        client hello, or None when the connection must close (the reference sends nothing
+        then)."""
         session_id = self.conn.tls_unique
         if session_id is None:
             return None
         ident = self.identity
         max_version = ident.max_version if self.conn.alpn is not None else V.MIN_VERSION
-        vrange = V.VersionRange(ident.min_version, max_version)
-        session_private = os.urandom(32)
-        cert_key = None
-        if max_version >= V.AUTH_CMDS:
-            public = nb.crypto_scalarmult_base(session_private)
-            signed = session_key.sign_session_key(PublicKey(Alg.X25519, public), ident.private_key)
-            cert_key = CertChainPubKey(list(ident.chain_der), signed)
-        await self.conn.send(ServerHandshake(vrange, session_id, cert_key).encode())
-        with trio.move_on_after(self.handshake_timeout):
+        session = ServerSession(
+            session_id,
+            ident.key_hash,
+            ident.chain_der,
+            ident.private_key,
+            V.VersionRange(ident.min_version, max_version),
+            os.urandom(32),
+            deadline=trio.current_time() + self.handshake_timeout,
+        )
+        session.start()
+        await self.conn.send(session.data_to_send())
+        with trio.move_on_at(session.deadline):
             blocks = await self.conn.receive_blocks()
             if not blocks:
                 return None
-            try:
-                hello = ClientHandshake.parse(blocks[0])
-            except ParseError:
+            [event] = session.receive_block(blocks[0])
+            if not isinstance(event, Established):
                 return None
-            if hello.key_hash != ident.key_hash or hello.version not in vrange:
-                return None
-            version = hello.version
-            if hello.block_encryption:
-                secret = x25519_dh(session_private, hello.client_key[-32:])
-                self._encrypt, self._decrypt = server_block_ciphers(session_id, secret)
+            self.session = session
             self.client = Client(
-                version=version,
+                version=session.version,
                 session_id=session_id,
-                session_private=session_private if version >= V.AUTH_CMDS else None,
+                session_private=session.server_session_private,
                 notify=self._notify,
             )
             return blocks[1:]
@@ -173,12 +165,8 @@ class Connection:
 
     async def _process_block(self, client: Client, block: bytes) -> None:
         broker = self.broker
-        if self._decrypt is not None:
-            try:
-                block = self._decrypt.decrypt(block)
-            except Exception:
-                block = b""  # the chain advanced; answer ERR BLOCK and go on
-        prepared = broker.prepare_block(client, block)
+        [received] = self.session.receive_block(block)  # decrypted when v11 encryption is on
+        prepared = broker.prepare_block(client, received.plaintext)
         if prepared is None:
             return
         if len(prepared.requests) >= THREAD_VERIFY_MIN:
@@ -201,34 +189,40 @@ class Connection:
         client = self.client
         assert client is not None
         committer = self.committer
-        budget_size = V.ENCRYPTED_BLOCK_PAD if self._encrypt is not None else V.BLOCK_SIZE
+        broker = self.broker
+        outbox = client.outbox
+        session = self.session
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            if not client.outbox:
-                continue
-            needed = max(gen for gen, _ in client.outbox)
-            if needed > committer.durable:
+            while outbox:
+                head = outbox[0][0]
+                if not committer.settled(head):
+                    try:
+                        await committer.wait_durable(head)
+                    except CommitFailed:
+                        pass  # settled: answered below with errors
+                # Answers leave in order, each only once the generation it shows is durable:
+                # send the settled prefix; later batches wait for their own commits.
+                ready = 0
+                for generation, _ in outbox:
+                    if not committer.settled(generation):
+                        break
+                    ready += 1
+                batches = outbox[:ready]
+                del outbox[:ready]
+                drained, self._drained = self._drained, trio.Event()
+                drained.set()
+                session.send_batches(
+                    encode_answers(client, broker.answers_after_failed_commit(client, answers))
+                    if committer.failed(generation)
+                    else encode_answers(client, answers)
+                    for generation, answers in batches
+                )
+                out = session.data_to_send()
                 try:
-                    await committer.wait_durable(needed)
-                except CommitFailed:
-                    # Nothing that failed may be acknowledged: close, the client retries.
-                    log.warning("closing a connection whose writes were not committed")
+                    await self.conn.send(out)
+                except TransportError:
                     cancel_scope.cancel()
                     return
-            batches, client.outbox = client.outbox, []
-            drained, self._drained = self._drained, trio.Event()
-            drained.set()
-            out = []
-            for _, transmissions in batches:
-                start = 0
-                for count in core.group_transmissions([len(t) for t in transmissions]):
-                    block = core.encode_batch(transmissions[start : start + count], budget_size)
-                    start += count
-                    out.append(self._encrypt.encrypt(block) if self._encrypt is not None else block)
-            try:
-                await self.conn.send(b"".join(out))
-            except TransportError:
-                cancel_scope.cancel()
-                return
-            client.last_sent = self.broker.clock()
+                client.last_sent = broker.clock()

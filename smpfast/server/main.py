@@ -17,11 +17,14 @@ import trio
 from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
+from ..protocol.address import DEFAULT_PORT
 from ..store import Store
+from ..store.errors import StoreError
 from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
+from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
 
 log = logging.getLogger("smpfast.server")
@@ -37,7 +40,7 @@ class ServerSettings:
     """What the running server needs besides the store and credentials."""
 
     bind: str | None = "127.0.0.1"
-    ports: tuple[int, ...] = (5223,)
+    ports: tuple[int, ...] = (DEFAULT_PORT,)
     commit_interval: float = 0.002
     expire_messages_on_start: bool = True
     inactive_ttl: float | None = 21600.0  # seconds; None disables the check
@@ -50,6 +53,7 @@ class ServerSettings:
     max_connections: int | None = None  # None: no cap
     outbox_limit: int = OUTBOX_LIMIT
     memory_trim_interval: float = TRIM_CHECK_INTERVAL
+    control: ControlSettings | None = None  # the control port on 127.0.0.1; None: none
 
 
 def verification_threads() -> int:
@@ -81,6 +85,8 @@ class Server:
         self.connections: set[Connection] = set()
         self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
+        self.registry = ConnectionRegistry(self.broker.clock)
+        self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
         self.ports: list[int] = []
         self._stop = trio.Event()
 
@@ -115,6 +121,9 @@ class Server:
                     )
                     ports.append(listeners[0].socket.getsockname()[1])
                 self.ports = ports
+                self.registry.watch_ports(ports)
+                if self.control is not None:
+                    await connections.start(self.control.serve)
                 task_status.started(ports)
                 await self._stop.wait()
                 # Stop accepting and reading; what was processed is committed below.
@@ -141,6 +150,7 @@ class Server:
             verify_limiter=self._verify_limiter,
         )
         self.connections.add(connection)
+        self.registry.opened(connection, _local_port(conn))
         try:
             await connection.run()
         except trio.Cancelled:
@@ -149,6 +159,7 @@ class Server:
             # A bug must cost one connection, never the server.
             log.exception("connection failed")
         finally:
+            self.registry.closed(connection)
             self.connections.discard(connection)
 
     async def _release_memory(self) -> None:
@@ -181,8 +192,12 @@ class Server:
         while True:
             # Bounded steps, each its own commit, so expiry never stalls the server.
             while True:
-                self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
-                self.committer.wrote()
+                try:
+                    with self.store.unit():
+                        self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                except StoreError as e:
+                    self.committer.store_failed(e)
+                    break  # try again at the next interval
                 await trio.sleep(0)
                 if self.store.expire_pass_complete:
                     break
@@ -201,6 +216,13 @@ class Server:
                     await connection.conn.aclose()
 
 
+def _local_port(conn) -> int:
+    try:
+        return conn.stream.socket.getsockname()[1]
+    except (AttributeError, OSError, IndexError):
+        return 0
+
+
 def build_server(config: Config) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
     address line."""
@@ -211,7 +233,7 @@ def build_server(config: Config) -> tuple[Server, str]:
     files = config.files
     ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
     sc = config.store
-    store = LMDBStore(str(sc.path), map_size=sc.map_size, durability=sc.durability)
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
     broker_config = BrokerConfig(
         allow_new_queues=config.auth.new_queues,
@@ -221,6 +243,15 @@ def build_server(config: Config) -> tuple[Server, str]:
         ntf_ttl=sl.notification_ttl_seconds,
     )
     ic = config.inactive_clients
+    auth = config.auth
+    control = None
+    if config.transport.control_port is not None:
+        control = ControlSettings(
+            port=config.transport.control_port,
+            admin_password=None if auth.control_port_admin_password is None else auth.control_port_admin_password.encode(),
+            user_password=None if auth.control_port_user_password is None else auth.control_port_user_password.encode(),
+            daily_block_quota=auth.daily_block_queue_quota,
+        )
     settings = ServerSettings(
         bind=config.transport.bind,
         ports=tuple(config.transport.port),
@@ -233,6 +264,7 @@ def build_server(config: Config) -> tuple[Server, str]:
         tls_handshake_timeout=float(config.limits.tls_handshake_timeout),
         handshake_timeout=float(config.limits.smp_handshake_timeout),
         outbox_limit=config.limits.outbox_limit,
+        control=control,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)

@@ -26,6 +26,8 @@ Store (base.py; LMDBStore in lmdb.py, MemoryStore in memory.py), synchronous, on
                                     DuplicateIdError
   delete_queue(rid) -> QueueRecord | None   also removes indexes and all messages
   queue_count() -> int, notifier_count() -> int      O(1) statistics
+  queues_after(cursor, limit) -> list[QueueRecord]  a page of records in recipient-id order
+  iter_queues(page=1000)                            every record, a page at a time (export)
   write_message(rid, msg, quota=128) -> WriteResult   reference writeMsg rule:
       STORED / STORED_EMPTY (stored; the queue was empty before -> push to subscriber),
       QUOTA (a marker with msg's id/ts was appended), FULL (nothing stored);
@@ -33,6 +35,7 @@ Store (base.py; LMDBStore in lmdb.py, MemoryStore in memory.py), synchronous, on
   peek_message(rid) -> StoredMessage | None         head (message or marker)
   delete_message(rid, msg_id) -> bool               deletes the head only if its id matches
   message_count(rid) -> int                         marker included
+  queue_messages(rid) -> list[StoredMessage]        every entry, head first (export)
   stored_message_count() -> int                     all queues, markers included (O(1) on LMDB)
   expire_messages(rid, older_than) -> int           real messages with ts < older_than from
                                                     the head, stops at a quota marker

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from .records import QueueRecord, StoredMessage
 
@@ -67,13 +69,30 @@ class QueueStore(ABC):
     def notifier_count(self) -> int:
         """Queues with a notifier (the reference's notifierCount statistic)."""
 
+    @abstractmethod
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        """Up to ``limit`` queue records (fresh copies) in recipient-id order, all with ids
+        greater than ``cursor`` (from the first if None). One page per call, so that no
+        engine cursor outlives a call: for export and maintenance tools, not the broker."""
+
+    def iter_queues(self, page: int = 1000) -> Iterator[QueueRecord]:
+        """Every queue record in recipient-id order, read ``page`` records at a time.
+        Do not mutate the store while iterating."""
+        cursor: bytes | None = None
+        while True:
+            records = self.queues_after(cursor, page)
+            yield from records
+            if len(records) < page:
+                return
+            cursor = records[-1].recipient_id
+
 
 class MessageStore(ABC):
     """Per-queue FIFO of messages, ending at most in one quota marker."""
 
     @abstractmethod
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
-        """Append ``msg`` following the reference's writeMsg rule (spec/semantics.md §5):
+        """Append ``msg`` following the reference's writeMsg rule (Server/MsgStore/STM.hs):
 
         - over quota (a marker was written) and the queue not empty yet -> FULL, nothing stored;
         - otherwise, if the queue holds fewer than ``quota`` entries (marker included) -> the
@@ -95,6 +114,11 @@ class MessageStore(ABC):
         """Entries in the queue, the quota marker included (the reference's queue size)."""
 
     @abstractmethod
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        """Every entry of queue ``rid``, head first, the quota marker included; [] if the
+        queue is empty or unknown. (A queue holds at most quota + 1 entries.)"""
+
+    @abstractmethod
     def stored_message_count(self) -> int:
         """Entries (messages and quota markers) in all queues together."""
 
@@ -110,15 +134,63 @@ class Store(QueueStore, MessageStore):
     Every read and mutation runs in the current write transaction (reads see its uncommitted
     writes). commit() ends it without fsync; sync() makes everything committed so far durable
     and may run in a worker thread while this thread goes on mutating in a new transaction.
-    If a mutation fails inside the engine, the whole uncommitted batch is aborted and StoreError
-    (StoreFullError when the map is full) is raised; usage errors (StoreUsageError) are raised
-    before anything is written and leave the batch alone.
+    If a mutation fails inside the engine, the current write unit (or, outside a unit, the whole
+    uncommitted batch) is aborted and StoreError (StoreFullError when the map is full) is
+    raised; usage errors (StoreUsageError) are raised before anything is written and leave the
+    batch alone.
     """
 
     # Set by expire_all: True when the last call reached the end of the queue space (the
     # next call starts a new pass from the first queue).
     expire_pass_complete: bool = False
     _expire_cursor: bytes | None = None
+
+    # Write tracking. Every mutation counts itself, so whether the open transaction holds
+    # writes is a fact of the store, not a convention its callers must keep: the group
+    # committer reads ``uncommitted_writes`` to know what an answer computed now depends on,
+    # and ``on_write(count)`` (set by the committer) is called after each counted write.
+    on_write: Callable[[int], None] | None = None
+    # Called when abort() discards uncommitted writes (an engine failure outside a unit).
+    on_abort: Callable[[], None] | None = None
+    _writes: int = 0
+
+    @property
+    def uncommitted_writes(self) -> int:
+        """Mutations made since the last commit() or abort() (0: nothing to commit)."""
+        return self._writes
+
+    def _discarded(self) -> None:
+        """abort() threw away ``_writes`` uncommitted writes."""
+        if self._writes:
+            self._writes = 0
+            if self.on_abort is not None:
+                self.on_abort()
+
+    def _note_write(self) -> None:
+        self._writes += 1
+        if self.on_write is not None:
+            self.on_write(self._writes)
+
+    def unit(self) -> AbstractContextManager[None]:
+        """A write unit inside the open transaction: everything mutated in the ``with`` block
+        joins the transaction if the block ends normally, and is undone alone (the rest of
+        the transaction stays) if it raises. The broker runs each block's commands in one
+        unit, so a failing write (a full map) costs that block, never other connections'
+        writes in the same group commit. Units do not nest."""
+        scope = self.__dict__.get("_unit_scope")
+        if scope is None:
+            scope = self.__dict__["_unit_scope"] = _UnitScope(self)
+        return scope
+
+    @abstractmethod
+    def _begin_unit(self) -> None: ...
+
+    @abstractmethod
+    def _end_unit(self) -> None:
+        """Join the unit's writes to the transaction (may raise StoreError: then undone)."""
+
+    @abstractmethod
+    def _rollback_unit(self) -> None: ...
 
     @abstractmethod
     def commit(self) -> None:
@@ -132,6 +204,14 @@ class Store(QueueStore, MessageStore):
     def sync(self) -> None:
         """Make every committed transaction durable (fsync, unless durability='none').
         Safe to call from another thread while this store keeps being used."""
+
+    @property
+    def needs_maintenance(self) -> bool:
+        """True when maintain() has work to do (the open transaction must be ended first)."""
+        return False
+
+    def maintain(self) -> None:
+        """Housekeeping between transactions (LMDBStore grows a full map here)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -172,3 +252,22 @@ class Store(QueueStore, MessageStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _UnitScope:
+    """``with store.unit():`` without a generator per block (this is on the hot path)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._begin_unit()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        if exc_type is None:
+            self._store._end_unit()
+        else:
+            self._store._rollback_unit()
+        return False

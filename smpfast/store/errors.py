@@ -4,18 +4,19 @@ Two families:
 - usage errors (``StoreUsageError`` and subclasses): a precondition failed; they are raised
   before the call wrote anything, and the uncommitted batch stays intact;
 - everything else that derives from ``StoreError`` (``StoreFullError``, plain ``StoreError``):
-  the engine failed during a mutation; the whole uncommitted batch has been aborted.
+  the engine failed during a mutation; the current write unit (``Store.unit``), or the whole
+  uncommitted batch outside a unit, has been aborted.
 """
 
 from __future__ import annotations
 
 
 class StoreError(Exception):
-    """The store could not do what was asked. The broker answers ERR STORE/INTERNAL."""
+    """The store could not do what was asked. The broker answers ERR STORE."""
 
 
 class StoreFullError(StoreError):
-    """The LMDB map (or disk) is full. The uncommitted batch was aborted."""
+    """The LMDB map (or disk) is full. The write unit (or uncommitted batch) was aborted."""
 
 
 class StoreFormatError(StoreError):

@@ -28,9 +28,13 @@ and sync loses the unsynced transactions (never acknowledged: the broker answers
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import struct
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import lmdb
 
@@ -57,6 +61,26 @@ from .records import (
 
 STORE_FORMAT = 1
 DEFAULT_MAP_SIZE = 8 << 30  # 8 GiB of address space; the file grows only as data is written
+
+log = logging.getLogger(__name__)
+_R = TypeVar("_R")
+
+
+def _engine_call(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Run a store method so that an engine failure aborts the current write unit (or the
+    batch) and surfaces as StoreError; usage errors pass through, the batch intact."""
+
+    @functools.wraps(method)
+    def call(self: "LMDBStore", *args: object, **kwargs: object) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUsageError:
+            raise
+        except BaseException as e:
+            self._fail(e)
+            raise  # _fail raises; this keeps type checkers informed
+
+    return call
 
 _DB_NAMES = (b"queues", b"senders", b"notifiers", b"links", b"messages", b"qstate", b"meta")
 _FORMAT_KEY = b"format"
@@ -92,11 +116,19 @@ class LMDBStore(Store):
         map_size: int = DEFAULT_MAP_SIZE,
         durability: str = "fsync",
         writemap: bool = False,
+        map_size_max: int | None = None,
     ) -> None:
         if durability not in ("fsync", "none"):
             raise ValueError("durability must be 'fsync' or 'none'")
         self._durability = durability
-        self._txn: lmdb.Transaction | None = None
+        self._txn: lmdb.Transaction | None = None  # the transaction reads and writes use now
+        self._root: lmdb.Transaction | None = None  # the batch the group commit closes
+        self._in_unit = False
+        # LMDB has no nested transactions with writemap: a unit is then the whole batch.
+        self._nested = not writemap
+        self._map_size = map_size
+        self._map_size_max = max(map_size, map_size_max or map_size)
+        self._grow_wanted = False
         self._commits = 0  # commits made; sync() flushes only if this moved
         self._synced = 0
         self._sync_lock = threading.Lock()
@@ -157,38 +189,121 @@ class LMDBStore(Store):
     # --- transaction plumbing -------------------------------------------------------------
 
     def _begin(self) -> lmdb.Transaction:
+        """The current transaction for reads: the unit's if one wrote, else the batch's."""
+        if self._txn is not None:
+            return self._txn
         try:
-            self._txn = self._env.begin(write=True)
+            self._root = self._txn = self._env.begin(write=True)
         except lmdb.Error as e:
             raise StoreError(f"cannot begin a transaction: {e}") from e
         return self._txn
 
+    def _write_txn(self) -> lmdb.Transaction:
+        """The transaction a mutation writes into: inside a unit, a child of the batch
+        (begun at the unit's first write), so that a failure aborts the unit alone."""
+        txn = self._begin()
+        if self._in_unit and self._nested and txn is self._root:
+            try:
+                txn = self._txn = self._env.begin(write=True, parent=txn)
+            except lmdb.Error as e:
+                raise StoreError(f"cannot begin a write unit: {e}") from e
+        return txn
+
+    def _begin_unit(self) -> None:
+        if self._in_unit:
+            raise RuntimeError("write units do not nest")
+        self._in_unit = True
+
+    def _end_unit(self) -> None:
+        child = self._txn
+        if child is not None and child is not self._root:
+            self._txn = self._root
+            try:
+                child.commit()  # into the batch: no I/O, pages stay in memory
+            except lmdb.Error as e:
+                try:
+                    self._fail(e)
+                finally:
+                    self._in_unit = False
+        self._in_unit = False
+
+    def _rollback_unit(self) -> None:
+        self._abort_unit()
+        self._in_unit = False
+
+    def _abort_unit(self) -> None:
+        child = self._txn
+        if child is not None and child is not self._root:
+            self._txn = self._root
+            try:
+                child.abort()
+            except lmdb.Error:
+                pass  # the child is gone either way
+
     def _fail(self, e: BaseException) -> None:
-        """Abort the batch after an engine failure, then raise the StoreError for it."""
-        self.abort()
+        """Abort the unit (or, outside one, the batch) after an engine failure, then raise the
+        StoreError for it."""
+        if self._in_unit and self._nested:
+            self._abort_unit()
+        else:
+            self.abort()
         if isinstance(e, lmdb.MapFullError):
-            raise StoreFullError("LMDB map is full (raise map_size); the batch was aborted") from e
+            self._want_growth()
+            raise StoreFullError("the LMDB map is full (raise [STORE] map_size)") from e
         if isinstance(e, lmdb.Error):
-            raise StoreError(f"LMDB: {e}; the batch was aborted") from e
+            raise StoreError(f"LMDB: {e}") from e
         raise e
 
+    def _want_growth(self) -> None:
+        if self._map_size < self._map_size_max:
+            self._grow_wanted = True
+
+    @property
+    def needs_maintenance(self) -> bool:
+        return self._grow_wanted
+
+    def maintain(self) -> None:
+        """Between transactions (none may be open in this process): grow the map after it
+        filled, when ``map_size_max`` allows. The group committer calls this after commits."""
+        if not self._grow_wanted or self._txn is not None:
+            return
+        self._grow_wanted = False
+        new_size = min(self._map_size * 2, self._map_size_max)
+        try:
+            self._env.set_mapsize(new_size)
+        except lmdb.Error as e:
+            log.error("could not grow the LMDB map to %d bytes: %s", new_size, e)
+            return
+        log.warning("LMDB map was full: grew it from %d to %d bytes", self._map_size, new_size)
+        self._map_size = new_size
+
+    @property
+    def map_size(self) -> int:
+        return self._map_size
+
     def commit(self) -> None:
-        txn = self._txn
+        txn = self._root
         if txn is None:
             return
-        self._txn = None
+        if self._in_unit:
+            raise RuntimeError("commit() inside a write unit")
+        self._root = self._txn = None
+        self._writes = 0
         try:
             txn.commit()
         except lmdb.MapFullError as e:
-            raise StoreFullError("LMDB map is full at commit; the batch was aborted") from e
+            self._want_growth()
+            raise StoreFullError("the LMDB map is full at commit; the batch was aborted") from e
         except lmdb.Error as e:
             raise StoreError(f"LMDB commit failed: {e}; the batch was aborted") from e
         self._commits += 1
 
     def abort(self) -> None:
-        txn = self._txn
+        self._abort_unit()
+        txn = self._root
+        self._root = self._txn = None
+        self._discarded()
         if txn is not None:
-            self._txn = None
             try:
                 txn.abort()
             except lmdb.Error:
@@ -223,22 +338,16 @@ class LMDBStore(Store):
         except RecordError as e:
             raise StoreError(f"corrupt queue record: {e}") from None
 
+    @_engine_call
     def get_queue(self, rid: bytes) -> QueueRecord | None:
-        txn = self._txn or self._begin()
-        try:
-            return self._get_queue(txn, rid)
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._begin()
+        return self._get_queue(txn, rid)
 
+    @_engine_call
     def _by_index(self, db: object, key: bytes) -> QueueRecord | None:
-        txn = self._txn or self._begin()
-        try:
-            rid = txn.get(key, db=db)
-            return None if rid is None else self._get_queue(txn, rid)
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._begin()
+        rid = txn.get(key, db=db)
+        return None if rid is None else self._get_queue(txn, rid)
 
     def queue_by_sender(self, sid: bytes) -> QueueRecord | None:
         return self._by_index(self._senders, sid)
@@ -249,96 +358,106 @@ class LMDBStore(Store):
     def queue_by_link(self, link_id: bytes) -> QueueRecord | None:
         return self._by_index(self._links, link_id)
 
+    @_engine_call
     def add_queue(self, rec: QueueRecord) -> bool:
         data = encode_queue(rec)
         rid = rec.recipient_id
         _prefix(rid)
-        txn = self._txn or self._begin()
-        try:
-            ntf = rec.notifier
-            if (
-                txn.get(rid, db=self._queues) is not None
-                or txn.get(rec.sender_id, db=self._senders) is not None
-                or (ntf is not None and txn.get(ntf.notifier_id, db=self._notifiers) is not None)
-                or (rec.link_id is not None and txn.get(rec.link_id, db=self._links) is not None)
-            ):
-                return False
-            txn.put(rid, data, db=self._queues)
-            txn.put(rec.sender_id, rid, db=self._senders)
-            if ntf is not None:
-                txn.put(ntf.notifier_id, rid, db=self._notifiers)
-            if rec.link_id is not None:
-                txn.put(rec.link_id, rid, db=self._links)
-            return True
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._write_txn()
+        ntf = rec.notifier
+        if (
+            txn.get(rid, db=self._queues) is not None
+            or txn.get(rec.sender_id, db=self._senders) is not None
+            or (ntf is not None and txn.get(ntf.notifier_id, db=self._notifiers) is not None)
+            or (rec.link_id is not None and txn.get(rec.link_id, db=self._links) is not None)
+        ):
+            return False
+        txn.put(rid, data, db=self._queues)
+        txn.put(rec.sender_id, rid, db=self._senders)
+        if ntf is not None:
+            txn.put(ntf.notifier_id, rid, db=self._notifiers)
+        if rec.link_id is not None:
+            txn.put(rec.link_id, rid, db=self._links)
+        self._note_write()
+        return True
 
+    @_engine_call
     def update_queue(self, rec: QueueRecord) -> None:
         data = encode_queue(rec)
         rid = rec.recipient_id
-        txn = self._txn or self._begin()
-        try:
-            old = self._get_queue(txn, rid)
-            if old is None:
-                raise QueueNotFound(rid.hex())
-            old_nid = old.notifier.notifier_id if old.notifier is not None else None
-            new_nid = rec.notifier.notifier_id if rec.notifier is not None else None
-            moves = []
-            for db, old_id, new_id in (
-                (self._senders, old.sender_id, rec.sender_id),
-                (self._notifiers, old_nid, new_nid),
-                (self._links, old.link_id, rec.link_id),
-            ):
-                if old_id != new_id:
-                    if new_id is not None:
-                        owner = txn.get(new_id, db=db)
-                        if owner is not None and owner != rid:
-                            raise DuplicateIdError(f"id {new_id.hex()} belongs to another queue")
-                    moves.append((db, old_id, new_id))
-            for db, old_id, new_id in moves:
-                if old_id is not None:
-                    txn.delete(old_id, db=db)
+        txn = self._write_txn()
+        old = self._get_queue(txn, rid)
+        if old is None:
+            raise QueueNotFound(rid.hex())
+        old_nid = old.notifier.notifier_id if old.notifier is not None else None
+        new_nid = rec.notifier.notifier_id if rec.notifier is not None else None
+        moves = []
+        for db, old_id, new_id in (
+            (self._senders, old.sender_id, rec.sender_id),
+            (self._notifiers, old_nid, new_nid),
+            (self._links, old.link_id, rec.link_id),
+        ):
+            if old_id != new_id:
                 if new_id is not None:
-                    txn.put(new_id, rid, db=db)
-            txn.put(rid, data, db=self._queues)
-        except StoreUsageError:
-            raise
-        except BaseException as e:
-            self._fail(e)
-            raise
+                    owner = txn.get(new_id, db=db)
+                    if owner is not None and owner != rid:
+                        raise DuplicateIdError(f"id {new_id.hex()} belongs to another queue")
+                moves.append((db, old_id, new_id))
+        for db, old_id, new_id in moves:
+            if old_id is not None:
+                txn.delete(old_id, db=db)
+            if new_id is not None:
+                txn.put(new_id, rid, db=db)
+        txn.put(rid, data, db=self._queues)
+        self._note_write()
 
+    @_engine_call
     def delete_queue(self, rid: bytes) -> QueueRecord | None:
-        txn = self._txn or self._begin()
-        try:
-            old = self._get_queue(txn, rid)
-            if old is None:
-                return None
-            txn.delete(rid, db=self._queues)
-            txn.delete(old.sender_id, db=self._senders)
-            if old.notifier is not None:
-                txn.delete(old.notifier.notifier_id, db=self._notifiers)
-            if old.link_id is not None:
-                txn.delete(old.link_id, db=self._links)
-            if txn.delete(rid, db=self._qstate):
-                prefix = _prefix(rid)
-                cur = txn.cursor(db=self._messages)
-                if cur.set_range(prefix):
-                    while cur.key().startswith(prefix):
-                        if not cur.delete():
-                            break
-            return old
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._write_txn()
+        old = self._get_queue(txn, rid)
+        if old is None:
+            return None
+        txn.delete(rid, db=self._queues)
+        txn.delete(old.sender_id, db=self._senders)
+        if old.notifier is not None:
+            txn.delete(old.notifier.notifier_id, db=self._notifiers)
+        if old.link_id is not None:
+            txn.delete(old.link_id, db=self._links)
+        if txn.delete(rid, db=self._qstate):
+            prefix = _prefix(rid)
+            cur = txn.cursor(db=self._messages)
+            if cur.set_range(prefix):
+                while cur.key().startswith(prefix):
+                    if not cur.delete():
+                        break
+        self._note_write()
+        return old
 
+    @_engine_call
     def _entries(self, db: object) -> int:
-        txn = self._txn or self._begin()
+        txn = self._begin()
+        return txn.stat(db)["entries"]
+
+    @_engine_call
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        txn = self._begin()
+        out: list[QueueRecord] = []
+        if limit <= 0:
+            return out
+        cur = txn.cursor(db=self._queues)
         try:
-            return txn.stat(db)["entries"]
-        except BaseException as e:
-            self._fail(e)
-            raise
+            ok = cur.first() if cursor is None else cur.set_range(cursor)
+            if ok and cursor is not None and cur.key() == cursor:
+                ok = cur.next()
+            while ok and len(out) < limit:
+                try:
+                    out.append(decode_queue(cur.value()))
+                except RecordError as e:
+                    raise StoreError(f"corrupt queue record: {e}") from None
+                ok = cur.next()
+        finally:
+            cur.close()
+        return out
 
     def queue_count(self) -> int:
         return self._entries(self._queues)
@@ -351,36 +470,32 @@ class LMDBStore(Store):
 
     # --- messages -------------------------------------------------------------------------
 
+    @_engine_call
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
         data = encode_message(msg)
         prefix = _prefix(rid)
-        txn = self._txn or self._begin()
-        try:
-            st = txn.get(rid, db=self._qstate)
-            if st is None:
-                if txn.get(rid, db=self._queues) is None:
-                    raise QueueNotFound(rid.hex())
-                head = tail = 0
-            else:
-                over, head, tail = _decode_qstate(st)
-                if over:
-                    return WriteResult.FULL
-            size = tail - head
-            if size < quota:
-                result = WriteResult.STORED_EMPTY if size == 0 else WriteResult.STORED
-                flags = 0
-            else:
-                data = encode_message(quota_marker(msg.msg_id, msg.ts))
-                result = WriteResult.QUOTA
-                flags = _OVER_QUOTA
-            txn.put(prefix + _SEQ.pack(tail), data, db=self._messages)
-            txn.put(rid, _QSTATE.pack(_QSTATE_VERSION, flags, head, tail + 1), db=self._qstate)
-            return result
-        except StoreUsageError:
-            raise
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._write_txn()
+        st = txn.get(rid, db=self._qstate)
+        if st is None:
+            if txn.get(rid, db=self._queues) is None:
+                raise QueueNotFound(rid.hex())
+            head = tail = 0
+        else:
+            over, head, tail = _decode_qstate(st)
+            if over:
+                return WriteResult.FULL
+        size = tail - head
+        if size < quota:
+            result = WriteResult.STORED_EMPTY if size == 0 else WriteResult.STORED
+            flags = 0
+        else:
+            data = encode_message(quota_marker(msg.msg_id, msg.ts))
+            result = WriteResult.QUOTA
+            flags = _OVER_QUOTA
+        txn.put(prefix + _SEQ.pack(tail), data, db=self._messages)
+        txn.put(rid, _QSTATE.pack(_QSTATE_VERSION, flags, head, tail + 1), db=self._qstate)
+        self._note_write()
+        return result
 
     def _head(self, txn: lmdb.Transaction, rid: bytes) -> tuple[bool, int, int, bytes] | None:
         st = txn.get(rid, db=self._qstate)
@@ -404,85 +519,82 @@ class LMDBStore(Store):
             flags = _OVER_QUOTA if over else 0
             txn.put(rid, _QSTATE.pack(_QSTATE_VERSION, flags, head + 1, tail), db=self._qstate)
 
+    @_engine_call
     def peek_message(self, rid: bytes) -> StoredMessage | None:
-        txn = self._txn or self._begin()
-        try:
-            h = self._head(txn, rid)
-            if h is None:
-                return None
-            return decode_message(self._get_record(txn, h[3]))
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._begin()
+        h = self._head(txn, rid)
+        if h is None:
+            return None
+        return decode_message(self._get_record(txn, h[3]))
 
+    @_engine_call
     def delete_message(self, rid: bytes, msg_id: bytes) -> bool:
-        txn = self._txn or self._begin()
-        try:
-            h = self._head(txn, rid)
-            if h is None:
-                return False
-            over, head, tail, key = h
-            if message_meta(self._get_record(txn, key))[0] != msg_id:
-                return False
-            self._pop_head(txn, rid, over, head, tail, key)
-            return True
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._write_txn()
+        h = self._head(txn, rid)
+        if h is None:
+            return False
+        over, head, tail, key = h
+        if message_meta(self._get_record(txn, key))[0] != msg_id:
+            return False
+        self._pop_head(txn, rid, over, head, tail, key)
+        self._note_write()
+        return True
 
+    @_engine_call
     def message_count(self, rid: bytes) -> int:
-        txn = self._txn or self._begin()
-        try:
-            st = txn.get(rid, db=self._qstate)
-            if st is None:
-                return 0
-            _, head, tail = _decode_qstate(st)
-            return tail - head
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._begin()
+        st = txn.get(rid, db=self._qstate)
+        if st is None:
+            return 0
+        _, head, tail = _decode_qstate(st)
+        return tail - head
 
+    @_engine_call
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        txn = self._begin()
+        h = self._head(txn, rid)
+        if h is None:
+            return []
+        _, head, tail, key = h
+        prefix = key[:-8]
+        return [decode_message(self._get_record(txn, prefix + _SEQ.pack(seq))) for seq in range(head, tail)]
+
+    @_engine_call
     def expire_messages(self, rid: bytes, older_than: int) -> int:
-        txn = self._txn or self._begin()
-        try:
-            n = 0
-            h = self._head(txn, rid)
-            if h is None:
-                return 0
-            over, head, tail, key = h
-            prefix = key[:-8]
-            while head < tail:
-                key = prefix + _SEQ.pack(head)
-                _, ts, is_quota = message_meta(self._get_record(txn, key))
-                if is_quota or ts >= older_than:
-                    break
-                txn.delete(key, db=self._messages)
-                head += 1
-                n += 1
-            if n:
-                if head == tail:
-                    txn.delete(rid, db=self._qstate)
-                else:
-                    flags = _OVER_QUOTA if over else 0
-                    txn.put(rid, _QSTATE.pack(_QSTATE_VERSION, flags, head, tail), db=self._qstate)
-            return n
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._write_txn()
+        n = 0
+        h = self._head(txn, rid)
+        if h is None:
+            return 0
+        over, head, tail, key = h
+        prefix = key[:-8]
+        while head < tail:
+            key = prefix + _SEQ.pack(head)
+            _, ts, is_quota = message_meta(self._get_record(txn, key))
+            if is_quota or ts >= older_than:
+                break
+            txn.delete(key, db=self._messages)
+            head += 1
+            n += 1
+        if n:
+            if head == tail:
+                txn.delete(rid, db=self._qstate)
+            else:
+                flags = _OVER_QUOTA if over else 0
+                txn.put(rid, _QSTATE.pack(_QSTATE_VERSION, flags, head, tail), db=self._qstate)
+            self._note_write()
+        return n
 
+    @_engine_call
     def _nonempty_after(self, cursor: bytes | None, limit: int) -> tuple[list[bytes], bool]:
-        txn = self._txn or self._begin()
-        try:
-            cur = txn.cursor(db=self._qstate)
-            ok = cur.first() if cursor is None else cur.set_range(cursor)
-            if ok and cursor is not None and cur.key() == cursor:
-                ok = cur.next()
-            out: list[bytes] = []
-            while ok and len(out) < limit:
-                out.append(cur.key())
-                ok = cur.next()
-            cur.close()
-            return out, not ok
-        except BaseException as e:
-            self._fail(e)
-            raise
+        txn = self._begin()
+        cur = txn.cursor(db=self._qstate)
+        ok = cur.first() if cursor is None else cur.set_range(cursor)
+        if ok and cursor is not None and cur.key() == cursor:
+            ok = cur.next()
+        out: list[bytes] = []
+        while ok and len(out) < limit:
+            out.append(cur.key())
+            ok = cur.next()
+        cur.close()
+        return out, not ok

@@ -1,6 +1,7 @@
 """MemoryStore: the Store interface on dicts and deques, for tests and as the model the LMDB
 store is checked against. Nothing survives close(). abort() undoes every change since the last
-commit() through an undo log, so batch semantics match LMDBStore."""
+commit() through an undo log, and a write unit that raises undoes its own entries only, so batch
+and unit semantics match LMDBStore."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class MemoryStore(Store):
         self._msgs: dict[bytes, deque[StoredMessage]] = {}  # non-empty queues only
         self._over_quota: dict[bytes, bool] = {}  # non-empty queues that hit the quota
         self._undo: list[Callable[[], None]] = []
+        self._unit_mark: int | None = None  # undo-log length when the open unit began
         self._closed = False
 
     # --- undo log -------------------------------------------------------------------------
@@ -33,12 +35,35 @@ class MemoryStore(Store):
     def _set(self, d: dict, k: bytes, v: object) -> None:
         prev = d.get(k, _MISSING)
         d[k] = v
-        self._undo.append(lambda: d.__setitem__(k, prev) if prev is not _MISSING else d.pop(k, None))
+        self._logged(lambda: d.__setitem__(k, prev) if prev is not _MISSING else d.pop(k, None))
 
     def _del(self, d: dict, k: bytes) -> None:
         prev = d.pop(k, _MISSING)
         if prev is not _MISSING:
-            self._undo.append(lambda: d.__setitem__(k, prev))
+            self._logged(lambda: d.__setitem__(k, prev))
+
+    def _logged(self, undo: Callable[[], None]) -> None:
+        self._undo.append(undo)
+        self._note_write()
+
+    def _undo_to(self, mark: int) -> None:
+        undo = self._undo
+        while len(undo) > mark:
+            undo.pop()()
+
+    def _begin_unit(self) -> None:
+        self._check_open()
+        if self._unit_mark is not None:
+            raise RuntimeError("write units do not nest")
+        self._unit_mark = len(self._undo)
+
+    def _end_unit(self) -> None:
+        self._unit_mark = None
+
+    def _rollback_unit(self) -> None:
+        mark, self._unit_mark = self._unit_mark, None
+        if mark is not None:
+            self._undo_to(mark)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -133,6 +158,11 @@ class MemoryStore(Store):
         self._check_open()
         return len(self._notifiers)
 
+    def queues_after(self, cursor: bytes | None, limit: int) -> list[QueueRecord]:
+        self._check_open()
+        rids = sorted(r for r in self._queues if cursor is None or r > cursor)[: max(limit, 0)]
+        return [copy_queue(self._queues[r]) for r in rids]
+
     # --- messages -------------------------------------------------------------------------
 
     def write_message(self, rid: bytes, msg: StoredMessage, quota: int = DEFAULT_QUOTA) -> WriteResult:
@@ -158,7 +188,7 @@ class MemoryStore(Store):
             self._set(self._over_quota, rid, True)
             result = WriteResult.QUOTA
         q.append(item)
-        self._undo.append(q.pop)
+        self._logged(q.pop)
         return result
 
     def peek_message(self, rid: bytes) -> StoredMessage | None:
@@ -168,7 +198,7 @@ class MemoryStore(Store):
 
     def _pop_head(self, rid: bytes, q: deque[StoredMessage]) -> None:
         head = q.popleft()
-        self._undo.append(lambda: q.appendleft(head))
+        self._logged(lambda: q.appendleft(head))
         if not q:
             self._del(self._msgs, rid)
             self._del(self._over_quota, rid)
@@ -185,6 +215,10 @@ class MemoryStore(Store):
         self._check_open()
         q = self._msgs.get(rid)
         return 0 if q is None else len(q)
+
+    def queue_messages(self, rid: bytes) -> list[StoredMessage]:
+        self._check_open()
+        return [replace(m) for m in self._msgs.get(rid, ())]
 
     def stored_message_count(self) -> int:
         self._check_open()
@@ -211,11 +245,11 @@ class MemoryStore(Store):
     def commit(self) -> None:
         self._check_open()
         self._undo.clear()
+        self._writes = 0
 
     def abort(self) -> None:
-        undo = self._undo
-        while undo:
-            undo.pop()()
+        self._undo_to(0)
+        self._discarded()
 
     def sync(self) -> None:
         return None

@@ -17,11 +17,24 @@ socket (``tls_bytes_out``/``tls_bytes_in``: TLS record headers, tags and any TLS
 included). Reductions are unbatched / batched.
 
 Version 6 connects without ALPN (a pre-v7 client: the server then offers only v6); other
-versions connect with ALPN ``smp/1`` and min = max = that version.
+versions connect with ALPN ``smp/1`` and min = max = that version; from v11 every block is
+encrypted (block encryption, one 16-byte tag per block inside the 16384 bytes).
+
+Without an address the tool starts its own smpfast server on loopback and lets it offer
+up to v18 (``--server-max-version``): smpfast announces only v6-v7 when it serves
+clients, but its codecs and block encryption speak every version up to 18, and the
+commands measured here (NEW, KEY, SUB, SEND, MSG, ACK, DEL) exist at all of them. Against
+an external server the versions are what it offers.
+
+The output starts with the verdict: whether SimpleX v3.1's claim (90 subscriptions take
+one block instead of 90) holds at each version measured, v18 included, or why v18 was
+not measured; then one table per version (``--details``: per direction, SMP and TLS bytes).
 
 JSON document (``--json FILE``)::
 
-    {"tool": "smpfast traffic", "address": "smp://<fingerprint>@host:port" (no password),
+    {"verdict": {"n": 90, "measured", "holds", "holds_at": [v...], "fails_at": [v...],
+         "v18": <the claim entry of v18> | null, "v18_note": why v18 is missing | null},
+     "tool": "smpfast traffic", "address": "smp://<fingerprint>@host:port" (no password),
      "server": "in-process" | "external", "server_versions": [min, max],
      "block_size": 16384, "message_size": <SEND body bytes>, "sweep": [N...],
      "versions": [v...],
@@ -48,3 +61,7 @@ DEFAULT_MESSAGE_SIZE = 128
 PHASES = ("subscribe", "send", "receive")
 MODES = ("unbatched", "batched")
 CLAIM_N = 90
+VERDICT_VERSION = 18  # the claim is checked again at the highest version, with block encryption
+ANNOTATED_N = (90, 135)  # the plot writes the reduction at these N
+DEFAULT_VERSIONS = (6, 7, 18)  # oldest (no ALPN), last without block encryption, newest
+IN_PROCESS_MAX_VERSION = 18

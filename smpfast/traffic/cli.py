@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from . import DEFAULT_MESSAGE_SIZE, DEFAULT_SWEEP
+from ..usage import CliError
+from . import DEFAULT_MESSAGE_SIZE, DEFAULT_SWEEP, DEFAULT_VERSIONS, IN_PROCESS_MAX_VERSION
 
 MAX_N = 255 * 8  # a sanity bound: the sweep is about batch sizes, not load
 
@@ -29,16 +30,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Measure SMP's traffic reduction from batching: blocks, SMP bytes and TLS bytes on the "
         "wire for N subscriptions and N messages, batched (one write of up to 255 commands "
         "per 16 KB block) against unbatched (one request at a time). Without ADDRESS an "
-        "in-process smpfast server on 127.0.0.1 (MemoryStore) is started and stopped."
+        "in-process smpfast server on 127.0.0.1 (MemoryStore, offering up to "
+        f"v{IN_PROCESS_MAX_VERSION}) is started and stopped. The first line is the verdict on "
+        "SimpleX v3.1's claim (90 subscriptions: one block instead of 90), at every version "
+        "measured, v18 (block encryption) included."
     )
     p.add_argument("address", nargs="?", metavar="ADDRESS",
                    help="server address smp://<fingerprint>[:<password>]@<host>[:<port>] "
                    "(default: an in-process server on loopback)")
     p.add_argument("--sweep", type=_int_list, default=list(DEFAULT_SWEEP), metavar="N,N,...",
-                   help="queues per row (default: %s)" % ",".join(map(str, DEFAULT_SWEEP)))
+                   help="the batch sizes N to measure, one row each (default: %s; the verdict "
+                   "needs 90)" % ",".join(map(str, DEFAULT_SWEEP)))
     p.add_argument("--versions", type=_int_list, default=None, metavar="V,V,...",
                    help="SMP versions to measure; 6 connects without ALPN like a pre-v7 client "
-                   "(default: every version the server offers, 6 up to its max)")
+                   "(default: %s, those the server offers; its highest if it has no 18)"
+                   % ",".join(map(str, DEFAULT_VERSIONS)))
+    p.add_argument("--server-max-version", type=int, default=IN_PROCESS_MAX_VERSION, metavar="V",
+                   help="without ADDRESS: the highest version the in-process server offers "
+                   f"(default: {IN_PROCESS_MAX_VERSION})")
+    p.add_argument("--details", action="store_true",
+                   help="print the full table: both directions, blocks, SMP bytes and TLS bytes")
     p.add_argument("--message-size", type=int, default=DEFAULT_MESSAGE_SIZE, metavar="BYTES",
                    help=f"SEND body size (default: {DEFAULT_MESSAGE_SIZE}); a MSG delivery is "
                    "always ~16 KB (padded), so only SEND and ACK traffic can shrink")
@@ -50,13 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from smpfast.cli import CliError
     from smpfast.protocol.versions import ALL_VERSIONS
 
     if any(n < 1 or n > MAX_N for n in args.sweep):
         raise CliError(f"--sweep: every N must be in 1..{MAX_N}")
     if args.versions is not None and any(v not in ALL_VERSIONS for v in args.versions):
         raise CliError(f"--versions: known versions are {','.join(map(str, ALL_VERSIONS))}")
+    if args.server_max_version not in ALL_VERSIONS or args.server_max_version < 7:
+        raise CliError(f"--server-max-version: 7..{max(ALL_VERSIONS)}")
     if not 1 <= args.message_size <= 16048:
         raise CliError("--message-size: 1..16048 bytes (the v11+ SEND limit)")
     if args.plot:
@@ -68,19 +80,32 @@ def _validate(args: argparse.Namespace) -> None:
             raise CliError(str(e)) from None
 
 
+def default_versions(vmin: int, vmax: int) -> list[int]:
+    """DEFAULT_VERSIONS that the server offers; its highest when that is not among them."""
+    out = [v for v in DEFAULT_VERSIONS if vmin <= v <= vmax]
+    if vmax not in out:
+        out.append(vmax)
+    return sorted(set(out))
+
+
 def run(args: argparse.Namespace) -> int:
-    from smpfast.cli import CliError
     _validate(args)
+    if args.address:
+        from smpfast.load.config import UsageError
+        from smpfast.load.diagnose import check_address
+
+        try:
+            check_address(args.address)
+        except UsageError as e:
+            raise CliError(f"traffic: {e}") from None
 
     import trio
 
-    from smpfast.client import ClientError, parse_address
+    from smpfast.client import ClientError, SMPError, parse_address
     from smpfast.protocol.address import format_server
-    from smpfast.protocol.versions import ALL_VERSIONS
-
     from .local import local_server
     from .measure import TrafficError, measure_sweep, server_versions
-    from .report import document, table
+    from .report import detailed_table, document, table, verdict_lines
 
     def progress(version: int, n: int) -> None:
         if sys.stderr.isatty():
@@ -89,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> tuple[dict, list]:
         async def measure(address: str, kind: str) -> tuple[dict, list]:
             vmin, vmax = await server_versions(address)
-            versions = args.versions or [v for v in ALL_VERSIONS if vmin <= v <= vmax]
+            versions = args.versions or default_versions(vmin, vmax)
+            missing = [v for v in versions if not (vmin <= v <= vmax or v == 6)]
+            if missing:
+                raise TrafficError(f"the server offers v{vmin}-v{vmax}, not "
+                                   + ", ".join(f"v{v}" for v in missing) + " (--versions)")
             with trio.fail_after(args.timeout * len(versions) * len(args.sweep)):
                 results = await measure_sweep(address, versions, args.sweep, args.message_size,
                                               args.timeout, progress)
@@ -100,21 +129,30 @@ def run(args: argparse.Namespace) -> int:
 
         if args.address:
             return await measure(args.address, "external")
-        async with local_server() as address:
+        async with local_server(args.server_max_version) as address:
             return await measure(address, "in-process")
 
     try:
         doc, results = trio.run(main)
-    except (ClientError, TrafficError, ValueError) as e:
+    except ClientError as e:
+        if not args.address:
+            raise CliError(f"traffic: {e}") from None
+        from smpfast.load.diagnose import explain  # the load generator's cause-and-fix lines
+
+        phase = "create" if isinstance(e, SMPError) else "connect"
+        raise CliError("traffic: " + explain(e, args.address, phase=phase)) from None
+    except (TrafficError, ValueError) as e:
         raise CliError(f"traffic: {e}") from None
     except trio.TooSlowError:
         raise CliError("traffic: the measurement took longer than --timeout allows") from None
+    for line in verdict_lines(results, doc["verdict"]):
+        print(line)
     where = "in-process smpfast server, MemoryStore" if doc["server"] == "in-process" else "external server"
-    print(f"smpfast traffic: {doc['address']} ({where}, offers v{doc['server_versions'][0]}"
-          f"-v{doc['server_versions'][1]})")
-    print(f"SEND bodies {doc['message_size']} B; SMP bytes = blocks × 16384; TLS bytes = bytes on the "
-          "socket; ratio = unbatched / batched\n")
-    print(table(results))
+    print(f"\nsmpfast traffic: {doc['address']} ({where}, offers v{doc['server_versions'][0]}"
+          f"-v{doc['server_versions'][1]}); versions measured: {', '.join(f'v{v}' for v in doc['versions'])}")
+    print(f"SEND bodies {doc['message_size']} B; SMP bytes = blocks x 16384; TLS bytes = bytes on the "
+          "socket; reduction = unbatched / batched\n")
+    print(detailed_table(results) if args.details else table(results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)

@@ -17,13 +17,15 @@ from ..transport import server_context
 
 
 @asynccontextmanager
-async def local_server() -> AsyncIterator[str]:
-    """Yields the server's address ``smp://<fingerprint>@127.0.0.1:<port>``."""
+async def local_server(max_version: int | None = None) -> AsyncIterator[str]:
+    """Yields the server's address ``smp://<fingerprint>@127.0.0.1:<port>``; the server
+    offers versions up to ``max_version`` (default: what smpfast announces)."""
     with tempfile.TemporaryDirectory(prefix="smpfast-traffic-") as d:
         create_credentials(d, "127.0.0.1")
         creds = load_server_credentials(d)
         ctx = server_context(f"{d}/server.crt", f"{d}/server.key", cafile=f"{d}/ca.crt")
-        identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
+        extra = {} if max_version is None else {"max_version": max_version}
+        identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra)
         store = MemoryStore()
         server = Server(store, identity, ctx, None, ServerSettings(bind="127.0.0.1", ports=(0,)))
         try:

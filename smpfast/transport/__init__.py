@@ -52,8 +52,7 @@ Connections (``stream``)
 Errors (``errors``): ``TransportError`` (base of all), ``TransportClosed``,
 ``HandshakeTimeout``, ``TLSIdentityError``.
 
-Test support (``testing``): ``write_server_files(directory, algorithm="ed25519")`` creates a
-throw-away CA + server certificate chain.
+Throw-away certificate chains for tests live in ``smpfast.testing.throwaway_certs``.
 """
 
 from .errors import HandshakeTimeout, TLSIdentityError, TransportClosed, TransportError

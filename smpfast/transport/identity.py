@@ -1,4 +1,4 @@
-"""The client's check of the server's certificate chain (spec/transport.md §5).
+"""The client's check of the server's certificate chain (reference: validateCertificateChain).
 
 The server address carries a key hash: SHA-256 of the DER of the chain's second certificate
 (the "identity" cert, normally the offline CA). A chain is accepted when it has 2-4

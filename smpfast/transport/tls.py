@@ -1,4 +1,4 @@
-"""SSL contexts with the reference's TLS profile (spec/transport.md §2-§3).
+"""SSL contexts with the reference's TLS profile (defaultSupportedParams in its Transport.hs).
 
 Both sides: TLS 1.3 with TLS_CHACHA20_POLY1305_SHA256 only, or TLS 1.2 with
 ECDHE-ECDSA-CHACHA20-POLY1305 only; key exchange X25519/X448; Ed25519/Ed448 signatures; no

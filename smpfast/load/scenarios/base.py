@@ -9,13 +9,10 @@ import trio
 from ...client import SMPClient
 from ...protocol import versions as V
 from ..config import X25519_MIN_VERSION, LoadConfig, UsageError
+from ..control import Control
 from ..pool import Pool
 from ..progress import Phases, Progress
 from ..stats import Stats
-
-
-class SetupError(Exception):
-    """The run could not be set up (connect, queue creation): exit code 1."""
 
 
 @dataclass
@@ -25,6 +22,7 @@ class Context:
     nursery: trio.Nursery  # the client readers and receivers run here
     progress: Progress
     phases: Phases
+    control: Control = field(default_factory=Control)
 
 
 @dataclass
@@ -40,6 +38,24 @@ class Result:
     server: dict
     series: list[dict]
     details: dict = field(default_factory=dict)  # the scenario's own figures
+    generator: dict | None = None  # cpu.usage over the traffic phase
+    messages_sent: int | None = None  # messages (fanout: whole fanouts) sent, measured part
+    deliveries_per_message: int = 1  # fanout: the group size
+    stages: list[dict] | None = None  # per --stages stage (stage_results)
+
+
+def stage_results(cfg: LoadConfig, stats: Stats) -> list[dict] | None:
+    """Each stage's plan (and, open loop, its planned sends) with what happened in it."""
+    schedule = cfg.schedule
+    if schedule is None:
+        return None
+    unit = "messages/s" if cfg.open_loop else "sends in flight"
+    out = []
+    for entry, counts in zip(schedule.to_json(unit), stats.stages):
+        entry["planned"] = schedule.planned(entry["index"]) if cfg.open_loop else None
+        entry.update(counts.to_json())
+        out.append(entry)
+    return out
 
 
 def server_info(c: SMPClient) -> dict:
@@ -65,11 +81,6 @@ async def open_connections(ctx: Context, n: int, what: str) -> list[SMPClient]:
     ctx.phases.enter("connect", n, what)
     clients = await ctx.pool.open(n, ctx.nursery, ctx.phases.advance)
     return clients
-
-
-def spread(count: int, buckets: int) -> list[int]:
-    """``count`` items over ``buckets`` as evenly as possible (the first get one more)."""
-    return [count // buckets + (i < count % buckets) for i in range(buckets)]
 
 
 async def each(fns: list) -> None:

@@ -18,7 +18,8 @@ from ..pool import traffic_delta
 from ..receiver import Receiver
 from ..stats import Stats
 from ..tracker import Send, Tracker
-from .base import Context, Result, check_version, each, open_connections, server_info, spread
+from ..config import spread
+from .base import Context, Result, check_version, each, open_connections, server_info, stage_results
 from .messaging import on_message_handler
 
 LATENCIES = ("delivery", "fanout", "service", "send_ok")
@@ -28,7 +29,7 @@ async def run(ctx: Context) -> Result:
     cfg = ctx.cfg
     G = cfg.group
     N = min(cfg.effective_connections(), G)
-    stats = Stats(LATENCIES, cfg.size)
+    stats = Stats(LATENCIES, cfg.size, len(cfg.stages))
     tracker = Tracker(stats)
 
     members = await open_connections(ctx, N, "member connections")
@@ -69,22 +70,17 @@ async def run(ctx: Context) -> Result:
     def key_of(q: queues.QueueRef, stamp: payload.Stamp):
         return (stamp.seq, q.owner) if stamp.stream == 0 else None
 
-    on_message = on_message_handler(stats, tracker, cfg.size, key_of)
-    receivers = [Receiver(c, {q.rcv_id: q for q in r}, on_message, stats) for c, r in zip(members, refs)]
-    for r in receivers:
-        ctx.nursery.start_soon(r.run)
-
     async def send(s: Stream, c: Claim) -> bool:
         t = clock()
         body = payload.encode(0, c.seq, ns(c.intended), ns(t), cfg.size)
-        record = Send(c.intended, t, c.warm, G, fanout_done)
+        record = Send(c.intended, t, c.warm, G, fanout_done, c.stage)
         for q in group:
             tracker.expect((c.seq, q.owner), record)
         cmd = C.Send(C.MsgFlags(False), body)
         try:
             replies = await s.client.batch([(q.snd_id, cmd, q.sender_key) for q in group])
         except ClientClosed:
-            stats.other("sender connection closed")
+            stats.connection_lost("sender connection closed")
             return False
         now = clock()
         stats.record("send_ok", now - t, c.warm)
@@ -97,7 +93,15 @@ async def run(ctx: Context) -> Result:
                 tracker.fail((c.seq, q.owner), now, f"SEND unexpected {type(reply).__name__}")
         return True
 
-    engine = Engine(cfg, stats, tracker, [stream], send, G, ctx.phases, ctx.progress)
+    engine = Engine(cfg, stats, tracker, [stream], send, G, ctx.phases, ctx.progress, unit="delivery",
+                    control=ctx.control)
+    on_message = on_message_handler(stats, tracker, cfg.size, key_of)
+    receivers = [Receiver(c, {q.rcv_id: q for q in r}, on_message, stats) for c, r in zip(members, refs)]
+    for r in receivers:
+        r.on_closed = lambda: engine.abort("member connection closed")
+        ctx.nursery.start_soon(r.run)
+
+    await ctx.control.ready()
     before = ctx.pool.traffic()
     await engine.run()
     for r in receivers:
@@ -117,8 +121,10 @@ async def run(ctx: Context) -> Result:
             "fanouts_sent": sends,
             **complete,
             "fanouts_per_second": round(complete["fanouts_complete"] / max(stats.elapsed(engine.measure_start), 1e-9), 2),
-            "lost": engine.lost,
-            "unsent": engine.unsent,
-            "gave_up": engine.gave_up,
+            **engine.details(),
         },
+        generator=engine.cpu,
+        stages=stage_results(cfg, stats),
+        messages_sent=sends,
+        deliveries_per_message=G,
     )

@@ -15,7 +15,7 @@ from ..pool import traffic_delta
 from ..receiver import Receiver
 from ..stats import Stats
 from ..tracker import Send, Tracker
-from .base import Context, Result, check_version, each, open_connections, server_info
+from .base import Context, Result, check_version, each, open_connections, server_info, stage_results
 
 LATENCIES = ("end_to_end", "service", "send_ok")
 
@@ -59,7 +59,7 @@ async def run(ctx: Context) -> Result:
     cfg = ctx.cfg
     P, Q = cfg.pairs, cfg.effective_queues()
     N = min(cfg.effective_connections(), P)
-    stats = Stats(LATENCIES, cfg.size)
+    stats = Stats(LATENCIES, cfg.size, len(cfg.stages))
     tracker = Tracker(stats)
 
     recipients = await open_connections(ctx, N, "recipient connections")
@@ -92,11 +92,6 @@ async def run(ctx: Context) -> Result:
     def key_of(q: queues.QueueRef, stamp: payload.Stamp):
         return (stamp.stream, stamp.seq) if stamp.stream == q.owner else None
 
-    on_message = on_message_handler(stats, tracker, cfg.size, key_of)
-    receivers = [Receiver(c, {q.rcv_id: q for q in r}, on_message, stats) for c, r in zip(recipients, refs)]
-    for r in receivers:
-        ctx.nursery.start_soon(r.run)
-
     closed_loop = not cfg.open_loop
 
     async def send(s: Stream, c: Claim) -> bool:
@@ -104,11 +99,11 @@ async def run(ctx: Context) -> Result:
         t = clock()
         body = payload.encode(s.index, c.seq, ns(c.intended), ns(t), cfg.size)
         key = (s.index, c.seq)
-        tracker.expect(key, Send(c.intended, t, c.warm, 1, s.slots.release if closed_loop else None))
+        tracker.expect(key, Send(c.intended, t, c.warm, 1, s.slots.release if closed_loop else None, c.stage))
         try:
             await s.client.send(q.snd_id, body, q.sender_key)
         except ClientClosed:
-            stats.other("sender connection closed")
+            stats.connection_lost("sender connection closed")
             return False  # the message may still arrive: it stays in flight
         except ClientError as e:
             tracker.fail(key, clock(), send_error(e))
@@ -116,7 +111,14 @@ async def run(ctx: Context) -> Result:
             stats.record("send_ok", clock() - t, c.warm)
         return True
 
-    engine = Engine(cfg, stats, tracker, streams, send, 1, ctx.phases, ctx.progress)
+    engine = Engine(cfg, stats, tracker, streams, send, 1, ctx.phases, ctx.progress, control=ctx.control)
+    on_message = on_message_handler(stats, tracker, cfg.size, key_of)
+    receivers = [Receiver(c, {q.rcv_id: q for q in r}, on_message, stats) for c, r in zip(recipients, refs)]
+    for r in receivers:
+        r.on_closed = lambda: engine.abort("recipient connection closed")
+        ctx.nursery.start_soon(r.run)
+
+    await ctx.control.ready()
     before = ctx.pool.traffic()
     await engine.run()
     for r in receivers:
@@ -130,6 +132,8 @@ async def run(ctx: Context) -> Result:
         traffic=traffic,
         server=server_info(recipients[0]),
         series=engine.series.rows if engine.series else [],
-        details={"lost": engine.lost, "unsent": engine.unsent, "gave_up": engine.gave_up,
-                 "queues_per_pair": Q / P},
+        details={**engine.details(), "queues_per_pair": Q / P},
+        generator=engine.cpu,
+        stages=stage_results(cfg, stats),
+        messages_sent=stats.measured.sent,
     )

@@ -15,11 +15,15 @@ import trio
 from ...client import BadResponse, ClientClosed, ClientError, SMPClient
 from ...protocol import commands as C
 from .. import queues
+from ..cpu import CpuMeter
+from ..diagnose import short_cause
 from ..engine import clock
+from ..tracker import INTERRUPTED
 from ..pool import traffic_delta
 from ..progress import INTERVAL
 from ..stats import Series, Stats
-from .base import Context, Result, check_version, each, open_connections, server_info, spread
+from ..config import spread
+from .base import Context, Result, check_version, each, open_connections, server_info
 
 LATENCIES = ("batch", "connect")
 CREATORS = 8  # connections that create the queues (set-up, not measured)
@@ -49,6 +53,10 @@ async def run(ctx: Context) -> Result:
         await c.aclose()
 
     # ---- the storm: connect C connections, then subscribe from all of them at once
+    await ctx.control.ready()
+    storm = Storm()
+    ctx.control.attach(storm)
+    meter = CpuMeter()
     before = ctx.pool.traffic()
     per_conn = spread(n, C_)
     starts = [sum(per_conn[:i]) for i in range(C_)]
@@ -56,20 +64,24 @@ async def run(ctx: Context) -> Result:
     ctx.phases.enter("connect", C_, "connections")
     t_connect = clock()
 
+    failed_connects: list[int] = []
+
     async def connect(i: int) -> None:
         try:
             clients[i] = await ctx.pool.connect_one(ctx.nursery, stats.latencies["connect"])
             clients[i].events.close()  # SUB replies are responses; no deliveries expected
         except ClientError as e:
-            stats.failed(False, clock(), f"connect failed: {type(e).__name__}", per_conn[i])
+            failed_connects.append(i)
+            stats.failed(False, clock(), f"connect failed: {short_cause(e)}", per_conn[i])
             for _ in range(per_conn[i]):
                 stats.sent(False, clock())
         finally:
             ctx.phases.advance()
 
-    async with trio.open_nursery() as nursery:
-        for i in range(C_):
-            nursery.start_soon(connect, i)
+    with storm.new_scope():
+        async with trio.open_nursery() as nursery:
+            for i in range(C_):
+                nursery.start_soon(connect, i)
     connect_seconds = clock() - t_connect
 
     ctx.phases.enter("subscribe", n, "SUBs")
@@ -84,20 +96,29 @@ async def run(ctx: Context) -> Result:
             return
         mine = all_queues[starts[i] : starts[i] + per_conn[i]]
         todo = iter(range(0, len(mine), B))
+        lost = False
 
         async def worker() -> None:
-            nonlocal batches
+            nonlocal batches, lost
             for j in todo:
                 chunk = mine[j : j + B]
                 t = clock()
                 for _ in chunk:
                     stats.sent(False, t)
+                if lost:  # the connection is gone: these SUBs cannot be sent
+                    stats.failed(False, None, "connection closed", len(chunk))
+                    continue
                 try:
                     replies = await c.subscribe_many(chunk, check=False)
                 except ClientClosed:
-                    now = clock()
-                    stats.failed(False, now, "connection closed", len(chunk))
+                    if not lost:
+                        lost = True
+                        stats.connections_lost += 1
+                    stats.failed(False, clock(), "connection closed", len(chunk))
                     continue
+                except trio.Cancelled:
+                    stats.failed(False, None, INTERRUPTED, len(chunk))
+                    raise
                 now = clock()
                 batches += 1
                 ok = 0
@@ -125,10 +146,12 @@ async def run(ctx: Context) -> Result:
                 f"{ctx.phases.setup_line()} | {row['per_second']:.0f} SUB/s | err {stats.errors_total}"
             )
 
-    async with trio.open_nursery() as outer:
-        outer.start_soon(sampler)
-        await each([lambda i=i: subscribe(i) for i in range(C_)])
-        outer.cancel_scope.cancel()
+    with storm.new_scope():
+        async with trio.open_nursery() as outer:
+            outer.start_soon(sampler)
+            await each([lambda i=i: subscribe(i) for i in range(C_)])
+            outer.cancel_scope.cancel()
+    ctx.control.attach(None)
     subscribe_seconds = (stats.last_measured or clock()) - t0
     series.sample(clock(), "subscribe")
     return Result(
@@ -144,9 +167,34 @@ async def run(ctx: Context) -> Result:
             "batch": B,
             "batches": batches,
             "connections": C_,
-            "connections_failed": sum(c is None for c in clients),
+            "connections_failed": len(failed_connects),
             "connect_seconds": round(connect_seconds, 6),
             "subscribe_seconds": round(subscribe_seconds, 6),
             "storm_seconds": round(connect_seconds + subscribe_seconds, 6),
+            "connections_lost": stats.connections_lost,
+            "interrupted": storm.interrupted,
+            "ended_early": storm.interrupted,
         },
+        generator=meter.stop(),
     )
+
+
+class Storm:
+    """The subscribe phase as the run control sees it: an interrupt cancels the SUBs in
+    flight (counted as interrupted); those not sent yet are not counted."""
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.interrupted = False
+
+    def new_scope(self) -> trio.CancelScope:
+        """The scope of the next step (connect, then subscribe)."""
+        self.scope = trio.CancelScope()
+        if self.interrupted:
+            self.scope.cancel()
+        return self.scope
+
+    def interrupt(self, count: int) -> None:
+        self.interrupted = True
+        if self.scope is not None:
+            self.scope.cancel()

@@ -1,0 +1,317 @@
+"""SMP sessions, sans-IO: the handshake and the block layer of one connection, both ends.
+
+A session sits between a TLS stream of 16 KB blocks and the transmissions inside them. It
+owns version negotiation, the handshake blocks, the server key-hash check, the v7 signed
+session key, the v11 block-encryption chains and the packing of answer batches into blocks.
+It does no I/O and reads no clock: the shell feeds it received blocks (``receive_block``),
+takes what it must write (``data_to_send``), and passes the time in (``handle_timer``).
+
+    server:  AWAITING_HELLO --client hello ok--> ESTABLISHED --close()--> CLOSED
+                    \\--bad hello / timeout--> CLOSED (nothing is sent, as the reference)
+    client:  AWAITING_HELLO --server hello ok--> ESTABLISHED (client hello queued)
+                    \\--bad hello / timeout--> CLOSED with HandshakeFailed
+
+(The v16 service block, AWAITING_SERVICE, is part of the table but not entered yet: this
+server does not accept service certificates, and the client does not offer one.)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from .. import _core as core
+from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor, client_block_ciphers, server_block_ciphers
+from ..crypto import session_key as skey
+from ..crypto.keys import Alg, PrivateKey, x25519_dh
+from . import versions as V
+from .commands import CertChainPubKey
+from .errors import ParseError
+from .handshake import ClientHandshake, ServerHandshake, block_encryption, client_version
+from .versions import VersionRange
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting hello"
+    AWAITING_SERVICE = "awaiting service block"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+# Which state may follow which: a transition outside this table is a bug.
+_TRANSITIONS = {
+    State.AWAITING_HELLO: {State.AWAITING_SERVICE, State.ESTABLISHED, State.CLOSED},
+    State.AWAITING_SERVICE: {State.ESTABLISHED, State.CLOSED},
+    State.ESTABLISHED: {State.CLOSED},
+    State.CLOSED: set(),
+}
+
+
+class SessionError(Exception):
+    """The session was used in a state that does not allow it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """The handshake succeeded: transmissions may flow."""
+
+    version: int
+    session_id: bytes
+    block_encryption: bool
+    server_session_key: bytes | None  # raw X25519 key the server signed (v7+)
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """The handshake failed; ``reason`` is the reference's handshake error (VERSION,
+    IDENTITY, SESSION, HANDSHAKE PARSE, HANDSHAKE BAD_AUTH, TIMEOUT ...)."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReceived:
+    """A block after the handshake, decrypted when the session encrypts blocks: the
+    padded batch to split; b"" when it did not decrypt (answered ERR BLOCK; the chain
+    has advanced, so the session goes on)."""
+
+    plaintext: bytes
+
+
+Event = Established | HandshakeFailed | BlockReceived
+
+
+class _Session:
+    """What both ends share: state, the block layer and the output buffer."""
+
+    def __init__(self, session_id: bytes, deadline: float | None) -> None:
+        self.session_id = session_id
+        self.state = State.AWAITING_HELLO
+        self.version = 0
+        self.deadline = deadline  # handshake deadline (time passed in), None when done
+        self._encryptor: BlockEncryptor | None = None
+        self._decryptor: BlockDecryptor | None = None
+        self._outgoing: list[bytes] = []
+
+    # --- state
+
+    def _to(self, state: State) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            raise SessionError(f"no transition from {self.state.value} to {state.value}")
+        self.state = state
+        if state is not State.AWAITING_HELLO and state is not State.AWAITING_SERVICE:
+            self.deadline = None
+
+    def close(self) -> None:
+        if self.state is not State.CLOSED:
+            self._to(State.CLOSED)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Fail the handshake if its deadline has passed."""
+        if self.deadline is not None and now >= self.deadline:
+            self._to(State.CLOSED)
+            return [HandshakeFailed("TIMEOUT", "no handshake in time")]
+        return []
+
+    @property
+    def encrypts_blocks(self) -> bool:
+        return self._encryptor is not None
+
+    @property
+    def ciphers(self) -> tuple[BlockEncryptor | None, BlockDecryptor | None]:
+        """The v11 block ciphers (sending, receiving), for a shell that packs blocks itself."""
+        return self._encryptor, self._decryptor
+
+    @property
+    def implied_session(self) -> bool:
+        return V.implied_session(self.version)
+
+    @property
+    def service_auth(self) -> bool:
+        return V.service_auth(self.version)
+
+    # --- blocks
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the wire, once."""
+        out, self._outgoing = self._outgoing, []
+        return b"".join(out)
+
+    def _established_block(self, block: bytes) -> list[Event]:
+        if self._decryptor is not None:
+            try:
+                block = self._decryptor.decrypt(block)
+            except Exception:
+                block = b""  # the chain advanced; the block is answered ERR BLOCK
+        return [BlockReceived(block)]
+
+    def send_batches(self, batches: Iterable[Sequence[bytes]]) -> None:
+        """Queue encoded transmissions, batch by batch: each batch packs into as few blocks
+        as fit, and two batches never share a block (as the reference writes them)."""
+        if self.state is not State.ESTABLISHED:
+            raise SessionError(f"cannot send transmissions while {self.state.value}")
+        size = V.ENCRYPTED_BLOCK_PAD if self._encryptor is not None else V.BLOCK_SIZE
+        encrypt = self._encryptor.encrypt if self._encryptor is not None else None
+        out = self._outgoing
+        for transmissions in batches:
+            start = 0
+            for count in core.group_transmissions([len(t) for t in transmissions]):
+                block = core.encode_batch(transmissions[start : start + count], size)
+                start += count
+                out.append(encrypt(block) if encrypt is not None else block)
+
+
+class ServerSession(_Session):
+    """The server end. ``start()`` queues the server hello; the client hello then either
+    establishes the session or closes it silently."""
+
+    def __init__(
+        self,
+        session_id: bytes,
+        key_hash: bytes,
+        chain_der: Sequence[bytes],
+        sign_key: object,
+        vrange: VersionRange,
+        session_private: bytes,
+        deadline: float | None = None,
+    ) -> None:
+        """``vrange`` is what this connection offers (6..6 without ALPN); ``sign_key`` the
+        TLS key that signs the per-connection X25519 key ``session_private`` (random bytes
+        from the caller)."""
+        super().__init__(session_id, deadline)
+        self.key_hash = key_hash
+        self.vrange = vrange
+        self.session_private = session_private
+        cert_key = None
+        if vrange.max >= V.AUTH_CMDS:
+            public = PrivateKey(Alg.X25519, session_private).public
+            cert_key = CertChainPubKey(list(chain_der), skey.sign_session_key(public, sign_key))
+        self._hello = ServerHandshake(vrange, session_id, cert_key)
+
+    def start(self) -> None:
+        self._outgoing.append(self._hello.encode())
+
+    def receive_block(self, block: bytes) -> list[Event]:
+        if self.state is State.ESTABLISHED:
+            return self._established_block(block)
+        if self.state is not State.AWAITING_HELLO:
+            raise SessionError(f"block received while {self.state.value}")
+        try:
+            hello = ClientHandshake.parse(block)
+        except ParseError as e:
+            return self._fail("HANDSHAKE PARSE", str(e))
+        if hello.key_hash != self.key_hash:
+            return self._fail("IDENTITY", "the client expects another server key")
+        if hello.version not in self.vrange:
+            return self._fail("VERSION", f"client chose {hello.version}, server offers {self.vrange}")
+        self.version = hello.version
+        if hello.block_encryption:
+            secret = x25519_dh(self.session_private, hello.client_key[-32:])  # type: ignore[index]
+            self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
+        self._to(State.ESTABLISHED)
+        return [Established(self.version, self.session_id, self._encryptor is not None, None)]
+
+    def _fail(self, reason: str, detail: str) -> list[Event]:
+        self._to(State.CLOSED)
+        return [HandshakeFailed(reason, detail)]
+
+    @property
+    def server_session_private(self) -> bytes | None:
+        """The X25519 key X25519 authenticators are checked with (v7+)."""
+        return self.session_private if self.version >= V.AUTH_CMDS else None
+
+
+class ClientSession(_Session):
+    """The client end. The server hello, checked, queues the client hello and
+    establishes the session (the server answers nothing to the hello)."""
+
+    def __init__(
+        self,
+        session_id: bytes,
+        key_hash: bytes,
+        wanted: VersionRange,
+        verify_chain: Callable[[Sequence[bytes], bytes], None],
+        peer_leaf_der: bytes | None,
+        client_private: bytes | None,
+        want_encryption: bool = True,
+        proxy_server: bool = False,
+        deadline: float | None = None,
+    ) -> None:
+        """``verify_chain(chain, key_hash)`` raises for a handshake chain that is not the
+        pinned server's; ``peer_leaf_der`` is the TLS leaf that must have signed the
+        session key; ``client_private`` random X25519 bytes from the caller (None: send
+        no key, so no X25519 DH and no block encryption)."""
+        super().__init__(session_id, deadline)
+        self.key_hash = key_hash
+        self.wanted = wanted
+        self.verify_chain = verify_chain
+        self.peer_leaf_der = peer_leaf_der
+        self.client_private = client_private
+        self.want_encryption = want_encryption
+        self.proxy_server = proxy_server
+        self.server_vrange: VersionRange | None = None
+        self.server_session_key: bytes | None = None
+
+    def receive_block(self, block: bytes) -> list[Event]:
+        if self.state is State.ESTABLISHED:
+            return self._established_block(block)
+        if self.state is not State.AWAITING_HELLO:
+            raise SessionError(f"block received while {self.state.value}")
+        try:
+            hello = ServerHandshake.parse(block)
+        except ParseError as e:
+            return self._fail("HANDSHAKE PARSE", str(e))
+        if hello.session_id != self.session_id:
+            return self._fail("SESSION", "session id differs from tls-unique")
+        version = client_version(hello.vrange, self.wanted, self.proxy_server)
+        if version is None:
+            return self._fail("VERSION", f"server offers {hello.vrange}, client wants {self.wanted}")
+        server_key = None
+        if hello.cert_key is not None:
+            try:
+                server_key = self._verify_server_key(hello.cert_key)
+            except ValueError as e:
+                return self._fail("HANDSHAKE BAD_AUTH", str(e))
+        elif version >= V.AUTH_CMDS:
+            # The reference client tolerates this but then cannot use X25519 authorization;
+            # a server offering v7+ always signs a key, so its absence is a server fault.
+            return self._fail("HANDSHAKE BAD_AUTH", "no signed session key at v7+")
+        # The client key enables X25519 DH for block encryption (v11+); below v11 it is
+        # sent anyway, as the reference client does.
+        private = self.client_private
+        if version < V.AUTH_CMDS or (version >= V.ENCRYPTED_BLOCK and not self.want_encryption):
+            private = None
+        public = None if private is None else PrivateKey(Alg.X25519, private).public.der
+        self._outgoing.append(ClientHandshake(version, self.key_hash, public, self.proxy_server).encode())
+        self.version = version
+        self.server_vrange = hello.vrange
+        self.server_session_key = server_key
+        if block_encryption(version, public is not None, self.proxy_server):
+            assert server_key is not None and private is not None
+            self._encryptor, self._decryptor = client_block_ciphers(self.session_id, x25519_dh(private, server_key))
+        self._to(State.ESTABLISHED)
+        return [Established(version, self.session_id, self._encryptor is not None, server_key)]
+
+    def _verify_server_key(self, cert_key: CertChainPubKey) -> bytes:
+        """The server's raw X25519 session key, checked like the reference client: the
+        handshake chain proves the identity, the key is signed by the TLS leaf certificate
+        (from the TLS peer chain, not from the handshake). ValueError when it is not."""
+        try:
+            self.verify_chain(list(cert_key.chain), self.key_hash)
+        except Exception as e:
+            raise ValueError(f"handshake chain: {e}") from e
+        if not self.peer_leaf_der:
+            raise ValueError("no TLS peer certificate")
+        try:
+            leaf = x509.load_der_x509_certificate(self.peer_leaf_der)
+            return skey.verify_session_key(cert_key.signed_key, leaf)
+        except Exception as e:
+            raise ValueError(f"signed session key: {e}") from e
+
+    def _fail(self, reason: str, detail: str) -> list[Event]:
+        self._to(State.CLOSED)
+        return [HandshakeFailed(reason, detail)]
