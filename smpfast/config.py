@@ -9,6 +9,9 @@ same, so an operator's habits carry over.  Differences, on purpose:
   of them is an error, never silently ignored.
 * ``[TRANSPORT] bind`` (ours): the listen address, loopback unless configured.
 * ``[STORE]`` (ours): the LMDB store.
+* ``[LIMITS]`` (ours): connection cap, handshake timeouts and the per-connection answer
+  queue bound. The reference hard-codes its equivalents (TLS setup 60 s, SMP handshake
+  120 s, send queue 128) and has no connection cap; the defaults here are those values.
 * Absent ``[INACTIVE_CLIENTS] disconnect`` means on (what the reference's ``init`` writes; the
   reference code itself reads an absent key as off).
 """
@@ -128,6 +131,17 @@ class StoreConfig:
     commit_interval_ms: int = 2
 
 
+DEFAULT_MAX_CONNECTIONS = 10000
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # handshaking ones included
+    tls_handshake_timeout: int = 60  # seconds, reference tlsSetupTimeout
+    smp_handshake_timeout: int = 120  # seconds, reference smpHandshakeTimeout
+    outbox_limit: int = 128  # answer batches per connection, reference tbqSize
+
+
 @dataclass(frozen=True)
 class Config:
     config_dir: Path
@@ -139,6 +153,7 @@ class Config:
     transport: TransportConfig
     inactive_clients: InactiveClientsConfig
     store: StoreConfig
+    limits: LimitsConfig = LimitsConfig()
 
     def address(self, fingerprint: str) -> str:
         """``smp://<fingerprint>[:<password>]@<hosts>[:<port>]`` for this configuration."""
@@ -339,6 +354,12 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "durability": _choice(*DURABILITY_MODES),
         "commit_interval_ms": _int_range(0, 10000),
     },
+    "LIMITS": {
+        "max_connections": _int_range(1, 10_000_000),
+        "tls_handshake_timeout": _int_range(1, 3600),
+        "smp_handshake_timeout": _int_range(1, 3600),
+        "outbox_limit": _int_range(1, 65536),
+    },
 }
 
 # Keys the reference's `init` writes uncommented, accepted only with the value that already
@@ -426,6 +447,7 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         transport=TransportConfig(**values["TRANSPORT"]),
         inactive_clients=InactiveClientsConfig(**values["INACTIVE_CLIENTS"]),
         store=StoreConfig(path=config_dir / store_path, **store),
+        limits=LimitsConfig(**values["LIMITS"]),
     )
 
 
@@ -612,4 +634,17 @@ durability = fsync
 # Group-commit window in milliseconds: changes from all connections arriving within it
 # share one disk write.
 commit_interval_ms = 2
+
+[LIMITS]
+# Connections open at once, TLS handshakes in progress included. Over it a new connection
+# is closed straight away (logged once while it lasts); open ones are not affected.
+# Each connection needs a file descriptor and some memory (see the README).
+max_connections = {DEFAULT_MAX_CONNECTIONS}
+# Seconds a client has to complete the TLS handshake, then the SMP handshake (client
+# hello); a client that is slower is disconnected.
+tls_handshake_timeout = 60
+smp_handshake_timeout = 120
+# Answer batches waiting for a connection whose client does not read them; at this many
+# the server stops reading that connection's commands until the client catches up.
+outbox_limit = 128
 """

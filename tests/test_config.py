@@ -13,6 +13,7 @@ from smpfast.config import (
     ConfigError,
     InactiveClientsConfig,
     InformationConfig,
+    LimitsConfig,
     StoreLogConfig,
     TransportConfig,
     default_ini_text,
@@ -43,6 +44,7 @@ def test_defaults_from_empty_file(tmp_path: Path) -> None:
     assert cfg.store.map_size == DEFAULT_MAP_SIZE == 8 * 1024**3
     assert cfg.store.durability == "fsync"
     assert cfg.store.commit_interval_ms == 2
+    assert cfg.limits == LimitsConfig(10000, 60, 120, 128)
 
 
 FULL_INI = """\
@@ -98,6 +100,12 @@ map_size = 512M
 map_size_max = 2G
 durability = none
 commit_interval_ms = 0
+
+[LIMITS]
+max_connections = 500
+tls_handshake_timeout = 5
+smp_handshake_timeout = 7
+outbox_limit = 16
 """
 
 
@@ -136,6 +144,9 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert cfg.store.map_size_max == 2 * 1024**3
     assert cfg.store.durability == "none"
     assert cfg.store.commit_interval_ms == 0
+    assert cfg.limits == LimitsConfig(
+        max_connections=500, tls_handshake_timeout=5, smp_handshake_timeout=7, outbox_limit=16
+    )
 
 
 def test_every_schema_key_is_covered_by_full_ini(tmp_path: Path) -> None:
@@ -241,6 +252,18 @@ def test_control_port_keys(tmp_path: Path) -> None:
         ("STORE", "durability", "fsync,none"),
         ("STORE", "durability", "sync"),
         ("STORE", "commit_interval_ms", "10001"),
+        ("LIMITS", "max_connections", "0"),
+        ("LIMITS", "max_connections", "-1"),
+        ("LIMITS", "max_connections", "1e4"),
+        ("LIMITS", "max_connections", "10000001"),
+        ("LIMITS", "tls_handshake_timeout", "0"),
+        ("LIMITS", "tls_handshake_timeout", "1.5"),
+        ("LIMITS", "tls_handshake_timeout", "3601"),
+        ("LIMITS", "smp_handshake_timeout", "0"),
+        ("LIMITS", "smp_handshake_timeout", "2m"),
+        ("LIMITS", "outbox_limit", "0"),
+        ("LIMITS", "outbox_limit", "65537"),
+        ("LIMITS", "outbox_limit", ""),
         ("INFORMATION", "server_country", "DEU"),
         ("INFORMATION", "operator_country", "1A"),
         ("INFORMATION", "hosting_type", "cloud"),
@@ -348,6 +371,7 @@ def test_default_ini_text_round_trip(tmp_path: Path, kwargs: dict) -> None:
     assert cfg.store_log == StoreLogConfig(expire_messages_on_send=False)
     assert cfg.inactive_clients == InactiveClientsConfig()
     assert cfg.store == parse_config("", tmp_path).store
+    assert cfg.limits == LimitsConfig()
     assert text.count("\n") > 60  # commented, not bare
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import trio
@@ -31,6 +32,10 @@ THREAD_VERIFY_MIN = 8
 # A connection whose client does not read its answers stops being read once this many
 # answer batches wait in its outbox (the reference bounds its send queue at 128 too).
 OUTBOX_LIMIT = 128
+# Fairness: a reader yields to the other connections once it has spent this long on
+# blocks since it last yielded. A block is never split (its commands stay atomic), so a
+# 255-command block (~1 ms) is one slice by itself.
+READ_SLICE = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +57,20 @@ class Connection:
         committer: GroupCommitter,
         identity: Identity,
         handshake_timeout: float = SMP_HANDSHAKE_TIMEOUT,
+        outbox_limit: int = OUTBOX_LIMIT,
+        verify_limiter: trio.CapacityLimiter | None = None,
+        read_slice: float = READ_SLICE,
     ) -> None:
         self.conn = conn
         self.broker = broker
         self.committer = committer
         self.identity = identity
         self.handshake_timeout = handshake_timeout
+        self.outbox_limit = outbox_limit
+        # Shared by all connections: worker threads verifying large batches never take
+        # every core from the event loop.
+        self.verify_limiter = verify_limiter
+        self.read_slice = read_slice
         self.client: Client | None = None
         self.session: ServerSession | None = None
         self._wakeup = trio.Event()
@@ -122,25 +135,26 @@ class Connection:
     # ------------------------------------------------------------------ reading
 
     async def _reader(self, pending: list[bytes]) -> None:
-        broker = self.broker
         client = self.client
-        session = self.session
+        assert client is not None
+        # Inactivity counts from the handshake (the reference starts both clocks when the
+        # client is created), not from the epoch: a silent new client is not idle for ages.
+        client.last_received = client.last_sent = self.broker.clock()
+        outbox_limit = self.outbox_limit
         blocks = pending
         while True:
+            slice_end = time.perf_counter() + self.read_slice
             for block in blocks:
-                while len(client.outbox) >= OUTBOX_LIMIT:
-                    await self._drained.wait()  # backpressure: the client is not reading
-                [received] = session.receive_block(block)  # decrypted when v11 encryption is on
-                prepared = broker.prepare_block(client, received.plaintext)
-                if prepared is None:
-                    continue
-                if len(prepared.requests) >= THREAD_VERIFY_MIN:
-                    # A large batch verifies on a worker thread (the core releases the GIL),
-                    # so the event loop serves other connections on the other core.
-                    results = await trio.to_thread.run_sync(client.verifier.verify_batch, prepared.requests)
-                    broker.finish_block(client, prepared, results, reload=True)
-                else:
-                    broker.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests))
+                if len(client.outbox) >= outbox_limit:
+                    while len(client.outbox) >= outbox_limit:
+                        await self._drained.wait()  # backpressure: the client is not reading
+                    slice_end = time.perf_counter() + self.read_slice
+                elif time.perf_counter() >= slice_end:
+                    # Fairness: one read can hold 16 blocks of 255 commands each; let the
+                    # other connections run between blocks, not only between reads.
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + self.read_slice
+                await self._process_block(client, block)
             await trio.lowlevel.checkpoint()
             try:
                 blocks = await self.conn.receive_blocks()
@@ -148,6 +162,23 @@ class Connection:
                 return
             if not blocks:
                 return
+
+    async def _process_block(self, client: Client, block: bytes) -> None:
+        broker = self.broker
+        [received] = self.session.receive_block(block)  # decrypted when v11 encryption is on
+        prepared = broker.prepare_block(client, received.plaintext)
+        if prepared is None:
+            return
+        if len(prepared.requests) >= THREAD_VERIFY_MIN:
+            # A large batch verifies on a worker thread (the core releases the GIL), so the
+            # event loop serves other connections meanwhile; the shared limiter keeps such
+            # threads from crowding the loop off the CPU.
+            results = await trio.to_thread.run_sync(
+                client.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
+            )
+            broker.finish_block(client, prepared, results, reload=True)
+        else:
+            broker.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests))
 
     # ------------------------------------------------------------------ writing
 

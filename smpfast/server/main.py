@@ -7,6 +7,7 @@ lets in-flight commits finish, closes the connections and returns 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -19,11 +20,12 @@ from ..limits import raise_open_files_limit
 from ..protocol.address import DEFAULT_PORT
 from ..store import Store
 from ..store.errors import StoreError
-from ..transport import serve_blocks
+from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
-from .connection import Connection, Identity
+from .connection import OUTBOX_LIMIT, Connection, Identity
 from .control import ConnectionRegistry, ControlPort, ControlSettings
+from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
 
 log = logging.getLogger("smpfast.server")
 
@@ -48,7 +50,19 @@ class ServerSettings:
     handshake_timeout: float = 120.0
     tls_handshake_timeout: float = 60.0
     log_tls_errors: bool = False
+    max_connections: int | None = None  # None: no cap
+    outbox_limit: int = OUTBOX_LIMIT
+    memory_trim_interval: float = TRIM_CHECK_INTERVAL
     control: ControlSettings | None = None  # the control port on 127.0.0.1; None: none
+
+
+def verification_threads() -> int:
+    """Worker threads that may verify signatures at once: all CPUs but the event loop's."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 class Server:
@@ -69,6 +83,8 @@ class Server:
         self.committer = GroupCommitter(store, self.settings.commit_interval)
         self.broker = Broker(store, broker_config, self.committer)
         self.connections: set[Connection] = set()
+        self.limit = ConnectionLimit(self.settings.max_connections)
+        self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
         self.registry = ConnectionRegistry(self.broker.clock)
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
         self.ports: list[int] = []
@@ -80,8 +96,10 @@ class Server:
     async def serve(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
         s = self.settings
+        self._verify_limiter = trio.CapacityLimiter(verification_threads())
         async with trio.open_nursery() as background:
             background.start_soon(self.committer.run)
+            background.start_soon(self._release_memory)
             background.start_soon(self._deliver_notifications)
             background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
@@ -97,6 +115,7 @@ class Server:
                             host=s.bind,
                             handshake_timeout=s.tls_handshake_timeout,
                             on_handshake_error=self._tls_error,
+                            limit=self.limit,
                             task_status=task_status,
                         )
                     )
@@ -120,7 +139,16 @@ class Server:
             log.debug("TLS handshake failed: %s", error)
 
     async def _handle(self, conn) -> None:
-        connection = Connection(conn, self.broker, self.committer, self.identity, self.settings.handshake_timeout)
+        s = self.settings
+        connection = Connection(
+            conn,
+            self.broker,
+            self.committer,
+            self.identity,
+            s.handshake_timeout,
+            outbox_limit=s.outbox_limit,
+            verify_limiter=self._verify_limiter,
+        )
         self.connections.add(connection)
         self.registry.opened(connection, _local_port(conn))
         try:
@@ -133,6 +161,18 @@ class Server:
         finally:
             self.registry.closed(connection)
             self.connections.discard(connection)
+
+    async def _release_memory(self) -> None:
+        """After a flood of connections ends, give the freed memory back to the OS (a
+        full collection pauses the loop briefly, so only after a large drop)."""
+        limit = self.limit
+        while True:
+            await trio.sleep(self.settings.memory_trim_interval)
+            if trim_due(limit.peak, limit.active):
+                released = release_free_memory()
+                log.debug("connections %d (peak %d): memory released (heap trimmed: %s)",
+                          limit.active, limit.peak, released)
+                limit.peak = limit.active
 
     async def _deliver_notifications(self) -> None:
         last_expiry = time.monotonic()
@@ -220,6 +260,10 @@ def build_server(config: Config) -> tuple[Server, str]:
         inactive_ttl=float(ic.ttl) if ic.disconnect else None,
         inactive_check_interval=float(ic.check_interval),
         log_tls_errors=config.transport.log_tls_errors,
+        max_connections=config.limits.max_connections,
+        tls_handshake_timeout=float(config.limits.tls_handshake_timeout),
+        handshake_timeout=float(config.limits.smp_handshake_timeout),
+        outbox_limit=config.limits.outbox_limit,
         control=control,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
@@ -229,7 +273,13 @@ def build_server(config: Config) -> tuple[Server, str]:
 def run(config: Config) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("up to %d open files (one per connection)", raise_open_files_limit())
+    files = raise_open_files_limit()
+    log.info("up to %d open files (one per connection)", files)
+    if config.limits.max_connections > files:
+        log.warning(
+            "[LIMITS] max_connections = %d is above the open files limit (%d): connections "
+            "beyond that fail to be accepted", config.limits.max_connections, files,
+        )
     server, address = build_server(config)
 
     async def main() -> None:

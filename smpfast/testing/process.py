@@ -43,11 +43,20 @@ class ServerProcess:
     ``start()`` waits until the server prints its address (it is listening then);
     ``stop()`` sends SIGTERM and returns the exit code; ``kill()`` sends SIGKILL.
     ``cpu_seconds()`` is the child's user + system CPU time so far (Linux /proc).
+    ``cwd``: the child's working directory (default: ours). ``python -m`` puts it first on
+    the import path, ahead of PYTHONPATH, so to run another source tree's smpfast through
+    ``env={"PYTHONPATH": tree}`` give a directory without an ``smpfast`` package in it.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
         self.address: str | None = None
 
@@ -61,6 +70,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env,
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

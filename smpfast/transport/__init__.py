@@ -42,9 +42,11 @@ Connections (``stream``)
             ssl_context=None, timeout=60.0) -> BlockConnection``: client connect + handshake +
         chain check; closes the socket on any failure.
     ``await serve_blocks(handler, port, ssl_context, *, host=None, handshake_timeout=60.0,
-            backlog=1024, on_handshake_error=None, task_status=...)``: accept loop; each
-        connection's handshake runs in its own task, then ``await handler(conn)``; the
-        connection is closed after. ``nursery.start(serve_blocks, ...)`` returns the listeners.
+            backlog=1024, on_handshake_error=None, limit=None, task_status=...)``: accept
+        loop; each connection's handshake runs in its own task, then ``await handler(conn)``;
+        the connection is closed after. ``nursery.start(serve_blocks, ...)`` returns the
+        listeners. ``limit``: a ``ConnectionLimit(maximum)`` (module ``limit``) shared by the
+        listeners of one server; over it a new connection is closed before its TLS handshake.
     ``BLOCK_SIZE = 16384``, ``HANDSHAKE_TIMEOUT = 60.0``.
 
 Errors (``errors``): ``TransportError`` (base of all), ``TransportClosed``,
@@ -55,6 +57,7 @@ Throw-away certificate chains for tests live in ``smpfast.testing.throwaway_cert
 
 from .errors import HandshakeTimeout, TLSIdentityError, TransportClosed, TransportError
 from .identity import key_hash, peer_chain_der, verify_server_chain
+from .limit import ConnectionLimit
 from .stream import (
     BLOCK_SIZE,
     HANDSHAKE_TIMEOUT,
@@ -80,6 +83,7 @@ __all__ = [
     "SERVER_ALPN",
     "SMP_ALPN",
     "BlockConnection",
+    "ConnectionLimit",
     "HandshakeTimeout",
     "TLSIdentityError",
     "TransportClosed",

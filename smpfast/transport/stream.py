@@ -23,6 +23,7 @@ import trio
 from ..protocol.versions import BLOCK_SIZE
 from . import identity
 from .errors import HandshakeTimeout, TransportClosed, TransportError
+from .limit import ConnectionLimit
 from .tls import CLIENT_ALPN, client_context
 
 log = logging.getLogger("smpfast.transport")
@@ -366,6 +367,7 @@ async def serve_blocks(
     handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
     backlog: int = 1024,
     on_handshake_error: Callable[[TransportError], None] | None = None,
+    limit: ConnectionLimit | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Server: accept TCP on ``host``:``port`` (host None = all interfaces, port 0 =
@@ -373,11 +375,25 @@ async def serve_blocks(
     ``await handler(conn)``; the connection is closed when the handler returns. Handshake
     failures go to ``on_handshake_error`` (default: a debug log) and affect no one else;
     TransportError from the handler ends that connection only; other exceptions propagate.
+    ``limit`` (shared between listeners) caps the connections open at once, handshakes
+    included: over it a new connection's socket is closed before any TLS.
     ``task_status.started`` gets the listeners (read the port from
     ``listeners[0].socket.getsockname()[1]``). Runs until cancelled."""
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
 
     async def connection_task(stream: trio.SocketStream) -> None:
+        if limit is None:
+            await serve_connection(stream)
+            return
+        if not limit.acquire():
+            await stream.aclose()
+            return
+        try:
+            await serve_connection(stream)
+        finally:
+            limit.release()
+
+    async def serve_connection(stream: trio.SocketStream) -> None:
         conn = BlockConnection(stream, ssl_context, server_side=True)
         try:
             try:
