@@ -29,6 +29,9 @@ SMP_HANDSHAKE_TIMEOUT = 120.0
 # Blocks with at least this many signatures to check verify them on a worker thread: a
 # thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
 THREAD_VERIFY_MIN = 8
+# The writer packs at most this many answer batches per send, so that one connection's
+# full outbox (e.g. 128 ERR BLOCK batches) does not hold the event loop for milliseconds.
+WRITE_BATCHES = 32
 # A connection whose client does not read its answers stops being read once this many
 # answer batches wait in its outbox (the reference bounds its send queue at 128 too).
 OUTBOX_LIMIT = 128
@@ -206,7 +209,7 @@ class Connection:
                 # send the settled prefix; later batches wait for their own commits.
                 ready = 0
                 for generation, _ in outbox:
-                    if not committer.settled(generation):
+                    if ready == WRITE_BATCHES or not committer.settled(generation):
                         break
                     ready += 1
                 batches = outbox[:ready]
