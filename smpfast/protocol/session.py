@@ -141,6 +141,22 @@ class _Session:
         out, self._outgoing = self._outgoing, []
         return b"".join(out)
 
+    def receive_block(self, block: bytes) -> list[Event]:
+        """One 16 KB block from the peer: the hello while the handshake runs, afterwards a
+        block of transmissions (decrypted when the session encrypts blocks)."""
+        if self.state is State.ESTABLISHED:
+            return self._established_block(block)
+        if self.state is not State.AWAITING_HELLO:
+            raise SessionError(f"block received while {self.state.value}")
+        return self._receive_hello(block)
+
+    def _receive_hello(self, block: bytes) -> list[Event]:
+        raise NotImplementedError
+
+    def _fail(self, reason: str, detail: str) -> list[Event]:
+        self._to(State.CLOSED)
+        return [HandshakeFailed(reason, detail)]
+
     def _established_block(self, block: bytes) -> list[Event]:
         if self._decryptor is not None:
             try:
@@ -195,11 +211,7 @@ class ServerSession(_Session):
     def start(self) -> None:
         self._outgoing.append(self._hello.encode())
 
-    def receive_block(self, block: bytes) -> list[Event]:
-        if self.state is State.ESTABLISHED:
-            return self._established_block(block)
-        if self.state is not State.AWAITING_HELLO:
-            raise SessionError(f"block received while {self.state.value}")
+    def _receive_hello(self, block: bytes) -> list[Event]:
         try:
             hello = ClientHandshake.parse(block)
         except ParseError as e:
@@ -214,10 +226,6 @@ class ServerSession(_Session):
             self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
         self._to(State.ESTABLISHED)
         return [Established(self.version, self.session_id, self._encryptor is not None, None)]
-
-    def _fail(self, reason: str, detail: str) -> list[Event]:
-        self._to(State.CLOSED)
-        return [HandshakeFailed(reason, detail)]
 
     @property
     def server_session_private(self) -> bytes | None:
@@ -256,11 +264,7 @@ class ClientSession(_Session):
         self.server_vrange: VersionRange | None = None
         self.server_session_key: bytes | None = None
 
-    def receive_block(self, block: bytes) -> list[Event]:
-        if self.state is State.ESTABLISHED:
-            return self._established_block(block)
-        if self.state is not State.AWAITING_HELLO:
-            raise SessionError(f"block received while {self.state.value}")
+    def _receive_hello(self, block: bytes) -> list[Event]:
         try:
             hello = ServerHandshake.parse(block)
         except ParseError as e:
@@ -311,7 +315,3 @@ class ClientSession(_Session):
             return skey.verify_session_key(cert_key.signed_key, leaf)
         except Exception as e:
             raise ValueError(f"signed session key: {e}") from e
-
-    def _fail(self, reason: str, detail: str) -> list[Event]:
-        self._to(State.CLOSED)
-        return [HandshakeFailed(reason, detail)]
