@@ -9,6 +9,7 @@ input is a valid one.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable
 
 import atheris
@@ -78,6 +79,12 @@ def check(condition: bool, *context: object) -> None:
 
 
 def main(test_one_input: Callable[[bytes], None]) -> None:
-    """Run the target under libFuzzer with the command line's flags and corpus dirs."""
-    atheris.Setup(sys.argv, test_one_input)
+    """Run the target under libFuzzer with the command line's flags and corpus dirs.
+
+    A dictionary ``<target>.dict`` beside the script is used unless ``-dict=`` is given."""
+    argv = list(sys.argv)
+    words = Path(argv[0]).with_suffix(".dict")
+    if words.is_file() and not any(a.startswith("-dict=") for a in argv):
+        argv.insert(1, f"-dict={words}")
+    atheris.Setup(argv, test_one_input)
     atheris.Fuzz()

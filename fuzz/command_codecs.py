@@ -9,8 +9,9 @@ NETWORK error sent bare) lose information on purpose: for those the re-parsed va
 differ, but its encoding must still be the same bytes.
 
 Input layout: ``version`` byte (6 + byte % 13), ``flags`` byte (bit 0: has authorization,
-bit 1: has entity id, for the credential checks), then the command bytes (tag and
-parameters, as in a transmission).
+bit 1: has entity id, for the credential checks; bit 2: also parse the bytes as the
+proxy's inner RFWD/RRES payloads), then the command bytes (tag and parameters, as in a
+transmission).
 
     python fuzz/command_codecs.py [libFuzzer flags] [corpus dirs]
 """
@@ -72,6 +73,13 @@ def test_one_input(data: bytes) -> None:
     if cmd is not None:
         _round_trip(cmd, version, C.parse_command, C.encode_command)
         C.check_credentials(cmd, bool(flags & 1), b"e" if flags & 2 else b"")
+    if flags & 4:
+        for inner in (C.FwdTransmission, C.FwdResponse):
+            try:
+                value = inner.parse(body)
+            except ParseError:
+                continue
+            check(inner.parse(value.encode()) == value, inner.__name__, "round trip", value)
     try:
         msg = C.parse_response(body, version)
     except ParseError:
