@@ -38,7 +38,7 @@ def main() -> None:
         module.test_one_input(f.read_bytes())
     cov.stop()
     out = io.StringIO()
-    total = cov.report(file=out, show_missing=False)
+    total = cov.report(file=out, show_missing=True)
     print(f"{target}: {len(files)} inputs")
     print(out.getvalue().rstrip())
     print(f"{target} line coverage: {total:.1f}%")
