@@ -114,6 +114,30 @@ def hand_made(core: Seeds, handshakes: Seeds, commands: Seeds) -> None:
         commands.add(bytes((v, 2)) + b"ERR BLOCKED reason=spam,notice={\"ttl\":3600}")
         commands.add(bytes((v, 0)) + b"ERR PROXY BROKER NETWORK CONNECT \x04fail")
         commands.add(bytes((v, 2)) + b"ERR STORE store full")
+    # structured values the recordings lack (or carry only in large PFWD blocks)
+    from smpfast.protocol import commands as C
+    from smpfast.protocol.address import QueueMode, SMPServer
+    from smpfast.protocol.versions import VersionRange
+
+    ed = bytes.fromhex("302a300506032b6570032100") + bytes(range(32))
+    x = bytes.fromhex("302a300506032b656e032100") + bytes(range(1, 33))
+    chain = C.CertChainPubKey([b"leaf-der", b"ca-der"], b"signed-key-der")
+    values = [
+        (15, C.Rkey([ed, x])),
+        (18, C.Pfwd(17, x, b"encrypted transmission")),
+        (17, C.New(ed, x, b"pw", True, C.QueueReqData(QueueMode.CONTACT, bytes(24), C.QueueLinkData(b"f", b"u"), bytes(24)), C.NewNtfCreds(ed, x))),
+        (6, C.New(ed, x, b"password", False)),
+        (8, C.Prxy(SMPServer(("smp.example.com", "1.2.3.4"), "5223", bytes(32)), b"pw")),
+        (17, C.Ids(bytes(24), bytes(24), x, QueueMode.MESSAGING, bytes(24), bytes(24), C.ServerNtfCreds(bytes(24), x))),
+        (9, C.Ids(bytes(24), bytes(24), x, QueueMode.CONTACT)),
+        (7, C.Nid(bytes(24), x)),
+        (7, C.Info(b'{"qiSnd":true,"qiNtf":false,"qiSize":1,"qiSub":{"qSubThread":"noSub"}}')),
+        (8, C.Pkey(bytes(32), VersionRange(8, 17), chain)),
+        (7, C.Nmsg(bytes(24), bytes(144))),
+        (15, C.Lnk(bytes(24), C.QueueLinkData(b"fixed", b"user"))),
+    ]
+    for version, value in values:
+        commands.add(bytes((version - V.MIN_VERSION, 3)) + value.encode(version))
 
 
 def broker_programs(recorded_steps: dict, broker: Seeds) -> None:
