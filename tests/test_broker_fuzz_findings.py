@@ -1,0 +1,97 @@
+"""Broker issues found by fuzz/broker_memory.py: several commands on one queue in one block,
+and LSET with another queue's link id.
+
+The reference executes a block's commands one after the other, each on the queue's current
+record (secureQueue and suspendQueue read the queue's TVar): a second KEY with another key
+is ERR AUTH, and OFF or KEY after DEL in the same block is ERR AUTH. The broker currently
+executes every command on the record read while the block was verified.
+
+LSET with a link id that another queue holds answers ERR INTERNAL and logs the store's
+DuplicateIdError traceback. The reference's stores disagree here (the STM store answers OK
+and repoints the link index, the Postgres store answers ERR STORE); the test asks for
+ERR AUTH, the reference's answer to a duplicate id elsewhere (handleDuplicate), with the
+link staying with its queue and no error logged.
+
+KNOWN ISSUES, left to the broker's owner: these tests are strict xfails, so they fail as
+soon as the broker is fixed, and the marks (and the tolerance in fuzz/broker_memory.py)
+must then go.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from smpfast import _core as core
+from smpfast.crypto import auth as cauth
+from smpfast.crypto.keys import Alg, PrivateKey
+from smpfast.protocol import commands as C
+from smpfast.protocol import errors as E
+from smpfast.server.broker import Broker, Client
+from smpfast.store import MemoryStore
+
+VERSION = 7
+LINKS_VERSION = 15
+SESSION = bytes(32)
+RECIPIENT = PrivateKey(Alg.ED25519, bytes(32))
+DH = PrivateKey(Alg.X25519, bytes([1]) * 32)
+SENDER_A = PrivateKey(Alg.ED25519, bytes([2]) * 32)
+SENDER_B = PrivateKey(Alg.ED25519, bytes([3]) * 32)
+STALE_RECORD = pytest.mark.xfail(
+    strict=True, reason="broker executes a block's commands on the records read at verification"
+)
+
+
+class Session:
+    def __init__(self, version: int = VERSION) -> None:
+        self.version = version
+        self.broker = Broker(MemoryStore())
+        self.client = Client(version, SESSION, bytes([9]) * 32)
+        self.rid = self.new_queue()
+
+    def new_queue(self) -> bytes:
+        [(_, _, ids)] = self.block((b"new", b"", C.New(RECIPIENT.public.der, DH.public.der)))
+        return ids.rcv_id
+
+    def block(self, *transmissions: tuple[bytes, bytes, C.Command]) -> list[tuple]:
+        """Send one block of recipient-signed commands; the answers in order."""
+        encoded = []
+        for corr, entity, cmd in transmissions:
+            body = cmd.encode(self.version)
+            auth = RECIPIENT.sign(cauth.t_for_auth(SESSION, corr, entity, body))
+            encoded.append(core.encode_transmission(auth, corr, entity, body, SESSION, True, False))
+        self.client.outbox.clear()
+        self.broker.process_block(self.client, core.encode_batch(encoded, 16384))
+        return [answer for _, batch in self.client.outbox for answer in batch]
+
+
+@STALE_RECORD
+def test_second_key_in_one_block_is_refused():
+    s = Session()
+    answers = s.block((b"k1", s.rid, C.Key(SENDER_A.public.der)), (b"k2", s.rid, C.Key(SENDER_B.public.der)))
+    assert [(corr, msg) for corr, _, msg in answers] == [(b"k1", C.OK), (b"k2", C.Err(E.AUTH))]
+    assert s.broker.store.get_queue(s.rid).sender_key == SENDER_A.public.der
+
+
+@STALE_RECORD
+@pytest.mark.parametrize("command", [C.Off(), C.Key(SENDER_A.public.der)], ids=["OFF", "KEY"])
+def test_command_after_del_in_one_block_is_auth(command, caplog):
+    s = Session()
+    with caplog.at_level(logging.ERROR, logger="smpfast"):
+        answers = s.block((b"del", s.rid, C.Del()), (b"cmd", s.rid, command))
+    assert [(corr, msg) for corr, _, msg in answers] == [(b"del", C.OK), (b"cmd", C.Err(E.AUTH))]
+    assert not caplog.records  # a client's mistake is no server error
+
+
+@pytest.mark.xfail(strict=True, reason="LSET does not check that the link id is free")
+def test_lset_with_another_queues_link_id_is_auth(caplog):
+    s = Session(LINKS_VERSION)
+    other = s.new_queue()
+    link, data = bytes([7]) * 24, C.QueueLinkData(b"fixed", b"user")
+    assert s.block((b"l1", s.rid, C.Lset(link, data))) == [(b"l1", s.rid, C.OK)]
+    with caplog.at_level(logging.ERROR, logger="smpfast"):
+        answers = s.block((b"l2", other, C.Lset(link, data)))
+    assert s.broker.store.queue_by_link(link).recipient_id == s.rid
+    assert answers == [(b"l2", other, C.Err(E.AUTH))]
+    assert not caplog.records
