@@ -74,21 +74,12 @@ class _Errors(logging.Handler):
         self.records.append(record)
 
 
-# KNOWN ISSUE (reported to the lead, tests/test_broker_fuzz_findings.py): the broker executes
-# every command of a block on the queue record read while verifying it, so a block with
-# several commands on one queue acts on stale records (a second KEY overwrites the first,
-# OFF after DEL answers ERR INTERNAL and logs QueueNotFound, SUB after DEL subscribes to a
-# deleted queue). Until it is fixed, a run that sent such a block skips the checks that
-# issue breaks; SMPFAST_FUZZ_STRICT=1 checks them anyway.
-# KNOWN ISSUE 2 (reported, tests/test_broker_fuzz_findings.py): LSET with a link id that
-# belongs to another queue makes update_queue raise DuplicateIdError: ERR INTERNAL and a
-# logged traceback. Tolerated (that log record only) unless SMPFAST_FUZZ_STRICT=1.
-# KNOWN ISSUE 3 (reported): an answer echoes its corrId, so a GET or ACK with a corrId
-# over 187 bytes gets a MSG transmission larger than a block; the connection's writer then
-# raises FramingError (group_transmissions) and the connection drops with a traceback,
-# where the reference drops that one answer ("tPut error: large message"). Tolerated
-# (such transmissions are left out of the wire check) unless SMPFAST_FUZZ_STRICT=1.
-STRICT = os.environ.get("SMPFAST_FUZZ_STRICT", "") not in ("", "0")
+# Three issues this target found are fixed (tests/test_broker_fuzz_findings.py,
+# tests/test_protocol_session.py): commands of one block on one queue share its record, LSET
+# of another queue's link id is ERR AUTH, and an answer too large for a block is dropped
+# alone by the session, as the reference does. The checks they broke are on by default;
+# SMPFAST_FUZZ_STRICT=0 turns them off again (to fuzz around a regression).
+STRICT = os.environ.get("SMPFAST_FUZZ_STRICT", "1") not in ("", "0")
 
 ERRORS = _Errors()
 logging.getLogger("smpfast").addHandler(ERRORS)
@@ -254,8 +245,8 @@ class World:
     def _wire_check(self, client: Client, answers: list) -> None:
         """The batch encodes into blocks (as the connection writes it) that parse back."""
         transmissions = encode_answers(client, answers)
-        if not STRICT:  # known issue 3: drop what cannot fit a block, as the reference does
-            transmissions = [t for t in transmissions if len(t) + 2 <= V.BATCH_BUDGET]
+        # What the session does: an answer too large for any block is left out.
+        transmissions = [t for t in transmissions if len(t) + 2 <= V.BATCH_BUDGET]
         start = 0
         for count in core.group_transmissions([len(t) for t in transmissions]):
             block = core.encode_batch(transmissions[start : start + count], V.ENCRYPTED_BLOCK_PAD)

@@ -3,18 +3,14 @@ and LSET with another queue's link id.
 
 The reference executes a block's commands one after the other, each on the queue's current
 record (secureQueue and suspendQueue read the queue's TVar): a second KEY with another key
-is ERR AUTH, and OFF or KEY after DEL in the same block is ERR AUTH. The broker currently
-executes every command on the record read while the block was verified.
+is ERR AUTH, and OFF or KEY after DEL in the same block is ERR AUTH. The broker does the
+same: the commands of a block on one queue share its record.
 
-LSET with a link id that another queue holds answers ERR INTERNAL and logs the store's
+LSET with a link id that another queue holds used to answer ERR INTERNAL with the store's
 DuplicateIdError traceback. The reference's stores disagree here (the STM store answers OK
-and repoints the link index, the Postgres store answers ERR STORE); the test asks for
-ERR AUTH, the reference's answer to a duplicate id elsewhere (handleDuplicate), with the
-link staying with its queue and no error logged.
-
-KNOWN ISSUES, left to the broker's owner: these tests are strict xfails, so they fail as
-soon as the broker is fixed, and the marks (and the tolerance in fuzz/broker_memory.py)
-must then go.
+and repoints the link index, the Postgres store answers ERR STORE); smpfast answers ERR AUTH,
+the reference's answer to a duplicate id elsewhere (handleDuplicate), the link staying with
+its queue and no error logged.
 """
 
 from __future__ import annotations
@@ -38,9 +34,6 @@ RECIPIENT = PrivateKey(Alg.ED25519, bytes(32))
 DH = PrivateKey(Alg.X25519, bytes([1]) * 32)
 SENDER_A = PrivateKey(Alg.ED25519, bytes([2]) * 32)
 SENDER_B = PrivateKey(Alg.ED25519, bytes([3]) * 32)
-STALE_RECORD = pytest.mark.xfail(
-    strict=True, reason="broker executes a block's commands on the records read at verification"
-)
 
 
 class Session:
@@ -66,7 +59,6 @@ class Session:
         return [answer for _, batch in self.client.outbox for answer in batch]
 
 
-@STALE_RECORD
 def test_second_key_in_one_block_is_refused():
     s = Session()
     answers = s.block((b"k1", s.rid, C.Key(SENDER_A.public.der)), (b"k2", s.rid, C.Key(SENDER_B.public.der)))
@@ -74,7 +66,6 @@ def test_second_key_in_one_block_is_refused():
     assert s.broker.store.get_queue(s.rid).sender_key == SENDER_A.public.der
 
 
-@STALE_RECORD
 @pytest.mark.parametrize("command", [C.Off(), C.Key(SENDER_A.public.der)], ids=["OFF", "KEY"])
 def test_command_after_del_in_one_block_is_auth(command, caplog):
     s = Session()
@@ -84,7 +75,6 @@ def test_command_after_del_in_one_block_is_auth(command, caplog):
     assert not caplog.records  # a client's mistake is no server error
 
 
-@pytest.mark.xfail(strict=True, reason="LSET does not check that the link id is free")
 def test_lset_with_another_queues_link_id_is_auth(caplog):
     s = Session(LINKS_VERSION)
     other = s.new_queue()

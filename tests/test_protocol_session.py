@@ -182,3 +182,17 @@ def test_sending_before_the_handshake_is_a_usage_error(smp_credentials):
     client = _client(smp_credentials)
     with pytest.raises(SessionError):
         client.send_batches([[b"x"]])
+
+
+def test_an_answer_too_large_for_a_block_is_dropped_alone(smp_credentials):
+    server = _server(smp_credentials)
+    client = _client(smp_credentials, VersionRange(V.MIN_VERSION, 7))
+    _handshake(server, client)
+    small = encode_server_transmission(7, SESSION_ID, b"a", b"", C.PONG)
+    huge = b"\x00" * (V.BATCH_BUDGET - 1)
+    server.send_batches([[small, huge, small]])
+    [block] = _blocks(server.data_to_send())
+    assert server.dropped == 1
+    [event] = client.receive_block(block)
+    answers = decode_client_transmissions(event.plaintext, 7, SESSION_ID)
+    assert [(a.corr_id, a.response) for a in answers] == [(b"a", C.PONG), (b"a", C.PONG)]

@@ -34,6 +34,9 @@ from .handshake import ClientHandshake, ServerHandshake, block_encryption, clien
 from .versions import VersionRange
 
 
+_MAX_TRANSMISSION = V.BATCH_BUDGET - 2  # a transmission and its length prefix fill a block
+
+
 class State(enum.Enum):
     AWAITING_HELLO = "awaiting hello"
     AWAITING_SERVICE = "awaiting service block"
@@ -96,6 +99,7 @@ class _Session:
         self._encryptor: BlockEncryptor | None = None
         self._decryptor: BlockDecryptor | None = None
         self._outgoing: list[bytes] = []
+        self.dropped = 0  # transmissions too large for any block, left out (see send_batches)
 
     # --- state
 
@@ -174,6 +178,12 @@ class _Session:
         encrypt = self._encryptor.encrypt if self._encryptor is not None else None
         out = self._outgoing
         for transmissions in batches:
+            if any(len(t) > _MAX_TRANSMISSION for t in transmissions):
+                # The reference drops an answer too large for a block (e.g. a MSG answering a
+                # request with a 188+ byte corrId) and keeps the connection.
+                kept = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
+                self.dropped += len(transmissions) - len(kept)
+                transmissions = kept
             start = 0
             for count in core.group_transmissions([len(t) for t in transmissions]):
                 block = core.encode_batch(transmissions[start : start + count], size)

@@ -50,6 +50,9 @@ from ..store.records import (
 log = logging.getLogger(__name__)
 
 ID_SIZE = 24
+# Marks the shared in-block record of a queue an earlier command of the block deleted; never
+# stored (the store has no such status).
+_DELETED = "deleted"
 DAY = 86400
 EXPIRE_ON_SEND = True
 
@@ -326,16 +329,27 @@ class Broker:
         errors = prepared.errors
         failed = {prepared.owners[i] for i, ok in enumerate(results) if not ok}
         verified: list[_Pending] = []
+        # Commands of one block on one queue share one record, so each sees what the ones
+        # before it changed (the reference runs them one by one on the queue's current state).
+        records: dict[bytes, QueueRecord] = {}
         for i, item in enumerate(prepared.pending):
             if i in failed:
                 errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
-            else:
-                if reload and item.queue is not None:
-                    item.queue = self.store.get_queue(item.queue.recipient_id)
-                    if item.queue is None:  # deleted meanwhile
-                        errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
-                        continue
-                verified.append(item)
+                continue
+            q = item.queue
+            if q is not None:
+                rid = q.recipient_id
+                shared = records.get(rid)
+                if shared is not None:
+                    item.queue = shared
+                else:
+                    if reload:
+                        q = item.queue = self.store.get_queue(rid)
+                        if q is None:  # deleted meanwhile
+                            errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                            continue
+                    records[rid] = q
+            verified.append(item)
         # The reference sends the block's verification errors first, as one batch.
         self._send(client, errors)
         if not client.connected or not verified:
@@ -488,6 +502,9 @@ class Broker:
         q = item.queue
         if q is None:  # verified commands always carry their queue; guard anyway
             out.append((corr_id, entity, C.Err(E.INTERNAL)))
+            return
+        if q.status == _DELETED:  # by an earlier command of this block
+            out.append((corr_id, entity, C.Err(E.AUTH)))
             return
         if isinstance(cmd, C.Send):
             out.append((corr_id, entity, self._send_message(client, q, cmd)))
@@ -685,6 +702,8 @@ class Broker:
             result: C.Response = C.Err(E.AUTH)
         elif q.link_id is not None and q.link_fixed != cmd.data.fixed_data:
             result = C.Err(E.AUTH)
+        elif q.link_id is None and self.store.queue_by_link(cmd.link_id) is not None:
+            result = C.Err(E.AUTH)  # another queue's link id (the reference: a duplicate id)
         else:
             q.link_id, q.link_fixed, q.link_user = cmd.link_id, cmd.data.fixed_data, cmd.data.user_data
             self.store.update_queue(q)
@@ -748,6 +767,7 @@ class Broker:
     def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         self.store.delete_queue(rid)
+        q.status = _DELETED  # the block's later commands on this queue answer AUTH
         self._count("queues_deleted")
         client.subscriptions.pop(rid, None)
         subscriber = self.subscribers.pop(rid, None)
