@@ -16,6 +16,7 @@ same, so an operator's habits carry over.  Differences, on purpose:
 from __future__ import annotations
 
 import configparser
+import difflib
 import ipaddress
 import os
 import re
@@ -358,6 +359,15 @@ _COMPAT: dict[str, dict[str, str]] = {
 _EMPTY_ONLY_SECTIONS = ("PROXY",)
 
 
+def _did_you_mean(name: str, known: Sequence[str], form: str) -> str:
+    """``; did you mean X?`` for the nearest known name, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+        close = [k for k in known if close and k.lower() == close[0]]
+    return f"; did you mean {form.format(close[0])}?" if close else ""
+
+
 def _read_ini(text: str, source: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -394,7 +404,8 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
             continue
         if section not in _SCHEMA and section not in _COMPAT:
             known = ", ".join(f"[{s}]" for s in _SCHEMA)
-            raise ConfigError(f"unknown section in {source} (known: {known})", section)
+            hint = _did_you_mean(section, [*_SCHEMA, *_COMPAT], "[{}]")
+            raise ConfigError(f"unknown section in {source}{hint} (known: {known})", section)
         for key, raw in ini[section].items():
             value = raw.strip()
             compat = _COMPAT.get(section, {}).get(key)
@@ -406,7 +417,9 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
                 continue
             parse = _SCHEMA.get(section, {}).get(key)
             if parse is None:
-                raise ConfigError("unknown key", section, key)
+                known_keys = [*_SCHEMA.get(section, {}), *_COMPAT.get(section, {})]
+                hint = _did_you_mean(key, known_keys, "`{}`")
+                raise ConfigError(f"unknown key in {source}{hint}", section, key)
             try:
                 values[section][key] = parse(value)
             except ValueError as e:

@@ -17,6 +17,7 @@ from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
 from ..protocol.address import DEFAULT_PORT
+from ..startup_errors import ListenError
 from ..store import Store
 from ..store.errors import StoreError
 from ..transport import serve_blocks
@@ -89,22 +90,28 @@ class Server:
             async with trio.open_nursery() as connections:
                 ports = []
                 for port in s.ports:
-                    listeners = await connections.start(
-                        lambda task_status, port=port: serve_blocks(
-                            self._handle,
-                            port,
-                            self.ssl_context,
-                            host=s.bind,
-                            handshake_timeout=s.tls_handshake_timeout,
-                            on_handshake_error=self._tls_error,
-                            task_status=task_status,
+                    try:
+                        listeners = await connections.start(
+                            lambda task_status, port=port: serve_blocks(
+                                self._handle,
+                                port,
+                                self.ssl_context,
+                                host=s.bind,
+                                handshake_timeout=s.tls_handshake_timeout,
+                                on_handshake_error=self._tls_error,
+                                task_status=task_status,
+                            )
                         )
-                    )
+                    except OSError as e:  # raised before listening: say which port
+                        raise ListenError("SMP", s.bind, port, e) from e
                     ports.append(listeners[0].socket.getsockname()[1])
                 self.ports = ports
                 self.registry.watch_ports(ports)
                 if self.control is not None:
-                    await connections.start(self.control.serve)
+                    try:
+                        await connections.start(self.control.serve)
+                    except OSError as e:
+                        raise ListenError("control", "127.0.0.1", self.control.settings.port, e) from e
                 task_status.started(ports)
                 await self._stop.wait()
                 # Stop accepting and reading; what was processed is committed below.
@@ -114,10 +121,11 @@ class Server:
             background.cancel_scope.cancel()
 
     def _tls_error(self, error: Exception) -> None:
+        # The transport's message already says "TLS handshake failed: ...".
         if self.settings.log_tls_errors:
-            log.warning("TLS handshake failed: %s", error)
+            log.warning("%s", error)
         else:
-            log.debug("TLS handshake failed: %s", error)
+            log.debug("%s", error)
 
     async def _handle(self, conn) -> None:
         connection = Connection(conn, self.broker, self.committer, self.identity, self.settings.handshake_timeout)
@@ -226,19 +234,25 @@ def build_server(config: Config) -> tuple[Server, str]:
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
 
 
-def run(config: Config) -> int:
-    """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("up to %d open files (one per connection)", raise_open_files_limit())
+def run(config: Config, *, debug: bool = False) -> int:
+    """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
+    Start-up failures propagate (the command turns them into one line)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    open_files = raise_open_files_limit()
     server, address = build_server(config)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            ports = await nursery.start(server.serve)
-            bind = server.settings.bind or "*"
-            log.info("smpfast serving on %s port(s) %s", bind, ",".join(map(str, ports)))
-            print(f"Server address: {address}", flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # Signals are caught before the address is out: whoever waits for it may stop us.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                ports = await nursery.start(server.serve)
+                bind = server.settings.bind or "*"
+                log.info("smpfast serving on %s port(s) %s", bind, ",".join(map(str, ports)))
+                log.info("up to %d open files (one per connection)", open_files)
+                print(f"Server address: {address}", flush=True)
                 async for signum in signals:
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     server.stop()
