@@ -130,6 +130,19 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """Ours: Prometheus ``/metrics`` over HTTP (the reference only writes a text file)."""
+
+    port: int | None = None  # None: no endpoint
+    bind: str = DEFAULT_BIND
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    stats_interval: int = 3600  # seconds between one-line stats summaries; 0: none
+
+
+@dataclass(frozen=True)
 class Config:
     config_dir: Path
     ini_path: Path
@@ -140,6 +153,8 @@ class Config:
     transport: TransportConfig
     inactive_clients: InactiveClientsConfig
     store: StoreConfig
+    prometheus: PrometheusConfig = PrometheusConfig()
+    log: LogConfig = LogConfig()
 
     def address(self, fingerprint: str) -> str:
         """``smp://<fingerprint>[:<password>]@<hosts>[:<port>]`` for this configuration."""
@@ -312,7 +327,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "expire_messages_on_start": parse_on_off,
         "expire_messages_on_send": parse_on_off,
         "expire_ntfs_hours": _int_range(1, 876000),
-        "log_stats": _not_yet(parse_on_off, False, "daily statistics are not implemented yet"),
+        "log_stats": parse_on_off,
     },
     "AUTH": {
         "new_queues": parse_on_off,
@@ -332,6 +347,13 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "disconnect": parse_on_off,
         "ttl": _int_range(1, 2**31 - 1),
         "check_interval": _int_range(1, 2**31 - 1),
+    },
+    "PROMETHEUS": {
+        "port": _int_range(1, 65535),
+        "bind": _bind,
+    },
+    "LOG": {
+        "stats_interval": _int_range(0, 2**31 - 1),
     },
     "STORE": {
         "path": _text,
@@ -439,6 +461,8 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         transport=TransportConfig(**values["TRANSPORT"]),
         inactive_clients=InactiveClientsConfig(**values["INACTIVE_CLIENTS"]),
         store=StoreConfig(path=config_dir / store_path, **store),
+        prometheus=PrometheusConfig(**values["PROMETHEUS"]),
+        log=LogConfig(**values["LOG"]),
     )
 
 
@@ -569,7 +593,8 @@ expire_messages_on_start = on
 expire_messages_on_send = off
 # How long undelivered notifications are kept.
 expire_ntfs_hours = 24
-# Daily statistics (the reference's CSV file): not implemented yet, only `off` is accepted.
+# Daily statistics: `on` appends one line a day at 00:00 UTC to smp-server-stats.daily.log in
+# this directory, with the reference's columns (counters for the day, then totals).
 log_stats = off
 
 [AUTH]
@@ -602,6 +627,17 @@ log_tls_errors = off
 # The operators' control port: plain text, always on 127.0.0.1 only (`telnet 127.0.0.1
 # <port>`, then `help`). Commented out: no control port.
 {control_line}
+
+[PROMETHEUS]
+# Prometheus metrics over HTTP at http://<bind>:<port>/metrics, with the reference's metric
+# names. Commented out: no endpoint. The bind address is loopback unless you change it.
+# port = 9090
+# bind = 127.0.0.1
+
+[LOG]
+# Seconds between one-line statistics summaries in the log (0: none). The log never contains
+# IP addresses or queue ids.
+stats_interval = 3600
 
 [INACTIVE_CLIENTS]
 # Disconnect clients that have no subscriptions and have neither sent nor received

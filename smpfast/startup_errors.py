@@ -20,7 +20,7 @@ class ListenError(OSError):
 
     def __init__(self, what: str, host: str | None, port: int, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror)
-        self.what = what  # "SMP" or "control"
+        self.what = what  # "SMP", "control" or "metrics"
         self.host = host
         self.port = port
         self.cause = cause
@@ -48,6 +48,8 @@ def _listen_message(e: ListenError) -> str:
     where = f"{e.host or '*'} port {e.port}"
     if e.what == "control":
         setting, option = "[TRANSPORT] control_port", "another control_port"
+    elif e.what == "metrics":
+        setting, option = "[PROMETHEUS] port", "another port"
     else:
         setting, option = "[TRANSPORT] port", "another port with `smpfast start --port N`"
     if e.errno == errno.EADDRINUSE:

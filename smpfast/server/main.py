@@ -25,6 +25,9 @@ from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import Connection, Identity
 from .control import ConnectionRegistry, ControlPort, ControlSettings
+from .metrics import make_registry, serve_metrics
+from .stats import STATS_FILE, StatsLog, seconds_until
+from .stats import summary as stats_summary
 
 log = logging.getLogger("smpfast.server")
 
@@ -50,6 +53,12 @@ class ServerSettings:
     tls_handshake_timeout: float = 60.0
     log_tls_errors: bool = False
     control: ControlSettings | None = None  # the control port on 127.0.0.1; None: none
+    stats_file: str | None = None  # the daily stats CSV ([STORE_LOG] log_stats); None: off
+    stats_interval: float = 86400.0  # one line a day...
+    stats_start: float = 0.0  # ...at this many seconds after 00:00 UTC, as the reference
+    stats_summary_interval: float | None = 3600.0  # the one-line log summary; None: off
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off
+    metrics_bind: str = "127.0.0.1"
 
 
 class Server:
@@ -73,6 +82,8 @@ class Server:
         self.registry = ConnectionRegistry(self.broker.clock)
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
         self.ports: list[int] = []
+        self.metrics_port: int | None = None
+        self.started_at = self.broker.clock()
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -87,6 +98,10 @@ class Server:
             background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
                 background.start_soon(self._expire_inactive_clients)
+            if s.stats_file is not None:
+                background.start_soon(self._write_daily_stats)
+            if s.stats_summary_interval is not None:
+                background.start_soon(self._log_stats_summary)
             async with trio.open_nursery() as connections:
                 ports = []
                 for port in s.ports:
@@ -107,6 +122,13 @@ class Server:
                     ports.append(listeners[0].socket.getsockname()[1])
                 self.ports = ports
                 self.registry.watch_ports(ports)
+                if s.metrics_port is not None:
+                    try:
+                        self.metrics_port = await connections.start(
+                            serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
+                        )
+                    except OSError as e:
+                        raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
                 if self.control is not None:
                     try:
                         await connections.start(self.control.serve)
@@ -119,6 +141,37 @@ class Server:
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
             background.cancel_scope.cancel()
+
+    def stats_gauges(self) -> dict[str, int]:
+        store = self.store
+        queues = store.queue_count()
+        return {
+            "qCount": queues,
+            "queueCount": queues,
+            "msgCount": store.stored_message_count(),
+            "notifierCount": store.notifier_count(),
+            "ntfCount": sum(len(n) for n in self.broker.notifications.values()),
+        }
+
+    def stats_values(self) -> dict[str, int]:
+        """Counters since start, gauges now, and the connected clients (for /metrics)."""
+        return {**self.broker.stats, **self.stats_gauges(), "clients": len(self.connections)}
+
+    async def _write_daily_stats(self) -> None:
+        s = self.settings
+        stats_log = StatsLog(s.stats_file, self.broker.stats, self.stats_gauges, self.started_at)
+        log.info("daily stats in %s", s.stats_file)
+        while True:
+            await trio.sleep(seconds_until(self.broker.clock(), s.stats_start, s.stats_interval))
+            try:
+                stats_log.write(self.broker.clock())
+            except OSError as e:
+                log.error("cannot write the daily stats to %s: %s", s.stats_file, e)
+
+    async def _log_stats_summary(self) -> None:
+        while True:
+            await trio.sleep(self.settings.stats_summary_interval)
+            log.info("%s", stats_summary(self.broker.stats, self.stats_gauges(), len(self.connections)))
 
     def _tls_error(self, error: Exception) -> None:
         # The transport's message already says "TLS handshake failed: ...".
@@ -162,7 +215,8 @@ class Server:
             while True:
                 try:
                     with self.store.unit():
-                        self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                        expired = self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                    self.broker.count("msgExpired", expired)
                 except StoreError as e:
                     self.committer.store_failed(e)
                     break  # try again at the next interval
@@ -229,6 +283,10 @@ def build_server(config: Config) -> tuple[Server, str]:
         inactive_check_interval=float(ic.check_interval),
         log_tls_errors=config.transport.log_tls_errors,
         control=control,
+        stats_file=str(config.config_dir / STATS_FILE) if sl.log_stats else None,
+        stats_summary_interval=float(config.log.stats_interval) or None,
+        metrics_port=config.prometheus.port,
+        metrics_bind=config.prometheus.bind,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
