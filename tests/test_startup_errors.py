@@ -103,6 +103,16 @@ def test_control_port_in_use(server_dir: Path) -> None:
     assert f"port {taken} (control)" in line and "[TRANSPORT] control_port" in line
 
 
+def test_metrics_port_in_use(server_dir: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        set_ini(server_dir, "# port = 9090", f"port = {taken}")
+        line = one_error_line(start(server_dir))
+    assert f"127.0.0.1 port {taken} (metrics)" in line and "[PROMETHEUS] port" in line
+
+
 def test_bind_address_not_on_this_machine(server_dir: Path) -> None:
     line = one_error_line(start(server_dir, "--bind", "192.0.2.1"))  # TEST-NET-1, never local
     assert "192.0.2.1 is not an address of this machine" in line and "bind" in line

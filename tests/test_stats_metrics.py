@@ -25,7 +25,7 @@ EXPECTED_COUNTERS = {
     "qCreated": 3,
     "qSecured": 1,
     "msgSent": 3,
-    "msgSentAuth": 1,
+    "msgSentAuth": 2,
     "msgSentLarge": 1,
     "msgGet": 1,
     "msgGetNoMsg": 1,
@@ -40,7 +40,8 @@ EXPECTED_GAUGES = {"qCount": 2, "msgCount": 0}
 
 async def run_workload(address: str) -> None:
     """3 queues; KEY; 3 SENDs; GET on an empty and a full queue; SUB with messages waiting;
-    3 ACKs; DEL; SEND to a suspended queue (AUTH) and a too large SEND."""
+    3 ACKs; DEL; SENDs unsigned to a secured and to a suspended queue (AUTH, counted
+    once by verification, once by the queue's status) and a too large SEND."""
     async with sc.connect(address) as client:
         q0, q1, q2 = [await client.create_queue(subscribe=False) for _ in range(3)]
         sender = generate_private_key(Alg.ED25519)
@@ -48,6 +49,8 @@ async def run_workload(address: str) -> None:
         await client.send(q0.snd_id, b"one", sender)
         await client.send(q0.snd_id, b"two", sender)
         await client.send(q1.snd_id, b"three")
+        with pytest.raises(sc.SMPError):
+            await client.send(q0.snd_id, b"unsigned to a secured queue")
         assert await client.get(q2) is None
         msg = await client.get(q1)
         assert msg is not None and await client.ack(q1, msg.msg_id) is None
@@ -93,7 +96,7 @@ def test_counters_metrics_and_csv_after_a_workload(smp_server, trio_run, tmp_pat
             assert samples[("simplex_smp_queues_deleted", (("type", "secured"),))] == 0
             assert samples[("simplex_smp_messages_sent", ())] == 3
             assert samples[("simplex_smp_messages_received", ())] == 3
-            assert samples[("simplex_smp_messages_sent_errors", (("type", "auth"),))] == 1
+            assert samples[("simplex_smp_messages_sent_errors", (("type", "auth"),))] == 2
             assert samples[("simplex_smp_messages_sent_errors", (("type", "large"),))] == 1
             assert samples[("simplex_smp_messages_notify_get_sent", ())] == 1
             assert samples[("simplex_smp_messages_notify_get_errors", (("type", "nomsg"),))] == 1

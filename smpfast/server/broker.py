@@ -324,8 +324,16 @@ class Broker:
             elif verdict is True:
                 pending.append(item)
             else:
+                if verdict == E.AUTH:
+                    self._count_auth_error(t.command)
                 errors.append((t.corr_id, t.entity_id, C.Err(verdict)))
         return prepared
+
+    def _count_auth_error(self, cmd: object) -> None:
+        """The reference counts AUTH failures of these commands (msgSentAuth, ...)."""
+        name = _AUTH_COUNTERS.get(type(cmd))
+        if name is not None:
+            self._count(name)
 
     def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
         """Answer a prepared block given its verification results. ``reload``: other
@@ -336,6 +344,7 @@ class Broker:
         verified: list[_Pending] = []
         for i, item in enumerate(prepared.pending):
             if i in failed:
+                self._count_auth_error(item.cmd)
                 errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
             else:
                 if reload and item.queue is not None:
@@ -899,6 +908,11 @@ Broker._RECIPIENT_HANDLERS = {
     C.Off: Broker._off,
     C.Del: Broker._del,
     C.Que: Broker._que,
+}
+
+
+_AUTH_COUNTERS: dict[type, str] = {
+    C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",
 }
 
 

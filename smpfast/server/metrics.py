@@ -36,7 +36,8 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[tuple[dict[str, str], str], ...]], .
     ("simplex_smp_subscribtion_successes", "counter", "Successful subscriptions.", (({}, "qSub"),)),
     ("simplex_smp_subscribtion_end", "counter", "Ended subscriptions.", (({}, "qSubEnd"),)),
     ("simplex_smp_subscribtion_errors", "counter", "Subscription errors.", (
-        ({"type": "duplicate"}, "qSubDuplicate"), ({"type": "prohibited"}, "qSubProhibited"))),
+        ({"type": "auth"}, "qSubAuth"), ({"type": "duplicate"}, "qSubDuplicate"),
+        ({"type": "prohibited"}, "qSubProhibited"))),
     ("simplex_smp_messages_sent", "counter", "Sent messages.", (({}, "msgSent"),)),
     ("simplex_smp_messages_sent_errors", "counter", "Total number of messages errors by type.", (
         ({"type": "auth"}, "msgSentAuth"), ({"type": "quota"}, "msgSentQuota"),
@@ -48,7 +49,8 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[tuple[dict[str, str], str], ...]], .
     ("simplex_smp_messages_notify_get_sent", "counter", "Messages delivered with GET.", (({}, "msgGet"),)),
     ("simplex_smp_messages_notify_get_received", "counter", "Messages acknowledged after GET.", (({}, "msgRecvGet"),)),
     ("simplex_smp_messages_notify_get_errors", "counter", "GET errors by type.", (
-        ({"type": "nomsg"}, "msgGetNoMsg"), ({"type": "duplicate"}, "msgGetDuplicate"),
+        ({"type": "nomsg"}, "msgGetNoMsg"), ({"type": "auth"}, "msgGetAuth"),
+        ({"type": "duplicate"}, "msgGetDuplicate"),
         ({"type": "prohibited"}, "msgGetProhibited"))),
     ("simplex_smp_queues_notify_created", "counter", "Created queues with notification.", (({}, "ntfCreated"),)),
     ("simplex_smp_queues_notify_new_created", "counter", "Queues created with notification credentials.", (({}, "ntfNewCreated"),)),
@@ -60,7 +62,7 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[tuple[dict[str, str], str], ...]], .
         ({"type": "expired"}, "msgNtfExpired"),)),
     ("simplex_smp_subscription_ntf_requests", "counter", "Notification subscriptions.", (({}, "ntfSub"),)),
     ("simplex_smp_subscribtion_ntf_errors", "counter", "Notification subscription errors.", (
-        ({"type": "duplicate"}, "ntfSubDuplicate"),)),
+        ({"type": "auth"}, "ntfSubAuth"), ({"type": "duplicate"}, "ntfSubDuplicate"))),
     ("simplex_smp_clients_total", "gauge", "Connected clients.", (({}, "clients"),)),
 )
 

@@ -20,10 +20,10 @@ STATS_FILE = "smp-server-stats.daily.log"  # the reference's name, in the server
 # Every counter the broker increments (a subset of the reference's ServerStats).
 COUNTERS = (
     "qCreated", "qSecured", "qDeletedAll", "qDeletedNew", "qDeletedSecured", "qBlocked",
-    "qSub", "qSubDuplicate", "qSubProhibited", "qSubEnd",
-    "ntfCreated", "ntfNewCreated", "ntfDeleted", "ntfSub", "ntfSubDuplicate",
+    "qSub", "qSubAuth", "qSubDuplicate", "qSubProhibited", "qSubEnd",
+    "ntfCreated", "ntfNewCreated", "ntfDeleted", "ntfSub", "ntfSubAuth", "ntfSubDuplicate",
     "msgSent", "msgSentAuth", "msgSentQuota", "msgSentLarge", "msgSentBlock", "msgSentNtf",
-    "msgRecv", "msgRecvGet", "msgGet", "msgGetNoMsg", "msgGetDuplicate", "msgGetProhibited",
+    "msgRecv", "msgRecvGet", "msgGet", "msgGetNoMsg", "msgGetAuth", "msgGetDuplicate", "msgGetProhibited",
     "msgExpired", "msgNtfs", "msgNtfExpired",
 )
 # Read at the moment of writing, not reset (the reference's qCount/msgCount/ntfCount and
