@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import importlib.util
 import ipaddress
 import os
 import secrets
 import shutil
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
@@ -47,6 +49,7 @@ from smpfast.credentials import (
     renew_server_certificate,
 )
 from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
+from smpfast.startup_errors import explain, leaf_exceptions
 from smpfast.server.admin import DEFAULT_CONTROL_PORT
 
 DEFAULT_DIR = "smpfast-data"
@@ -146,6 +149,7 @@ def initialize(
     password: str | None = None,
     algorithm: SignAlgorithm = SignAlgorithm.ED25519,
     control_port: int | None = None,
+    bind: str | None = None,
 ) -> InitResult:
     """Create a server directory: credentials, ``smpfast.ini``, ``fingerprint``, store.
 
@@ -162,7 +166,15 @@ def initialize(
         hosts = parse_hosts(fqdn) if fqdn else (ip,)
     except ValueError as e:
         raise CliError(f"--fqdn: {e}") from None
-    bind = "::" if not ip_addr.is_loopback else ip
+    if bind is None:
+        # Like the reference, a public --ip names the server (certificate, address) and the
+        # server listens on all interfaces: behind NAT the public IP is not on any interface.
+        bind = "::" if not ip_addr.is_loopback else ip
+    else:
+        try:
+            ipaddress.ip_address(bind)
+        except ValueError:
+            raise CliError(f"--bind: {bind!r} is not an IP address (such as ::, 0.0.0.0 or 127.0.0.1)") from None
     control_passwords = None
     if control_port is not None:
         control_passwords = (make_control_password(), make_control_password())
@@ -202,6 +214,11 @@ def _init_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fqdn", help="server host name(s), comma-separated; the first is the certificate CN"
+    )
+    p.add_argument(
+        "--bind",
+        help="listen address written to [TRANSPORT] bind (default: :: for a public --ip, "
+        "else the --ip itself)",
     )
     p.add_argument(
         "--port",
@@ -259,22 +276,34 @@ def _cmd_init(args: argparse.Namespace) -> int:
         password=password,
         algorithm=SignAlgorithm.parse(args.sign_algorithm),
         control_port=args.control_port,
+        bind=args.bind,
     )
     _print_init_report(result)
     return 0
 
 
-def _print_init_report(result: InitResult, out: TextIO | None = None) -> None:
+def _print_init_report(result: InitResult, out: TextIO | None = None, *, starting: bool = False) -> None:
+    """What init made; ``starting``: `start` prints the address itself once it listens."""
     out = out or sys.stdout
     cfg = result.config
     print(f"smpfast server initialised in {cfg.config_dir}", file=out)
     print(f"Configuration: {cfg.ini_path}", file=out)
-    if cfg.transport.bind in ("127.0.0.1", "::1"):
+    bind = cfg.transport.bind
+    if ipaddress.ip_address(bind).is_loopback:
         print(
-            f"The server listens on {cfg.transport.bind} only; set [TRANSPORT] bind = :: in "
+            f"The server listens on {bind} only; set [TRANSPORT] bind = :: in "
             f"{INI_FILE} to accept connections from other machines.",
             file=out,
         )
+    elif ipaddress.ip_address(bind).is_unspecified:
+        print(
+            f"The server listens on all interfaces ([TRANSPORT] bind = {bind}); the address "
+            f"{', '.join(cfg.transport.host)} is only used in the certificate and the server "
+            f"address. Set bind in {INI_FILE} (or init --bind) to listen on one address only.",
+            file=out,
+        )
+    else:
+        print(f"The server listens on {bind} only ([TRANSPORT] bind in {INI_FILE}).", file=out)
     print("----------", file=out)
     print(
         "Move the CA private key to secure offline storage and delete it from this machine:\n"
@@ -290,6 +319,9 @@ def _print_init_report(result: InitResult, out: TextIO | None = None) -> None:
             file=out,
         )
     print("----------", file=out)
+    if starting:
+        print(f"Fingerprint: {result.fingerprint}", file=out)
+        return
     print(f"Start the server with: smpfast start --dir {cfg.config_dir}", file=out)
     print(f"Fingerprint: {result.fingerprint}", file=out)
     print("Server address:", file=out)
@@ -341,27 +373,63 @@ def _cmd_cert(args: argparse.Namespace) -> int:
 # --- start ------------------------------------------------------------------------------------
 
 
-def ensure_initialized(directory: str | os.PathLike[str]) -> InitResult | None:
+def ensure_initialized(directory: str | os.PathLike[str], *, allowed: bool = True) -> InitResult | None:
     """Initialise ``directory`` with defaults if it is missing or empty (so `start` just works).
 
-    Returns the init result when it did, None when the directory was already there.
+    Returns the init result when it did, None when the directory was already there.  With
+    ``allowed`` False a missing or empty directory is an error (a mistyped --dir must not
+    become a new server with a new identity).
     """
     target = Path(directory)
     if target.exists() and not _is_empty_dir(target):
         return None
+    if not allowed:
+        state = "is empty" if target.exists() else "does not exist"
+        raise CliError(
+            f"{target} {state}: check --dir, or create a new server there with "
+            f"`smpfast init --dir {target}` (or `smpfast start --init --dir {target}`)"
+        )
     print(f"smpfast: {target} is missing or empty, initialising a new server there", file=sys.stderr)
     result = initialize(target, password=make_password("random"))
-    _print_init_report(result, out=sys.stderr)
+    _print_init_report(result, out=sys.stderr, starting=True)
     return result
 
 
-@subcommand("start", "run the server in the foreground (initialises an empty --dir first)", _add_dir_argument)
+def _start_args(p: argparse.ArgumentParser) -> None:
+    _add_dir_argument(p)
+    p.add_argument(
+        "--init",
+        action="store_true",
+        help=f"initialise --dir if it is missing or empty (always done for the default ./{DEFAULT_DIR})",
+    )
+    p.add_argument("--port", help="TCP port(s) to serve, comma-separated (overrides [TRANSPORT] port)")
+    p.add_argument("--bind", help="listen address (overrides [TRANSPORT] bind), e.g. :: or 127.0.0.1")
+
+
+def _start_overrides(config: Config, args: argparse.Namespace) -> Config:
+    changes: dict[str, object] = {}
+    if args.port is not None:
+        try:
+            changes["port"] = parse_ports(args.port)
+        except ValueError as e:
+            raise CliError(f"--port: {e}") from None
+    if args.bind is not None:
+        try:
+            changes["bind"] = str(ipaddress.ip_address(args.bind))
+        except ValueError:
+            raise CliError(f"--bind: {args.bind!r} is not an IP address (such as ::, 0.0.0.0 or 127.0.0.1)") from None
+    if not changes:
+        return config
+    return dataclasses.replace(config, transport=dataclasses.replace(config.transport, **changes))
+
+
+@subcommand("start", f"run the server in the foreground (initialises ./{DEFAULT_DIR} or, with --init, --dir)", _start_args)
 def _cmd_start(args: argparse.Namespace) -> int:
-    ensure_initialized(args.dir)
-    config = load_config(args.dir)
+    ensure_initialized(args.dir, allowed=args.init or args.dir == DEFAULT_DIR)
+    config = _start_overrides(load_config(args.dir), args)
     from smpfast.server.main import run  # lazily: the server pulls in trio and the store
 
-    return run(config)
+    return run(config, debug=args.debug)
 
 
 # --- import / export (migration from and to the reference server) -----------------------------
@@ -498,12 +566,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smpfast", description="SimpleX Messaging Protocol (SMP) relay server"
     )
     parser.add_argument("--version", "-v", action="version", version=f"smpfast {smpfast.__version__}")
+    debug_help = "on failure show the traceback too; the server logs at debug level"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in SUBCOMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)
+        # Also accepted after the command; SUPPRESS keeps a --debug given before it.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+def _is_interrupt(e: BaseException) -> bool:
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaf_exceptions(e))
+
+
+def _unexpected(e: BaseException) -> str:
+    leaf = next((x for x in leaf_exceptions(e) if isinstance(x, Exception)), e)
+    return (
+        f"unexpected {type(leaf).__name__}: {leaf}; run again with --debug for the traceback "
+        "and please report it"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -511,7 +595,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args._run(args)
     except (CliError, ConfigError, CredentialsError) as e:
+        if args.debug:
+            traceback.print_exc()
         print(f"smpfast: error: {e}", file=sys.stderr)
+        return 1
+    except (Exception, BaseExceptionGroup) as e:  # noqa: B902  # anything else: still one line
+        if _is_interrupt(e):
+            return 130
+        if args.debug:
+            traceback.print_exc()
+        message = explain(e) or _unexpected(e)
+        print(f"smpfast: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@ same, so an operator's habits carry over.  Differences, on purpose:
 from __future__ import annotations
 
 import configparser
+import difflib
 import ipaddress
 import os
 import re
@@ -143,6 +144,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """Ours: Prometheus ``/metrics`` over HTTP (the reference only writes a text file)."""
+
+    port: int | None = None  # None: no endpoint
+    bind: str = DEFAULT_BIND
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    stats_interval: int = 3600  # seconds between one-line stats summaries; 0: none
+
+
+@dataclass(frozen=True)
 class Config:
     config_dir: Path
     ini_path: Path
@@ -154,6 +168,8 @@ class Config:
     inactive_clients: InactiveClientsConfig
     store: StoreConfig
     limits: LimitsConfig = LimitsConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    log: LogConfig = LogConfig()
 
     def address(self, fingerprint: str) -> str:
         """``smp://<fingerprint>[:<password>]@<hosts>[:<port>]`` for this configuration."""
@@ -326,7 +342,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "expire_messages_on_start": parse_on_off,
         "expire_messages_on_send": parse_on_off,
         "expire_ntfs_hours": _int_range(1, 876000),
-        "log_stats": _not_yet(parse_on_off, False, "daily statistics are not implemented yet"),
+        "log_stats": parse_on_off,
     },
     "AUTH": {
         "new_queues": parse_on_off,
@@ -346,6 +362,13 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "disconnect": parse_on_off,
         "ttl": _int_range(1, 2**31 - 1),
         "check_interval": _int_range(1, 2**31 - 1),
+    },
+    "PROMETHEUS": {
+        "port": _int_range(1, 65535),
+        "bind": _bind,
+    },
+    "LOG": {
+        "stats_interval": _int_range(0, 2**31 - 1),
     },
     "STORE": {
         "path": _text,
@@ -377,6 +400,15 @@ _COMPAT: dict[str, dict[str, str]] = {
 
 # Sections the reference's `init` writes that smpfast accepts only when empty of keys.
 _EMPTY_ONLY_SECTIONS = ("PROXY",)
+
+
+def _did_you_mean(name: str, known: Sequence[str], form: str) -> str:
+    """``; did you mean X?`` for the nearest known name, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+        close = [k for k in known if close and k.lower() == close[0]]
+    return f"; did you mean {form.format(close[0])}?" if close else ""
 
 
 def _read_ini(text: str, source: str) -> configparser.ConfigParser:
@@ -415,7 +447,8 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
             continue
         if section not in _SCHEMA and section not in _COMPAT:
             known = ", ".join(f"[{s}]" for s in _SCHEMA)
-            raise ConfigError(f"unknown section in {source} (known: {known})", section)
+            hint = _did_you_mean(section, [*_SCHEMA, *_COMPAT], "[{}]")
+            raise ConfigError(f"unknown section in {source}{hint} (known: {known})", section)
         for key, raw in ini[section].items():
             value = raw.strip()
             compat = _COMPAT.get(section, {}).get(key)
@@ -427,7 +460,9 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
                 continue
             parse = _SCHEMA.get(section, {}).get(key)
             if parse is None:
-                raise ConfigError("unknown key", section, key)
+                known_keys = [*_SCHEMA.get(section, {}), *_COMPAT.get(section, {})]
+                hint = _did_you_mean(key, known_keys, "`{}`")
+                raise ConfigError(f"unknown key in {source}{hint}", section, key)
             try:
                 values[section][key] = parse(value)
             except ValueError as e:
@@ -448,6 +483,8 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         inactive_clients=InactiveClientsConfig(**values["INACTIVE_CLIENTS"]),
         store=StoreConfig(path=config_dir / store_path, **store),
         limits=LimitsConfig(**values["LIMITS"]),
+        prometheus=PrometheusConfig(**values["PROMETHEUS"]),
+        log=LogConfig(**values["LOG"]),
     )
 
 
@@ -578,7 +615,8 @@ expire_messages_on_start = on
 expire_messages_on_send = off
 # How long undelivered notifications are kept.
 expire_ntfs_hours = 24
-# Daily statistics (the reference's CSV file): not implemented yet, only `off` is accepted.
+# Daily statistics: `on` appends one line a day at 00:00 UTC to smp-server-stats.daily.log in
+# this directory, with the reference's columns (counters for the day, then totals).
 log_stats = off
 
 [AUTH]
@@ -611,6 +649,17 @@ log_tls_errors = off
 # The operators' control port: plain text, always on 127.0.0.1 only (`telnet 127.0.0.1
 # <port>`, then `help`). Commented out: no control port.
 {control_line}
+
+[PROMETHEUS]
+# Prometheus metrics over HTTP at http://<bind>:<port>/metrics, with the reference's metric
+# names. Commented out: no endpoint. The bind address is loopback unless you change it.
+# port = 9090
+# bind = 127.0.0.1
+
+[LOG]
+# Seconds between one-line statistics summaries in the log (0: none). The log never contains
+# IP addresses or queue ids.
+stats_interval = 3600
 
 [INACTIVE_CLIENTS]
 # Disconnect clients that have no subscriptions and have neither sent nor received

@@ -205,7 +205,10 @@ def load_identity(directory: str | os.PathLike[str]) -> bytes:
     try:
         ca_cert = load_certificates_pem(_read(paths.ca_cert))[0]
     except CertError as e:
-        raise CredentialsError(f"{paths.ca_cert}: {e}") from None
+        raise CredentialsError(
+            f"{paths.ca_cert}: {e}; restore it from a backup (it is the server's identity: "
+            "a new one changes the address)"
+        ) from None
     identity = key_hash(ca_cert)
     saved = read_fingerprint_file(paths.fingerprint)
     if saved != encode_fingerprint(identity):
@@ -220,14 +223,19 @@ def load_server_credentials(directory: str | os.PathLike[str]) -> ServerCredenti
     """Load the TLS chain and key; check fingerprint, CA signature and key/cert match."""
     paths = CredentialPaths.in_dir(directory)
     identity = load_identity(directory)
+    fix = "restore it from a backup, or make a new server key and certificate with `smpfast cert` (needs ca.key)"
+    current = paths.server_cert
     try:
         server_certs = load_certificates_pem(_read(paths.server_cert))
+        current = paths.ca_cert
         ca_certs = load_certificates_pem(_read(paths.ca_cert))
+        current = paths.server_key
         server_key = load_private_key_pem(_read(paths.server_key))
         check_key_matches(server_key, server_certs[0])
+        current = paths.server_cert
         check_issued_by(server_certs[-1], ca_certs[0])
     except CertError as e:
-        raise CredentialsError(str(e)) from None
+        raise CredentialsError(f"{current}: {e}; {fix}") from None
     # Same order as the reference: the certificates of server.crt, then those of ca.crt.
     chain = tuple(certificate_der(c) for c in server_certs + ca_certs)
     return ServerCredentials(chain_der=chain, private_key=server_key, key_hash=identity)

@@ -144,6 +144,17 @@ def test_public_ip_binds_all_interfaces(tmp_path: Path, capsys: pytest.CaptureFi
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "192.0.2.10"
 
 
+def test_public_ip_says_what_it_binds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "init", "--dir", str(tmp_path / "a"), "--ip", "203.0.113.5")
+    assert code == 0
+    assert "listens on all interfaces ([TRANSPORT] bind = ::)" in out and "203.0.113.5" in out
+    code, out, _ = run(capsys, "init", "--dir", str(tmp_path / "b"), "--ip", "203.0.113.5", "--bind", "203.0.113.5")
+    assert code == 0 and "listens on 203.0.113.5 only" in out
+    assert load_config(tmp_path / "b").transport.bind == "203.0.113.5"
+    code, _, err = run(capsys, "init", "--dir", str(tmp_path / "c"), "--bind", "nowhere")
+    assert code == 1 and "--bind" in err and not (tmp_path / "c").exists()
+
+
 def test_fqdn_and_ed448(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "srv"
     m = init(capsys, d, "--fqdn", "smp.example.com,xyz.onion", "--sign-algorithm", "ED448")
@@ -193,7 +204,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     calls: list[Config] = []
     module = types.ModuleType("smpfast.server.main")
 
-    def run_server(config: Config) -> int:
+    def run_server(config: Config, *, debug: bool = False) -> int:
         calls.append(config)
         return 7
 
@@ -203,22 +214,61 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
 
 
 @pytest.mark.parametrize("make_dir", [False, True])
-def test_start_initialises_missing_or_empty_dir(
+def test_start_init_initialises_missing_or_empty_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_server: list[Config], make_dir: bool
 ) -> None:
     d = tmp_path / "fresh"
     if make_dir:
         d.mkdir()
-    code, out, err = run(capsys, "start", "--dir", str(d))
+    code, out, err = run(capsys, "start", "--init", "--dir", str(d))
     assert code == 7  # the server's exit code is the command's
     assert "initialising" in err
     assert set(os.listdir(d)) == EXPECTED_FILES
     [config] = fake_server
     assert config.config_dir == d.absolute()
     assert config.transport.bind == "127.0.0.1"
-    address = err.rstrip("\n").splitlines()[-1]
-    m = ADDRESS_RE.match(address)
-    assert m and m["fp"] + "\n" == (d / "fingerprint").read_text()
+    # The address is printed once, by the server when it listens, not by the init step.
+    assert "smp://" not in out + err
+    fingerprint = (d / "fingerprint").read_text().strip()
+    assert f"Fingerprint: {fingerprint}" in err
+
+
+@pytest.mark.parametrize("make_dir", [False, True])
+def test_start_refuses_missing_or_empty_dir_without_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_server: list[Config], make_dir: bool
+) -> None:
+    d = tmp_path / "op3-typo"
+    if make_dir:
+        d.mkdir()
+    code, out, err = run(capsys, "start", "--dir", str(d))
+    assert code == 1 and fake_server == []
+    [line] = err.splitlines()
+    assert line.startswith("smpfast: error: ") and str(d) in line and "--init" in line
+    assert "smpfast init" in line
+    assert os.path.exists(d) == make_dir and (not make_dir or os.listdir(d) == [])
+
+
+def test_start_initialises_the_default_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_server: list[Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "start")
+    assert code == 7 and "initialising" in err
+    assert set(os.listdir(tmp_path / cli.DEFAULT_DIR)) == EXPECTED_FILES
+    assert fake_server[0].config_dir == (tmp_path / cli.DEFAULT_DIR).absolute()
+
+
+def test_start_port_and_bind_override_the_ini(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_server: list[Config]
+) -> None:
+    d = tmp_path / "srv"
+    init(capsys, d, "--port", "6000")
+    code, _, err = run(capsys, "start", "--dir", str(d), "--port", "7000,7001", "--bind", "::1")
+    assert code == 7, err
+    assert fake_server[0].transport.port == (7000, 7001) and fake_server[0].transport.bind == "::1"
+    assert load_config(d).transport.port == (6000,)  # the file is unchanged
+    code, _, err = run(capsys, "start", "--dir", str(d), "--bind", "localhost")
+    assert code == 1 and err.startswith("smpfast: error: --bind") and len(err.splitlines()) == 1
 
 
 def test_start_uses_existing_server(tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_server: list[Config]) -> None:
@@ -247,6 +297,9 @@ def test_ensure_initialized_directly(tmp_path: Path, capsys: pytest.CaptureFixtu
     result = cli.ensure_initialized(tmp_path / "x")
     assert result is not None and result.config.auth.create_password
     assert cli.ensure_initialized(tmp_path / "x") is None
+    assert cli.ensure_initialized(tmp_path / "x", allowed=False) is None
+    with pytest.raises(cli.CliError):
+        cli.ensure_initialized(tmp_path / "y", allowed=False)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

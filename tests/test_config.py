@@ -14,6 +14,8 @@ from smpfast.config import (
     InactiveClientsConfig,
     InformationConfig,
     LimitsConfig,
+    LogConfig,
+    PrometheusConfig,
     StoreLogConfig,
     TransportConfig,
     default_ini_text,
@@ -94,6 +96,13 @@ disconnect = off
 ttl = 600
 check_interval = 60
 
+[PROMETHEUS]
+port = 9091
+bind = ::1
+
+[LOG]
+stats_interval = 0
+
 [STORE]
 path = /var/lib/smpfast
 map_size = 512M
@@ -147,6 +156,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert cfg.limits == LimitsConfig(
         max_connections=500, tls_handshake_timeout=5, smp_handshake_timeout=7, outbox_limit=16
     )
+    assert cfg.prometheus == PrometheusConfig(port=9091, bind="::1")
+    assert cfg.log == LogConfig(stats_interval=0)
 
 
 def test_every_schema_key_is_covered_by_full_ini(tmp_path: Path) -> None:
@@ -283,11 +294,15 @@ def test_on_off_accepted(tmp_path: Path, value: str) -> None:
     assert cfg.transport.log_tls_errors is (value == "on")
 
 
-def test_unimplemented_reference_setting_is_refused_not_ignored(tmp_path: Path) -> None:
-    assert parse_config("[STORE_LOG]\nlog_stats = off\n", tmp_path).store_log.log_stats is False
+def test_log_stats_and_metrics_defaults(tmp_path: Path) -> None:
+    assert parse_config("[STORE_LOG]\nlog_stats = on\n", tmp_path).store_log.log_stats is True
+    cfg = parse_config("", tmp_path)
+    assert cfg.store_log.log_stats is False
+    assert cfg.prometheus == PrometheusConfig(port=None, bind="127.0.0.1")  # off, and loopback
+    assert cfg.log.stats_interval == 3600
     with pytest.raises(ConfigError) as exc:
-        parse_config("[STORE_LOG]\nlog_stats = on\n", tmp_path)
-    assert "[STORE_LOG] log_stats" in str(exc.value) and "not implemented" in str(exc.value)
+        parse_config("[PROMETHEUS]\nprot = 9090\n", tmp_path)
+    assert "did you mean `port`?" in str(exc.value)
 
 
 @pytest.mark.parametrize("value", ["ON", "Off", "yes", "no", "true", "false", "1", "0", "", "on off"])

@@ -3,6 +3,7 @@ SIGTERM, restarts and kill -9, with the LMDB store on disk."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -117,19 +118,24 @@ def test_kill_9_right_after_ok_loses_nothing_acknowledged(tmp_path):
         assert _drain(address, q) == [b"message 0", b"message 1", b"message 2", b"acknowledged"]
 
 
-def test_start_initialises_an_empty_directory(tmp_path):
-    """The README's run command works on a fresh machine: `smpfast start` on a missing
-    directory initialises it first (on the default port, so only check it prints)."""
-    proc = subprocess.Popen(smpfast_command("start", "--dir", str(tmp_path / "fresh")),
+def test_start_initialises_the_default_directory(tmp_path):
+    """The README's run command works on a fresh machine: `smpfast start` without --dir
+    initialises ./smpfast-data first (on a free port, not 5223), and prints the address once,
+    when it listens."""
+    port = free_port()
+    proc = subprocess.Popen(smpfast_command("start", "--port", str(port)), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = ""
         for line in proc.stdout:
             if line.startswith("Server address: smp://"):
                 break
-        assert line.startswith("Server address: smp://")
+        assert line.startswith("Server address: smp://") and line.rstrip().endswith(f":{port}")
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # it accepts connections once the address is out
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
-    assert (tmp_path / "fresh" / "smpfast.ini").exists()
-    assert (tmp_path / "fresh" / "store").is_dir()
+        out, err = proc.communicate(timeout=30)
+    assert "smp://" not in out + err  # no second address, before or after
+    assert (tmp_path / "smpfast-data" / "smpfast.ini").exists()
+    assert (tmp_path / "smpfast-data" / "store").is_dir()

@@ -209,6 +209,10 @@ class Broker:
 
     # ------------------------------------------------------------------ control port
 
+    def _count_deleted(self, q: QueueRecord) -> None:
+        self._count("qDeletedAll")
+        self._count("qDeletedNew" if q.sender_key is None else "qDeletedSecured")
+
     def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> None:
         """Block ``q`` (the control port's ``block``): from now on its commands answer ERR
         BLOCKED, and its subscriber gets ERR BLOCKED as an event at once (the reference's
@@ -216,6 +220,7 @@ class Broker:
         q.status = STATUS_BLOCKED
         q.blocked_info = info.encode()
         self._write_outside_block(lambda: self.store.update_queue(q))
+        self._count("qBlocked")
         subscriber = self.subscribers.get(q.recipient_id)
         if subscriber is not None and subscriber.connected:
             self._event(subscriber, q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
@@ -232,7 +237,7 @@ class Broker:
         rid = q.recipient_id
         count = self.store.message_count(rid)
         self._write_outside_block(lambda: self.store.delete_queue(rid))
-        self._count("queues_deleted")
+        self._count_deleted(q)
         subscriber = self.subscribers.pop(rid, None)
         if subscriber is not None:
             subscriber.subscriptions.pop(rid, None)
@@ -287,8 +292,11 @@ class Broker:
     def _event(self, client: Client, entity_id: bytes, msg: C.Response) -> None:
         self._send(client, [(b"", entity_id, msg)])
 
-    def _count(self, name: str) -> None:
-        self.stats[name] = self.stats.get(name, 0) + 1
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a statistics counter; names are the reference's (smpfast.server.stats)."""
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    _count = count
 
     # ------------------------------------------------------------------ blocks
 
@@ -319,8 +327,16 @@ class Broker:
             elif verdict is True:
                 pending.append(item)
             else:
+                if verdict == E.AUTH:
+                    self._count_auth_error(t.command)
                 errors.append((t.corr_id, t.entity_id, C.Err(verdict)))
         return prepared
+
+    def _count_auth_error(self, cmd: object) -> None:
+        """The reference counts AUTH failures of these commands (msgSentAuth, ...)."""
+        name = _AUTH_COUNTERS.get(type(cmd))
+        if name is not None:
+            self._count(name)
 
     def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
         """Answer a prepared block given its verification results. ``reload``: other
@@ -334,6 +350,7 @@ class Broker:
         records: dict[bytes, QueueRecord] = {}
         for i, item in enumerate(prepared.pending):
             if i in failed:
+                self._count_auth_error(item.cmd)
                 errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
                 continue
             q = item.queue
@@ -586,7 +603,9 @@ class Broker:
                 updated_at=today,
             )
             if self.store.add_queue(rec):
-                self._count("queues_created")
+                self._count("qCreated")
+                if notifier is not None:
+                    self._count("ntfNewCreated")
                 if cmd.subscribe:
                     client.subscriptions[rid] = Subscription()
                     self._take_subscription(client, rid)
@@ -611,22 +630,28 @@ class Broker:
         self.subscribers[rid] = client
         if previous is not None and previous is not client and previous.connected:
             previous.subscriptions.pop(rid, None)
+            self._count("qSubEnd")
             self._event(previous, rid, C.END)
 
     def _sub(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         sub = client.subscriptions.get(rid)
+        had_sub = sub is not None
         if sub is None:
             sub = client.subscriptions[rid] = Subscription()
             self._take_subscription(client, rid)
         elif sub.prohibited:
+            self._count("qSubProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
         else:
+            self._count("qSubDuplicate")
             self._set_delivered(sub, None)
         out.append((item.corr_id, item.entity_id, C.Sok(None)))
         msg = self.store.peek_message(rid)
         if msg is not None:
+            if not had_sub:
+                self._count("qSub")  # as the reference: only subscriptions with a message waiting
             self._set_delivered(sub, msg.msg_id)
             events.append((b"", rid, self._msg(q, msg)))
 
@@ -636,13 +661,16 @@ class Broker:
         if sub is None:
             sub = client.subscriptions[rid] = Subscription(prohibited=True)
         elif not sub.prohibited:
+            self._count("msgGetProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
             return
         msg = self.store.peek_message(rid)
         if msg is None:
+            self._count("msgGetNoMsg")
             self._set_delivered(sub, None)
             out.append((item.corr_id, item.entity_id, C.OK))
         else:
+            self._count("msgGet" if sub.delivered is None else "msgGetDuplicate")
             self._set_delivered(sub, msg.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, msg)))
 
@@ -656,7 +684,9 @@ class Broker:
         target = sub.delivered if not msg_id else msg_id
         self._set_delivered(sub, None)
         if self.store.delete_message(rid, target):
-            self._count("messages_received")
+            self._count("msgRecv")
+            if sub.prohibited:
+                self._count("msgRecvGet")
         if sub.prohibited:
             out.append((item.corr_id, item.entity_id, C.OK))
             return
@@ -683,6 +713,7 @@ class Broker:
             return C.OK if q.sender_key == key else C.Err(E.AUTH)
         q.sender_key = key
         self.store.update_queue(q)
+        self._count("qSecured")
         return C.OK
 
     def _key(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -735,6 +766,7 @@ class Broker:
                 continue
             q.notifier = NotifierRecord(nid, cmd.notifier_key, dh.secret)
             self.store.update_queue(q)
+            self._count("ntfCreated")
             if old is not None:
                 self._notifier_gone(client, old.notifier_id)
             out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
@@ -746,6 +778,7 @@ class Broker:
         if old is not None:
             q.notifier = None
             self.store.update_queue(q)
+            self._count("ntfDeleted")
             self._notifier_gone(client, old.notifier_id)
         out.append((item.corr_id, item.entity_id, C.OK))
 
@@ -767,8 +800,8 @@ class Broker:
     def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         self.store.delete_queue(rid)
+        self._count_deleted(q)
         q.status = _DELETED  # the block's later commands on this queue answer AUTH
-        self._count("queues_deleted")
         client.subscriptions.pop(rid, None)
         subscriber = self.subscribers.pop(rid, None)
         if subscriber is not None and subscriber is not client:
@@ -806,10 +839,13 @@ class Broker:
     def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
         self._touch(q)  # before the checks, as the reference's withQueue_ False
         if len(cmd.body) > V.max_message_length(client.version):
+            self._count("msgSentLarge")
             return C.Err(E.LARGE_MSG)
         if q.status == STATUS_OFF:
+            self._count("msgSentAuth")
             return C.Err(E.AUTH)
         if q.status == STATUS_BLOCKED:
+            self._count("msgSentBlock")
             return C.Err(_blocked_error(q))
         rid = q.recipient_id
         if q.link_id is not None and _is_secured_messaging(q):
@@ -817,13 +853,15 @@ class Broker:
             self.store.update_queue(q)
         now = self.clock()
         if self.config.expire_on_send and self.config.message_ttl is not None:
-            self.store.expire_messages(rid, int(now) - self.config.message_ttl)
+            self._count("msgExpired", self.store.expire_messages(rid, int(now) - self.config.message_ttl))
         msg = StoredMessage(self.random_bytes(ID_SIZE), int(now), cmd.flags.notification, cmd.body)
         result = self.store.write_message(rid, msg, self.config.quota)
         if not result.stored:
-            self._count("messages_quota")
+            self._count("msgSentQuota")
             return C.Err(E.QUOTA)
-        self._count("messages_sent")
+        self._count("msgSent")
+        if cmd.flags.notification:
+            self._count("msgSentNtf")
         if result.was_empty:
             self._deliver(rid, q, msg)
         if cmd.flags.notification and q.notifier is not None:
@@ -853,6 +891,7 @@ class Broker:
     def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:
             return C.Err(E.INTERNAL)
+        self._count("ntfSubDuplicate" if nid in client.ntf_subscriptions else "ntfSub")
         if nid not in client.ntf_subscriptions:
             client.ntf_subscriptions.add(nid)
             previous = self.ntf_subscribers.get(nid)
@@ -872,6 +911,7 @@ class Broker:
                 continue
             self._send(client, [(b"", nid, C.Nmsg(nonce, enc)) for _, _, nonce, enc in pending])
             sent += len(pending)
+        self._count("msgNtfs", sent)
         return sent
 
     def expire_notifications(self, now: float | None = None) -> int:
@@ -884,6 +924,7 @@ class Broker:
                 self.notifications[nid] = kept
             else:
                 del self.notifications[nid]
+        self._count("msgNtfExpired", removed)
         return removed
 
 
@@ -900,6 +941,11 @@ Broker._RECIPIENT_HANDLERS = {
     C.Off: Broker._off,
     C.Del: Broker._del,
     C.Que: Broker._que,
+}
+
+
+_AUTH_COUNTERS: dict[type, str] = {
+    C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",
 }
 
 

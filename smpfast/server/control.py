@@ -127,10 +127,10 @@ class ServerControl:
         stats = broker.stats
         return Counters(
             from_time=self.started_at,
-            queues_created=stats.get("queues_created", 0),
-            queues_deleted=stats.get("queues_deleted", 0),
-            messages_sent=stats.get("messages_sent", 0),
-            messages_received=stats.get("messages_received", 0),
+            queues_created=stats.get("qCreated", 0),
+            queues_deleted=stats.get("qDeletedAll", 0),
+            messages_sent=stats.get("msgSent", 0),
+            messages_received=stats.get("msgRecv", 0),
             queue_count=store.queue_count(),
             notifier_count=store.notifier_count(),
             message_count=store.stored_message_count(),

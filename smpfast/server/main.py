@@ -19,6 +19,7 @@ from ..config import Config
 from ..credentials import load_server_credentials
 from ..limits import raise_open_files_limit
 from ..protocol.address import DEFAULT_PORT
+from ..startup_errors import ListenError
 from ..store import Store
 from ..store.errors import StoreError
 from ..transport import ConnectionLimit, serve_blocks
@@ -27,6 +28,9 @@ from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
+from .metrics import make_registry, serve_metrics
+from .stats import STATS_FILE, StatsLog, seconds_until
+from .stats import summary as stats_summary
 
 log = logging.getLogger("smpfast.server")
 
@@ -55,6 +59,12 @@ class ServerSettings:
     outbox_limit: int = OUTBOX_LIMIT
     memory_trim_interval: float = TRIM_CHECK_INTERVAL
     control: ControlSettings | None = None  # the control port on 127.0.0.1; None: none
+    stats_file: str | None = None  # the daily stats CSV ([STORE_LOG] log_stats); None: off
+    stats_interval: float = 86400.0  # one line a day...
+    stats_start: float = 0.0  # ...at this many seconds after 00:00 UTC, as the reference
+    stats_summary_interval: float | None = 3600.0  # the one-line log summary; None: off
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off
+    metrics_bind: str = "127.0.0.1"
 
 
 def verification_threads() -> int:
@@ -89,6 +99,8 @@ class Server:
         self.registry = ConnectionRegistry(self.broker.clock)
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
         self.ports: list[int] = []
+        self.metrics_port: int | None = None
+        self.started_at = self.broker.clock()
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -105,26 +117,43 @@ class Server:
             background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
                 background.start_soon(self._expire_inactive_clients)
+            if s.stats_file is not None:
+                background.start_soon(self._write_daily_stats)
+            if s.stats_summary_interval is not None:
+                background.start_soon(self._log_stats_summary)
             async with trio.open_nursery() as connections:
                 ports = []
                 for port in s.ports:
-                    listeners = await connections.start(
-                        lambda task_status, port=port: serve_blocks(
-                            self._handle,
-                            port,
-                            self.ssl_context,
-                            host=s.bind,
-                            handshake_timeout=s.tls_handshake_timeout,
-                            on_handshake_error=self._tls_error,
-                            limit=self.limit,
-                            task_status=task_status,
+                    try:
+                        listeners = await connections.start(
+                            lambda task_status, port=port: serve_blocks(
+                                self._handle,
+                                port,
+                                self.ssl_context,
+                                host=s.bind,
+                                handshake_timeout=s.tls_handshake_timeout,
+                                on_handshake_error=self._tls_error,
+                                limit=self.limit,
+                                task_status=task_status,
+                            )
                         )
-                    )
+                    except OSError as e:  # raised before listening: say which port
+                        raise ListenError("SMP", s.bind, port, e) from e
                     ports.append(listeners[0].socket.getsockname()[1])
                 self.ports = ports
                 self.registry.watch_ports(ports)
+                if s.metrics_port is not None:
+                    try:
+                        self.metrics_port = await connections.start(
+                            serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
+                        )
+                    except OSError as e:
+                        raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
                 if self.control is not None:
-                    await connections.start(self.control.serve)
+                    try:
+                        await connections.start(self.control.serve)
+                    except OSError as e:
+                        raise ListenError("control", "127.0.0.1", self.control.settings.port, e) from e
                 task_status.started(ports)
                 await self._stop.wait()
                 # Stop accepting and reading; what was processed is committed below.
@@ -133,11 +162,43 @@ class Server:
                 await self.committer.flush()
             background.cancel_scope.cancel()
 
+    def stats_gauges(self) -> dict[str, int]:
+        store = self.store
+        queues = store.queue_count()
+        return {
+            "qCount": queues,
+            "queueCount": queues,
+            "msgCount": store.stored_message_count(),
+            "notifierCount": store.notifier_count(),
+            "ntfCount": sum(len(n) for n in self.broker.notifications.values()),
+        }
+
+    def stats_values(self) -> dict[str, int]:
+        """Counters since start, gauges now, and the connected clients (for /metrics)."""
+        return {**self.broker.stats, **self.stats_gauges(), "clients": len(self.connections)}
+
+    async def _write_daily_stats(self) -> None:
+        s = self.settings
+        stats_log = StatsLog(s.stats_file, self.broker.stats, self.stats_gauges, self.started_at)
+        log.info("daily stats in %s", s.stats_file)
+        while True:
+            await trio.sleep(seconds_until(self.broker.clock(), s.stats_start, s.stats_interval))
+            try:
+                stats_log.write(self.broker.clock())
+            except OSError as e:
+                log.error("cannot write the daily stats to %s: %s", s.stats_file, e)
+
+    async def _log_stats_summary(self) -> None:
+        while True:
+            await trio.sleep(self.settings.stats_summary_interval)
+            log.info("%s", stats_summary(self.broker.stats, self.stats_gauges(), len(self.connections)))
+
     def _tls_error(self, error: Exception) -> None:
+        # The transport's message already says "TLS handshake failed: ...".
         if self.settings.log_tls_errors:
-            log.warning("TLS handshake failed: %s", error)
+            log.warning("%s", error)
         else:
-            log.debug("TLS handshake failed: %s", error)
+            log.debug("%s", error)
 
     async def _handle(self, conn) -> None:
         s = self.settings
@@ -195,7 +256,8 @@ class Server:
             while True:
                 try:
                     with self.store.unit():
-                        self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                        expired = self.store.expire_all(int(self.broker.clock()) - ttl, EXPIRE_STEP_BUDGET)
+                    self.broker.count("msgExpired", expired)
                 except StoreError as e:
                     self.committer.store_failed(e)
                     break  # try again at the next interval
@@ -266,34 +328,44 @@ def build_server(config: Config) -> tuple[Server, str]:
         handshake_timeout=float(config.limits.smp_handshake_timeout),
         outbox_limit=config.limits.outbox_limit,
         control=control,
+        stats_file=str(config.config_dir / STATS_FILE) if sl.log_stats else None,
+        stats_summary_interval=float(config.log.stats_interval) or None,
+        metrics_port=config.prometheus.port,
+        metrics_bind=config.prometheus.bind,
     )
     identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
 
 
-def run(config: Config) -> int:
-    """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    files = raise_open_files_limit()
-    log.info("up to %d open files (one per connection)", files)
-    if config.limits.max_connections > files:
-        log.warning(
-            "[LIMITS] max_connections = %d is above the open files limit (%d): connections "
-            "beyond that fail to be accepted", config.limits.max_connections, files,
-        )
+def run(config: Config, *, debug: bool = False) -> int:
+    """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
+    Start-up failures propagate (the command turns them into one line)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    open_files = raise_open_files_limit()
     server, address = build_server(config)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            ports = await nursery.start(server.serve)
-            bind = server.settings.bind or "*"
-            log.info("smpfast serving on %s port(s) %s", bind, ",".join(map(str, ports)))
-            # Everything loaded so far lives as long as the process: keep it out of the
-            # collector's full passes, which otherwise stall the event loop for tens of ms.
-            gc.collect()
-            gc.freeze()
-            print(f"Server address: {address}", flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # Signals are caught before the address is out: whoever waits for it may stop us.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                ports = await nursery.start(server.serve)
+                bind = server.settings.bind or "*"
+                log.info("smpfast serving on %s port(s) %s", bind, ",".join(map(str, ports)))
+                log.info("up to %d open files (one per connection)", open_files)
+                if config.limits.max_connections > open_files:
+                    log.warning(
+                        "[LIMITS] max_connections = %d is above the open files limit (%d): "
+                        "connections beyond that fail to be accepted",
+                        config.limits.max_connections, open_files,
+                    )
+                # Everything loaded so far lives as long as the process: keep it out of the
+                # collector's full passes, which otherwise stall the event loop for tens of ms.
+                gc.collect()
+                gc.freeze()
+                print(f"Server address: {address}", flush=True)
                 async for signum in signals:
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     server.stop()

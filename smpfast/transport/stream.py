@@ -402,7 +402,7 @@ async def serve_blocks(
                 if on_handshake_error is not None:
                     on_handshake_error(e)
                 else:
-                    log.debug("TLS handshake failed: %s", e)
+                    log.debug("%s", e)  # e says "TLS handshake ..." already
                 return
             try:
                 await handler(conn)
