@@ -29,10 +29,8 @@ import trio
 
 from smpfast.credentials import ServerCredentials, create_credentials, load_server_credentials
 from smpfast.server.broker import BrokerConfig
-from smpfast.server.connection import Identity
-from smpfast.server.main import Server, ServerSettings
+from smpfast.server.main import Server, ServerSettings, load_serving_identity
 from smpfast.store import LMDBStore, MemoryStore, Store
-from smpfast.transport import server_context
 
 TRIO_TIMEOUT = 30.0  # default bound of trio_run
 
@@ -71,8 +69,6 @@ def smp_credentials(tmp_path_factory) -> SMPCredentials:
 @pytest.fixture
 def smp_server(smp_credentials, tmp_path):
     """Factory of in-process servers (see the module docstring)."""
-    d = smp_credentials.directory
-    ctx = server_context(str(d / "server.crt"), str(d / "server.key"), cafile=str(d / "ca.crt"))
     counter = itertools.count()
 
     @asynccontextmanager
@@ -90,8 +86,7 @@ def smp_server(smp_credentials, tmp_path):
             store = LMDBStore(str(tmp_path / f"store-{next(counter)}"), map_size=1 << 28, durability="none")
         elif isinstance(store, str):
             raise ValueError(f"unknown store kind {store!r}")
-        creds = smp_credentials.creds
-        identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, max_version=max_version)
+        creds, identity, ctx = load_serving_identity(smp_credentials.directory, max_version)
         server = Server(store, identity, ctx, broker_config,
                         ServerSettings(bind="127.0.0.1", ports=(0,), **settings))
         # The nursery is exited with no exception so that a failing test body's exception

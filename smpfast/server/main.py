@@ -10,13 +10,14 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import time
 from dataclasses import dataclass
 
 import trio
 
 from ..config import Config
-from ..credentials import load_server_credentials
+from ..credentials import CredentialPaths, ServerCredentials, load_server_credentials
 from ..limits import raise_open_files_limit
 from ..protocol.address import DEFAULT_PORT
 from ..startup_errors import ListenError
@@ -286,15 +287,27 @@ def _local_port(conn) -> int:
         return 0
 
 
+def load_serving_identity(
+    directory: str | os.PathLike[str], max_version: int | None = None
+) -> tuple[ServerCredentials, Identity, ssl.SSLContext]:
+    """The one path from a credentials directory to what serving needs: the checked
+    credentials, the handshake identity (offering up to ``max_version``, default what
+    smpfast announces) and the TLS context with the reference's profile."""
+    from ..transport.tls import server_context
+
+    creds = load_server_credentials(directory)
+    files = CredentialPaths.in_dir(directory)
+    ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
+    extra = {} if max_version is None else {"max_version": max_version}
+    return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
+
+
 def build_server(config: Config) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
     address line."""
     from ..store.lmdb import LMDBStore
-    from ..transport.tls import server_context
 
-    creds = load_server_credentials(config.config_dir)
-    files = config.files
-    ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
+    creds, identity, ctx = load_serving_identity(config.config_dir)
     sc = config.store
     store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
@@ -333,7 +346,6 @@ def build_server(config: Config) -> tuple[Server, str]:
         metrics_port=config.prometheus.port,
         metrics_bind=config.prometheus.bind,
     )
-    identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key)
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
 
 

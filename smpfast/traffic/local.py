@@ -9,11 +9,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ..credentials import create_credentials, load_server_credentials
-from ..server.connection import Identity
-from ..server.main import Server, ServerSettings
+from ..credentials import create_credentials
+from ..server.main import Server, ServerSettings, load_serving_identity
 from ..store import MemoryStore
-from ..transport import server_context
 
 
 @asynccontextmanager
@@ -22,10 +20,7 @@ async def local_server(max_version: int | None = None) -> AsyncIterator[str]:
     offers versions up to ``max_version`` (default: what smpfast announces)."""
     with tempfile.TemporaryDirectory(prefix="smpfast-traffic-") as d:
         create_credentials(d, "127.0.0.1")
-        creds = load_server_credentials(d)
-        ctx = server_context(f"{d}/server.crt", f"{d}/server.key", cafile=f"{d}/ca.crt")
-        extra = {} if max_version is None else {"max_version": max_version}
-        identity = Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra)
+        creds, identity, ctx = load_serving_identity(d, max_version)
         store = MemoryStore()
         server = Server(store, identity, ctx, None, ServerSettings(bind="127.0.0.1", ports=(0,)))
         try:
