@@ -178,14 +178,17 @@ class _Session:
         encrypt = self._encryptor.encrypt if self._encryptor is not None else None
         out = self._outgoing
         for transmissions in batches:
-            if any(len(t) > _MAX_TRANSMISSION for t in transmissions):
+            sizes = [len(t) for t in transmissions]
+            try:
+                counts = core.group_transmissions(sizes)
+            except core.FramingError:
                 # The reference drops an answer too large for a block (e.g. a MSG answering a
                 # request with a 188+ byte corrId) and keeps the connection.
-                kept = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
-                self.dropped += len(transmissions) - len(kept)
-                transmissions = kept
+                transmissions = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
+                self.dropped += len(sizes) - len(transmissions)
+                counts = core.group_transmissions([len(t) for t in transmissions])
             start = 0
-            for count in core.group_transmissions([len(t) for t in transmissions]):
+            for count in counts:
                 block = core.encode_batch(transmissions[start : start + count], size)
                 start += count
                 out.append(encrypt(block) if encrypt is not None else block)

@@ -5,6 +5,7 @@ control). LMDBStore and MemoryStore implement Store with the same observable beh
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -184,10 +185,11 @@ class Store(QueueStore, MessageStore):
         the transaction stays) if it raises. The broker runs each block's commands in one
         unit, so a failing write (a full map) costs that block, never other connections'
         writes in the same group commit. Units do not nest."""
-        scope = self.__dict__.get("_unit_scope")
-        if scope is None:
-            scope = self.__dict__["_unit_scope"] = _UnitScope(self)
-        return scope
+        return self._unit_scope
+
+    @functools.cached_property
+    def _unit_scope(self) -> "_UnitScope":
+        return _UnitScope(self)  # one per store: no object per block on the hot path
 
     @abstractmethod
     def _begin_unit(self) -> None: ...
