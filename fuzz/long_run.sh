@@ -5,6 +5,9 @@
 #
 #   fuzz/long_run.sh WORKDIR [SECONDS_PER_TARGET=600] [TARGET ...]
 #
+# RUNS=N stops each target after N inputs instead (SECONDS stays the upper bound), for
+# a campaign of a fixed size: RUNS=10000000 fuzz/long_run.sh /tmp/fuzz 36000 core_twins
+#
 # Logs: WORKDIR/<target>.log (libFuzzer's, with -print_final_stats) and
 # WORKDIR/<target>.coverage; a summary line per target at the end. A target that finds
 # a bug stops early; its input is WORKDIR/<target>-crash-* (replay: python
@@ -22,7 +25,7 @@ mkdir -p "$work"
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
     echo "== $t: ${seconds}s" >&2
-    nice -n 19 "$python" "fuzz/$t.py" -max_total_time="$seconds" -print_final_stats=1 \
+    nice -n 19 "$python" "fuzz/$t.py" -max_total_time="$seconds" -runs="${RUNS:--1}" -print_final_stats=1 \
         -artifact_prefix="$work/$t-" "$work/$t" "fuzz/corpus/$t" >"$work/$t.log" 2>&1
     echo "$t exit $?" >>"$work/$t.log"
     nice -n 19 "$python" fuzz/coverage_report.py "$t" "$work/$t" "fuzz/corpus/$t" \
