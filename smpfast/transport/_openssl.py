@@ -84,3 +84,128 @@ def set_tls_lists(ctx: ssl.SSLContext, *, ciphersuites: str, groups: str, sigalg
     got = {c["name"] for c in ctx.get_ciphers() if c.get("protocol") == "TLSv1.3"}
     if got != wanted:
         raise OSError(f"TLS 1.3 suites are {sorted(got)} after setting {sorted(wanted)}")
+
+
+# ---- client certificates -------------------------------------------------------------------
+#
+# The reference's server asks every client for a certificate and validates a non-empty chain
+# itself (a self-signed certificate against itself, a longer chain against its last
+# certificate), refusing the handshake with an alert when it is not valid. Python's ``ssl``
+# can only validate against a fixed CA store, so the server context gets an OpenSSL verify
+# callback that judges the chain the client sent with ``judge`` instead.
+
+_SSL_VERIFY_PEER = 1
+# X509_V_ERR codes, used only for the alert OpenSSL sends for them (ssl_x509err2alert), to
+# send the alert the reference's TLS library sends for each of its rejection reasons.
+X509_V_ERR_CERT_HAS_EXPIRED = 10  # certificate_expired
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20  # unknown_ca
+X509_V_ERR_INVALID_PURPOSE = 26  # unsupported_certificate
+X509_V_ERR_CERT_REJECTED = 28  # bad_certificate
+X509_V_ERR_SUBJECT_ISSUER_MISMATCH = 29  # not in OpenSSL's table: certificate_unknown
+
+_VERIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+def _load_verify_functions(lib: ctypes.CDLL) -> None:
+    if getattr(lib, "_smpfast_verify_ready", False):
+        return
+    lib.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VERIFY_CB]
+    lib.SSL_CTX_set_verify.restype = None
+    lib.X509_STORE_CTX_get0_untrusted.argtypes = [ctypes.c_void_p]
+    lib.X509_STORE_CTX_get0_untrusted.restype = ctypes.c_void_p
+    lib.X509_STORE_CTX_set_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.X509_STORE_CTX_set_error.restype = None
+    lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+    lib.OPENSSL_sk_num.restype = ctypes.c_int
+    lib.OPENSSL_sk_value.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.OPENSSL_sk_value.restype = ctypes.c_void_p
+    lib.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))]
+    lib.i2d_X509.restype = ctypes.c_int
+    lib._smpfast_verify_ready = True
+
+
+def _chain_of(lib: ctypes.CDLL, store_ctx: int) -> list[bytes]:
+    """The certificates the peer sent, leaf first, as DER (OpenSSL's untrusted list)."""
+    stack = lib.X509_STORE_CTX_get0_untrusted(store_ctx)
+    if not stack:
+        return []
+    out = []
+    for i in range(lib.OPENSSL_sk_num(stack)):
+        cert = lib.OPENSSL_sk_value(stack, i)
+        n = lib.i2d_X509(cert, None)
+        if n <= 0:
+            raise OSError("i2d_X509 failed")
+        buf = (ctypes.c_ubyte * n)()
+        p = ctypes.cast(buf, ctypes.POINTER(ctypes.c_ubyte))
+        if lib.i2d_X509(cert, ctypes.byref(p)) != n:
+            raise OSError("i2d_X509 failed")
+        out.append(bytes(buf))
+    return out
+
+
+def request_client_certificates(ctx: ssl.SSLContext, judge, on_error=None) -> None:
+    """Make the server ``ctx`` ask clients for a certificate (an empty answer is accepted)
+    and accept a non-empty chain iff ``judge(chain_der)`` returns None; otherwise it returns
+    one of the X509_V_ERR codes above, which sets the alert. ``judge`` runs inside OpenSSL's
+    handshake (possibly more than once per handshake: its verdict is cached per chain).
+    ``on_error(exception)`` hears about a failing judge (the chain is then refused)."""
+    lib = _load()
+    try:
+        _load_verify_functions(lib)
+    except AttributeError as e:
+        raise OSError(f"libssl verify functions unavailable: {e}") from None
+    ptr = _ssl_ctx_pointer(ctx, lib)
+    last: list = [None, None]  # (chain, verdict) of the last judged chain
+
+    @_VERIFY_CB
+    def callback(_preverify_ok: int, store_ctx: int) -> int:
+        try:
+            chain = _chain_of(lib, store_ctx)
+            if last[0] != chain:
+                last[0], last[1] = chain, judge(chain)
+            verdict = last[1]
+        except Exception as e:  # never let an exception cross into OpenSSL
+            if on_error is not None:
+                try:
+                    on_error(e)
+                except Exception:
+                    pass
+            verdict = X509_V_ERR_SUBJECT_ISSUER_MISMATCH  # hs-tls: rejected, "other"
+        if verdict is None:
+            return 1
+        lib.X509_STORE_CTX_set_error(store_ctx, verdict)
+        return 0
+
+    # Python's verify_mode setter keeps an installed callback; set the mode first.
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    lib.SSL_CTX_set_verify(ptr, _SSL_VERIFY_PEER, callback)
+    ctx._smpfast_verify_callback = callback  # type: ignore[attr-defined]  # lives as long as ctx
+    if ctx.verify_mode is not ssl.CERT_OPTIONAL:
+        raise OSError("verify mode did not stay CERT_OPTIONAL")
+
+
+_CERT_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def on_certificate_request(ctx: ssl.SSLContext, hook) -> None:
+    """Call ``hook()`` when a server asks this client ``ctx`` for its certificate
+    (OpenSSL's cert_cb runs on the client exactly then), so that a client knows whether its
+    certificate was sent: the reference's client presents a service only then."""
+    lib = _load()
+    try:
+        lib.SSL_CTX_set_cert_cb.argtypes = [ctypes.c_void_p, _CERT_CB, ctypes.c_void_p]
+        lib.SSL_CTX_set_cert_cb.restype = None
+    except AttributeError as e:
+        raise OSError(f"libssl SSL_CTX_set_cert_cb unavailable: {e}") from None
+    ptr = _ssl_ctx_pointer(ctx, lib)
+
+    @_CERT_CB
+    def callback(_ssl: int, _arg: int) -> int:
+        try:
+            hook()
+        except Exception:
+            pass
+        return 1
+
+    lib.SSL_CTX_set_cert_cb(ptr, callback, None)
+    ctx._smpfast_cert_callback = callback  # type: ignore[attr-defined]  # lives as long as ctx

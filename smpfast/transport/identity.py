@@ -45,7 +45,7 @@ def peer_chain_der(sslobj: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
         chain = private()
     if not chain:
         return []
-    return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain]
+    return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain if c is not None]
 
 
 def _not_before(cert: x509.Certificate) -> datetime.datetime:

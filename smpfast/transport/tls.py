@@ -16,6 +16,10 @@ import ssl
 import tempfile
 from collections.abc import Sequence
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..crypto import chains
 from . import _openssl
 
 log = logging.getLogger("smpfast.transport")
@@ -65,10 +69,13 @@ def server_context(
     cafile: str | os.PathLike[str] | None = None,
     *,
     alpn: Sequence[str] | None = SERVER_ALPN,
+    request_client_certs: bool = False,
 ) -> ssl.SSLContext:
     """Server context. ``certfile`` holds the server cert, followed by the CA cert unless
     ``cafile`` is given (the reference's server.crt + ca.crt layout): the chain sent is
-    [server cert, CA cert]. Client certificates are not requested."""
+    [server cert, CA cert]. With ``request_client_certs`` (the reference's
+    ``accept_service_credentials``) clients are asked for a certificate, as services
+    answer; see ``client_certificate_verdict`` for which chains are accepted."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(ctx)
     ctx.num_tickets = 0
@@ -87,7 +94,34 @@ def server_context(
             ctx.load_cert_chain(tmp.name, keyfile)
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
+    if request_client_certs:
+        _openssl.request_client_certificates(ctx, client_certificate_verdict, _log_judge_error)
     return ctx
+
+
+def client_certificate_verdict(chain_der: Sequence[bytes]) -> int | None:
+    """None to accept a client's TLS chain (leaf first), else the X509_V_ERR code of the alert
+    to refuse it with: the reference's validateClientCertificate (crypto.chains), then its
+    TLS library's check that a leaf with a key usage extension may sign."""
+    rejection = chains.client_chain_rejection(chain_der)
+    if rejection is not None:
+        reason, detail = rejection
+        log.debug("client certificate refused: %s (%s)", reason.value, detail)
+        return _REJECTION_CODES[reason]
+    if chain_der and not chains.leaf_may_sign(chain_der[0]):
+        return _openssl.X509_V_ERR_INVALID_PURPOSE
+    return None
+
+
+_REJECTION_CODES = {
+    chains.Rejection.EXPIRED: _openssl.X509_V_ERR_CERT_HAS_EXPIRED,
+    chains.Rejection.UNKNOWN_CA: _openssl.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    chains.Rejection.OTHER: _openssl.X509_V_ERR_SUBJECT_ISSUER_MISMATCH,
+}
+
+
+def _log_judge_error(e: Exception) -> None:
+    log.error("checking a client certificate failed: %r", e)
 
 
 @functools.lru_cache(maxsize=8)
@@ -106,6 +140,48 @@ def client_context(alpn: Sequence[str] | None = CLIENT_ALPN) -> ssl.SSLContext:
     """Client context (shared per ALPN list; do not mutate it). ``alpn=None`` offers no ALPN,
     which makes a reference server fall back to the legacy version range 6..6."""
     return _cached_client_context(tuple(alpn) if alpn else None)
+
+
+class ClientCertificateContext:
+    """A client context that presents a certificate chain when the server asks for one,
+    for one connection (service clients), with ``requested``: whether the server asked.
+
+    ``chain_der``: DER certificates, leaf first; ``private_key``: the leaf's key (a
+    ``cryptography`` Ed25519/Ed448 private key)."""
+
+    def __init__(
+        self,
+        chain_der: Sequence[bytes],
+        private_key: object,
+        alpn: Sequence[str] | None = CLIENT_ALPN,
+    ) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _apply_profile(ctx)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        pem = b"".join(
+            x509.load_der_x509_certificate(bytes(c)).public_bytes(serialization.Encoding.PEM)
+            for c in chain_der
+        )
+        key_pem = private_key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        # load_cert_chain takes only files: a private temporary directory, removed at once.
+        with tempfile.TemporaryDirectory() as d:
+            chain_path, key_path = os.path.join(d, "chain.pem"), os.path.join(d, "key.pem")
+            with open(os.open(chain_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(pem)
+            with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(key_pem)
+            ctx.load_cert_chain(chain_path, key_path)
+        self.context = ctx
+        self.requested = False
+        _openssl.on_certificate_request(ctx, self._requested)
+
+    def _requested(self) -> None:
+        self.requested = True
 
 
 def native_profile_available() -> bool:
