@@ -1,8 +1,13 @@
 """Command authorization: client-side signing/authenticators, server-side batch checks.
 
 The authorized bytes (``t_for_auth``) are ``shortString(sessionId) || shortString(corrId)
-|| shortString(entityId) || command``; in a service session the entity
-key covers ``fingerprint || t_for_auth`` — callers pass whatever bytes are authorized.
+|| shortString(entityId) || command``. Callers pass whatever bytes are authorized: in a
+service session (v16+), NEW, SUB and NSUB are authorized twice (the reference's
+authTransmission): the queue key covers ``cert_hash || t_for_auth`` (``service_authorized``;
+``cert_hash`` is the raw SHA-256 of the service's identity certificate, binding the
+authorization to the service against a substitution inside TLS) and the service session's
+Ed25519 key signs ``t_for_auth`` alone (``service_signature``), sent in the service
+signature slot. SUBS and NSUBS are signed by the service key alone (no second signature).
 
 - 64 bytes: Ed25519 signature, 114 bytes: Ed448 signature;
 - 80 bytes: X25519 authenticator ``box(X25519(queue key, session key), cbNonce(corrId),
@@ -102,6 +107,19 @@ def authorize(private: PrivateKey, authorized: bytes, corr_id: bytes, server_ses
             raise CryptoError("X25519 authorization needs the server session key (v >= 7)")
         return authenticator(private, server_session_key, corr_id, authorized)
     return private.sign(authorized)
+
+
+def service_authorized(cert_hash: bytes, authorized: bytes) -> bytes:
+    """What the queue key authorizes in a service session: ``cert_hash || t_for_auth``."""
+    return bytes(cert_hash) + authorized
+
+
+def service_signature(service_private: PrivateKey | bytes, authorized: bytes) -> bytes:
+    """The 64-byte Ed25519 service signature of ``t_for_auth`` (service session key)."""
+    key = service_private if isinstance(service_private, PrivateKey) else PrivateKey(Alg.ED25519, bytes(service_private))
+    if key.alg is not Alg.ED25519:
+        raise CryptoError("service signatures are Ed25519")
+    return key.sign(authorized)
 
 
 # ---------------------------------------------------------------- server side

@@ -1115,6 +1115,15 @@ def encode_command(cmd: Command, version: int) -> bytes:
     return cmd.encode(version)
 
 
+def uses_service_auth(cmd: Command) -> bool:
+    """The reference's useServiceAuth: NEW, SUB and NSUB carry a service signature in a
+    service session (and their queue key then also covers the service certificate hash)."""
+    return type(cmd) in _SERVICE_AUTH_COMMANDS
+
+
+_SERVICE_AUTH_COMMANDS = frozenset((New, Sub, Nsub))
+
+
 def parse_command(data: bytes, version: int) -> Command:
     """Parse a command. Raises UnknownTag (CMD UNKNOWN) or ParseError (CMD SYNTAX).
 

@@ -7,12 +7,23 @@ It does no I/O and reads no clock: the shell feeds it received blocks (``receive
 takes what it must write (``data_to_send``), and passes the time in (``handle_timer``).
 
     server:  AWAITING_HELLO --client hello ok--> ESTABLISHED --close()--> CLOSED
-                    \\--bad hello / timeout--> CLOSED (nothing is sent, as the reference)
+                    |\\--bad hello / timeout--> CLOSED (nothing is sent, as the reference)
+                    \\--hello with a service (v16+)--> AWAITING_SERVICE
+             AWAITING_SERVICE --accept_service(id)--> ESTABLISHED ('R' block queued)
+                    \\--reject_service()--> CLOSED ('E' block queued); timeout--> CLOSED
     client:  AWAITING_HELLO --server hello ok--> ESTABLISHED (client hello queued)
-                    \\--bad hello / timeout--> CLOSED with HandshakeFailed
+                    |\\--bad hello / timeout--> CLOSED with HandshakeFailed
+                    \\--server hello ok, service presented--> AWAITING_SERVICE
+             AWAITING_SERVICE --'R' block--> ESTABLISHED;  --'E' block / timeout--> CLOSED
 
-(The v16 service block, AWAITING_SERVICE, is part of the table but not entered yet: this
-server does not accept service certificates, and the client does not offer one.)
+Services (v16, the reference's smpServerHandshake): a client whose TLS certificate was asked
+for and sent may add a service to its hello: a role and a certificate chain with an Ed25519
+session key signed by the chain's leaf. The server checks that the chain is the TLS chain,
+that it is self-signed or 2-4 long, and the signature (else it answers an 'E HANDSHAKE
+BAD_AUTH' block and closes). Then the shell finds or creates the service record for the
+identity certificate's hash (``ServiceRequested``) and answers ``accept_service`` ('R' and
+the service id) or ``reject_service`` ('E HANDSHAKE BAD_SERVICE', then close). This third
+block is never block-encrypted.
 """
 
 from __future__ import annotations
@@ -24,17 +35,28 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from .. import _core as core
+from ..crypto import chains
 from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor, client_block_ciphers, server_block_ciphers
 from ..crypto import session_key as skey
-from ..crypto.keys import Alg, PrivateKey, x25519_dh
+from ..crypto.keys import Alg, KeyFormatError, PrivateKey, PublicKey, x25519_dh
 from . import versions as V
-from .commands import CertChainPubKey
-from .errors import ParseError
-from .handshake import ClientHandshake, ServerHandshake, block_encryption, client_version
+from .commands import CertChainPubKey, ServiceRole
+from .errors import ParseError, TransportError
+from .handshake import (
+    ClientHandshake,
+    ClientService,
+    HandshakeResponse,
+    ServerHandshake,
+    block_encryption,
+    client_version,
+)
 from .versions import VersionRange
 
 
 _MAX_TRANSMISSION = V.BATCH_BUDGET - 2  # a transmission and its length prefix fill a block
+_BAD_AUTH = TransportError("HANDSHAKE", "BAD_AUTH")
+_BAD_SERVICE = TransportError("HANDSHAKE", "BAD_SERVICE")
+_SERVICE_KEY_ALGS = frozenset((Alg.ED25519,))  # the service session key (x509ToPublic')
 
 
 class State(enum.Enum):
@@ -58,13 +80,58 @@ class SessionError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    """The service of a service session (the reference's THClientService).
+
+    ``cert_hash``: SHA-256 of the service's identity certificate (raw 32 bytes), which the
+    queue keys' authorizations cover too; ``key``: the raw Ed25519 session key that signs
+    the session's service signatures: public on the server, private on the client."""
+
+    service_id: bytes
+    role: ServiceRole
+    cert_hash: bytes
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCredentials:
+    """What a client needs to present a service: its role, its TLS certificate chain (DER,
+    leaf first) and the leaf's private key (signs the session key)."""
+
+    role: ServiceRole
+    chain: tuple[bytes, ...]
+    leaf_key: object  # Ed25519/Ed448 private key (ours, PyNaCl's or ``cryptography``'s)
+
+    @property
+    def cert_hash(self) -> bytes:
+        identity = chains.chain_roles(self.chain).identity
+        if identity is None:
+            raise ValueError("a service chain has 1 to 4 certificates")
+        return chains.certificate_hash(identity)
+
+
+@dataclass(frozen=True, slots=True)
 class Established:
-    """The handshake succeeded: transmissions may flow."""
+    """The handshake succeeded: transmissions may flow. ``service``: the session's service
+    (v16+ service sessions), else None."""
 
     version: int
     session_id: bytes
     block_encryption: bool
     server_session_key: bytes | None  # raw X25519 key the server signed (v7+)
+    service: ServiceIdentity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRequested:
+    """Server side: the client presented a valid service. The shell finds the service
+    record with this certificate hash (or creates one, committed, with a new id), then calls
+    ``accept_service(service_id)``, or ``reject_service()`` when the store fails or the
+    record has another role (the reference: HANDSHAKE BAD_SERVICE)."""
+
+    role: ServiceRole
+    chain: tuple[bytes, ...]
+    cert_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +152,7 @@ class BlockReceived:
     plaintext: bytes
 
 
-Event = Established | HandshakeFailed | BlockReceived
+Event = Established | HandshakeFailed | BlockReceived | ServiceRequested
 
 
 class _Session:
@@ -150,12 +217,17 @@ class _Session:
         block of transmissions (decrypted when the session encrypts blocks)."""
         if self.state is State.ESTABLISHED:
             return self._established_block(block)
-        if self.state is not State.AWAITING_HELLO:
-            raise SessionError(f"block received while {self.state.value}")
-        return self._receive_hello(block)
+        if self.state is State.AWAITING_HELLO:
+            return self._receive_hello(block)
+        if self.state is State.AWAITING_SERVICE:
+            return self._receive_service_block(block)
+        raise SessionError(f"block received while {self.state.value}")
 
     def _receive_hello(self, block: bytes) -> list[Event]:
         raise NotImplementedError
+
+    def _receive_service_block(self, block: bytes) -> list[Event]:
+        raise SessionError(f"block received while {self.state.value}")
 
     def _fail(self, reason: str, detail: str) -> list[Event]:
         self._to(State.CLOSED)
@@ -207,14 +279,20 @@ class ServerSession(_Session):
         vrange: VersionRange,
         session_private: bytes,
         deadline: float | None = None,
+        peer_chain: Sequence[bytes] = (),
     ) -> None:
         """``vrange`` is what this connection offers (6..6 without ALPN); ``sign_key`` the
         TLS key that signs the per-connection X25519 key ``session_private`` (random bytes
-        from the caller)."""
+        from the caller); ``peer_chain`` the client's TLS certificate chain (DER, leaf
+        first; empty when it sent none), which a service in the hello must repeat."""
         super().__init__(session_id, deadline)
         self.key_hash = key_hash
         self.vrange = vrange
         self.session_private = session_private
+        self.peer_chain = tuple(bytes(c) for c in peer_chain)
+        self.service: ServiceIdentity | None = None
+        self._hello_in: ClientHandshake | None = None
+        self._service_in: tuple[ServiceRole, bytes, bytes] | None = None  # role, hash, key
         cert_key = None
         if vrange.max >= V.AUTH_CMDS:
             public = PrivateKey(Alg.X25519, session_private).public
@@ -234,11 +312,61 @@ class ServerSession(_Session):
         if hello.version not in self.vrange:
             return self._fail("VERSION", f"client chose {hello.version}, server offers {self.vrange}")
         self.version = hello.version
+        if hello.service is not None:  # parsed only at v16+
+            try:
+                cert_hash, key = self._check_service(hello.service)
+            except ValueError as e:
+                self._outgoing.append(HandshakeResponse(error=_BAD_AUTH).encode())
+                return self._fail("HANDSHAKE BAD_AUTH", str(e))
+            self._hello_in = hello
+            self._service_in = (hello.service.role, cert_hash, key)
+            self._to(State.AWAITING_SERVICE)
+            return [ServiceRequested(hello.service.role, tuple(hello.service.cert_key.chain), cert_hash)]
+        return self._establish(hello)
+
+    def _establish(self, hello: ClientHandshake) -> list[Event]:
         if hello.block_encryption:
             secret = x25519_dh(self.session_private, hello.client_key[-32:])  # type: ignore[index]
             self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
         self._to(State.ESTABLISHED)
-        return [Established(self.version, self.session_id, self._encryptor is not None, None)]
+        return [Established(self.version, self.session_id, self._encryptor is not None, None, self.service)]
+
+    def _check_service(self, service: ClientService) -> tuple[bytes, bytes]:
+        """The reference's getClientService checks: (certificate hash, raw Ed25519 key), or
+        ValueError (answered HANDSHAKE BAD_AUTH)."""
+        chain = tuple(bytes(c) for c in service.cert_key.chain)
+        if chain != self.peer_chain:
+            raise ValueError("the service chain is not the TLS certificate chain")
+        roles = chains.chain_roles(chain)
+        if roles.shape is not chains.ChainShape.SELF and roles.shape is not chains.ChainShape.VALID:
+            raise ValueError(f"bad service certificate chain ({roles.shape.value})")
+        assert roles.leaf is not None and roles.identity is not None
+        try:
+            leaf_key = chains.leaf_verify_key(roles.leaf)
+            key = skey.verify_signed_public_key(service.cert_key.signed_key, leaf_key, _SERVICE_KEY_ALGS)
+        except (KeyFormatError, skey.SignedKeyError) as e:
+            raise ValueError(f"service session key: {e}") from None
+        return chains.certificate_hash(roles.identity), key.raw
+
+    def accept_service(self, service_id: bytes) -> list[Event]:
+        """After ServiceRequested: the service record's id. Queues the 'R' block and
+        establishes the session."""
+        if self.state is not State.AWAITING_SERVICE or self._service_in is None or self._hello_in is None:
+            raise SessionError(f"accept_service while {self.state.value}")
+        if not 0 < len(service_id) <= 255:
+            raise ValueError("a service id is 1..255 bytes")
+        role, cert_hash, key = self._service_in
+        self.service = ServiceIdentity(bytes(service_id), role, cert_hash, key)
+        self._outgoing.append(HandshakeResponse(service_id=self.service.service_id).encode())
+        return self._establish(self._hello_in)
+
+    def reject_service(self, detail: str = "") -> list[Event]:
+        """After ServiceRequested: no service record (store error, or its role differs).
+        Queues 'E HANDSHAKE BAD_SERVICE' and closes."""
+        if self.state is not State.AWAITING_SERVICE:
+            raise SessionError(f"reject_service while {self.state.value}")
+        self._outgoing.append(HandshakeResponse(error=_BAD_SERVICE).encode())
+        return self._fail("HANDSHAKE BAD_SERVICE", detail)
 
     @property
     def server_session_private(self) -> bytes | None:
@@ -261,12 +389,25 @@ class ClientSession(_Session):
         want_encryption: bool = True,
         proxy_server: bool = False,
         deadline: float | None = None,
+        service: ServiceCredentials | None = None,
+        service_private: bytes | None = None,
+        certificate_sent: bool = False,
     ) -> None:
         """``verify_chain(chain, key_hash)`` raises for a handshake chain that is not the
         pinned server's; ``peer_leaf_der`` is the TLS leaf that must have signed the
         session key; ``client_private`` random X25519 bytes from the caller (None: send
-        no key, so no X25519 DH and no block encryption)."""
+        no key, so no X25519 DH and no block encryption). A ``service`` is presented, with
+        the Ed25519 session key ``service_private`` (random bytes from the caller), when
+        the version is 16+ and ``certificate_sent`` (the server asked for the TLS
+        certificate and got this service's chain), as the reference client does."""
         super().__init__(session_id, deadline)
+        if service is not None and service_private is None:
+            raise ValueError("a service needs its session key (service_private)")
+        self.service_credentials = service
+        self.service_private = service_private
+        self.certificate_sent = certificate_sent
+        self.service: ServiceIdentity | None = None
+        self._pending_established: Established | None = None
         self.key_hash = key_hash
         self.wanted = wanted
         self.verify_chain = verify_chain
@@ -303,15 +444,45 @@ class ClientSession(_Session):
         if version < V.AUTH_CMDS or (version >= V.ENCRYPTED_BLOCK and not self.want_encryption):
             private = None
         public = None if private is None else PrivateKey(Alg.X25519, private).public.der
-        self._outgoing.append(ClientHandshake(version, self.key_hash, public, self.proxy_server).encode())
+        creds = self.service_credentials
+        service = None
+        if creds is not None and version >= V.SERVICE_CERTS and self.certificate_sent:
+            service = self._client_service(creds)
+        self._outgoing.append(ClientHandshake(version, self.key_hash, public, self.proxy_server, service).encode())
         self.version = version
         self.server_vrange = hello.vrange
         self.server_session_key = server_key
         if block_encryption(version, public is not None, self.proxy_server):
             assert server_key is not None and private is not None
             self._encryptor, self._decryptor = client_block_ciphers(self.session_id, x25519_dh(private, server_key))
+        established = Established(version, self.session_id, self._encryptor is not None, server_key)
+        if service is not None:
+            # The server answers a service with a third block: wait for it.
+            self._pending_established = established
+            self._to(State.AWAITING_SERVICE)
+            return []
         self._to(State.ESTABLISHED)
-        return [Established(version, self.session_id, self._encryptor is not None, server_key)]
+        return [established]
+
+    def _client_service(self, creds: ServiceCredentials) -> ClientService:
+        public = PrivateKey(Alg.ED25519, self.service_private).public  # type: ignore[arg-type]
+        signed = skey.sign_public_key(public, creds.leaf_key)
+        return ClientService(creds.role, CertChainPubKey(list(creds.chain), signed))
+
+    def _receive_service_block(self, block: bytes) -> list[Event]:
+        """The server's third block: 'R' service id, or 'E' transport error."""
+        try:
+            answer = HandshakeResponse.parse(block)
+        except ParseError as e:
+            return self._fail("HANDSHAKE PARSE", str(e))
+        if answer.error is not None:
+            return self._fail(str(answer.error), "the server refused the service")
+        creds, established = self.service_credentials, self._pending_established
+        assert creds is not None and established is not None and answer.service_id is not None
+        self.service = ServiceIdentity(answer.service_id, creds.role, creds.cert_hash, self.service_private)  # type: ignore[arg-type]
+        self._to(State.ESTABLISHED)
+        return [Established(established.version, established.session_id, established.block_encryption,
+                            established.server_session_key, self.service)]
 
     def _verify_server_key(self, cert_key: CertChainPubKey) -> bytes:
         """The server's raw X25519 session key, checked like the reference client: the

@@ -115,3 +115,45 @@ def write_server_files(
     files.cert_file.write_bytes(pem(server_cert))
     files.ca_file.write_bytes(pem(ca_cert))
     return files
+
+
+@dataclasses.dataclass
+class ServiceChain:
+    """A service client's TLS credentials: ``chain`` (DER, leaf first) and the leaf's key."""
+
+    chain: tuple[bytes, ...]
+    leaf_key: PrivateKey
+    certificates: tuple[x509.Certificate, ...]
+
+    @property
+    def cert_hash(self) -> bytes:
+        """SHA-256 of the identity certificate (the second, or the only one)."""
+        return hashlib.sha256(self.chain[1] if len(self.chain) > 1 else self.chain[0]).digest()
+
+
+def make_service_chain(
+    length: int = 1,
+    algorithm: str = "ed25519",
+    *,
+    name: str = "service",
+    days: int = 3650,
+    not_before: datetime.datetime | None = None,
+) -> ServiceChain:
+    """A service certificate chain of ``length`` certificates: 1 is a self-signed leaf;
+    2..4 a leaf signed by a chain of CA certificates up to a self-signed root (the last).
+    ``days``/``not_before`` set the leaf's validity (to make expired or future ones)."""
+    if length < 1:
+        raise ValueError("a chain has at least one certificate")
+    leaf_key = new_key(algorithm)
+    if length == 1:
+        leaf = make_cert(leaf_key, name, ca=False, days=days, not_before=not_before)
+        certs = (leaf,)
+    else:
+        keys = [new_key(algorithm) for _ in range(length - 1)]  # CA keys, root last
+        cas = [make_cert(keys[-1], f"{name} root CA", ca=True)]
+        for i in range(length - 3, -1, -1):
+            cas.insert(0, make_cert(keys[i], f"{name} CA {i}", issuer_key=keys[i + 1], issuer_cert=cas[0], ca=True))
+        leaf = make_cert(leaf_key, name, issuer_key=keys[0], issuer_cert=cas[0], ca=False,
+                         days=days, not_before=not_before)
+        certs = (leaf, *cas)
+    return ServiceChain(tuple(c.public_bytes(serialization.Encoding.DER) for c in certs), leaf_key, certs)

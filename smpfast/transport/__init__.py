@@ -8,6 +8,12 @@ Contexts (``tls``)
         groups X25519/X448, Ed25519/Ed448 signatures, no tickets, no renegotiation. The chain
         sent is [server cert, CA cert]: ``certfile`` holds both, or pass the CA in ``cafile``
         (the reference's server.crt + ca.crt). ALPN: the first of ``alpn`` the client offered.
+        ``request_client_certs=True`` (the reference's accept_service_credentials) asks every
+        client for a certificate: none is fine; a chain is validated as the reference does
+        (``crypto.chains``) and a bad one refused in the handshake with the reference's alert.
+    ``ClientCertificateContext(chain_der, private_key, alpn=CLIENT_ALPN)``: a one-connection
+        client context presenting a service chain; ``.context``, and ``.requested`` after
+        the handshake: whether the server asked for the certificate.
     ``client_context(alpn=CLIENT_ALPN) -> ssl.SSLContext``
         Same profile, no CA store, no hostname check, no SNI; ``alpn=None`` offers no ALPN
         (a reference server then offers only the legacy SMP version 6). Shared per ALPN
@@ -67,6 +73,7 @@ from .stream import (
 )
 from .tls import (
     CLIENT_ALPN,
+    ClientCertificateContext,
     HTTP11_ALPN,
     SERVER_ALPN,
     SMP_ALPN,
@@ -83,6 +90,7 @@ __all__ = [
     "SERVER_ALPN",
     "SMP_ALPN",
     "BlockConnection",
+    "ClientCertificateContext",
     "ConnectionLimit",
     "HandshakeTimeout",
     "TLSIdentityError",
