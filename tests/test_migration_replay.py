@@ -88,7 +88,9 @@ def test_services_are_kept_and_deduplicated_by_certificate(store):
     assert replay.apply(R.NewService(s1)) is None  # the same service again
     assert "belongs to service" in replay.apply(R.NewService(R.ServiceRecord(b"s2", "M", (b"c",), b"hash1", 5)))
     assert "another certificate" in replay.apply(R.NewService(R.ServiceRecord(b"s1", "M", (b"c",), b"hash2", 5)))
-    assert list(replay.services.values()) == [s1]
+    assert "belongs to service" in replay.apply(R.NewService(R.ServiceRecord(b"s1", "N", (b"cert",), b"hash1", 5)))
+    assert replay.services == 1 and list(store.iter_services()) == [s1]
+    assert store.service_by_cert(b"hash1") == s1
 
 
 def msg(n: int, ts: int = 1000) -> StoredMessage:

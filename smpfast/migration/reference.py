@@ -9,8 +9,8 @@ The reference keeps its state in two directories (its cfgPath and logPath):
   messages, written when the server stops on SIGINT, renamed to ``.bak`` when it starts).
 
 :func:`import_reference` builds a new smpfast directory from them, :func:`export_reference`
-writes them back from an smpfast directory. smpfast does not use service certificates;
-NEW_SERVICE records are kept aside in ``reference-services.log`` so an export returns them.
+writes them back from an smpfast directory. Service records (NEW_SERVICE) and the queues'
+service associations (QUEUE_SERVICE, ``rsrv=``/``nsrv=``) go into the store, and back out.
 Pending notifications (``smp-server-ntfs.log``) are not carried over: they expire within a day.
 """
 
@@ -66,7 +66,6 @@ DEFAULT_CONFIG_PATH = "/etc/opt/simplex"  # the reference's defaults and their v
 DEFAULT_LOG_PATH = "/var/opt/simplex"
 CONFIG_PATH_ENV = "SMP_SERVER_CFG_PATH"
 LOG_PATH_ENV = "SMP_SERVER_LOG_PATH"
-SERVICES_FILE = "reference-services.log"
 COMPACTION_BACKUP = ".start"  # the reference's store log while it is being compacted
 COMMIT_EVERY = 10_000  # writes per transaction while importing
 
@@ -295,14 +294,11 @@ def _import_into(
         summary.queues = store.queue_count()
         summary.notifiers = store.notifier_count()
         summary.messages = store.stored_message_count()
+        summary.services = replay.services
     except StoreError as e:
         raise MigrationError(f"store {config.store.path}: {e}") from None
     finally:
         store.close()
-    if replay.services:
-        lines = [encode_store_log_record(NewService(s)) for s in replay.services.values()]
-        (target / SERVICES_FILE).write_bytes(b"".join(line + b"\n" for line in lines))
-        summary.services = len(lines)
     summary.address = config.address(fingerprint)
     return summary
 
@@ -423,16 +419,15 @@ def export_reference(source: str | os.PathLike[str], ref: ReferencePaths, *, war
     existing = [str(p) for p in outputs if p.exists()]
     if existing:
         raise MigrationError(f"refusing to overwrite {', '.join(existing)}")
-    services_path = config.config_dir / SERVICES_FILE
-    services = _read_services(services_path) if services_path.exists() else []
-    summary = Summary(services=len(services), address=config.address(fingerprint))
+    summary = Summary(address=config.address(fingerprint))
     for d in (ref.config_dir, ref.log_dir):
         d.mkdir(parents=True, exist_ok=True)
     store = LMDBStore(str(config.store.path), map_size=config.store.map_size, durability="none")
     try:
         with _Output(ref.store_log) as log_out, _Output(ref.messages) as msg_out:
-            for s in services:
-                log_out.write(encode_store_log_record(s) + b"\n")
+            for s in store.iter_services():
+                log_out.write(encode_store_log_record(NewService(s)) + b"\n")
+                summary.services += 1
             for q in store.iter_queues():
                 try:
                     log_out.write(encode_store_log_record(CreateQueue(q)) + b"\n")
@@ -459,19 +454,6 @@ def export_reference(source: str | os.PathLike[str], ref: ReferencePaths, *, war
         _write_new(ref.ini, reference_ini_text(config).encode("utf-8"), 0o600)
         summary.files.append(ref.ini)
     return summary
-
-
-def _read_services(path: Path) -> list[NewService]:
-    out = []
-    for n, line, _ in numbered_lines(path):
-        try:
-            rec = decode_store_log_line(line)
-        except ReferenceFormatError as e:
-            raise MigrationError(f"{path} line {n}: {e}") from None
-        if not isinstance(rec, NewService):
-            raise MigrationError(f"{path} line {n}: not a NEW_SERVICE record")
-        out.append(rec)
-    return out
 
 
 class _Output:

@@ -40,10 +40,10 @@ def _id(value: bytes) -> str:
 @dataclass
 class StoreLogReplay:
     """Replays store log records into ``store`` (each in its own write unit; the caller
-    commits). ``services`` collects NEW_SERVICE records, which smpfast keeps aside."""
+    commits). ``services`` counts the NEW_SERVICE records stored."""
 
     store: Store
-    services: dict[bytes, ServiceRecord] = field(default_factory=dict)  # by service id
+    services: int = 0
 
     def apply(self, rec: StoreLogRecord) -> str | None:
         """Apply one record; a warning when the reference would refuse it (nothing written)."""
@@ -114,14 +114,15 @@ class StoreLogReplay:
 
     def _new_service(self, s: ServiceRecord) -> str | None:
         # The reference identifies a service by its certificate hash.
-        for known in self.services.values():
-            if known.cert_hash == s.cert_hash:
-                if known.service_id == s.service_id and known.role == s.role:
-                    return None
-                return f"service {_id(s.service_id)}: its certificate belongs to service {_id(known.service_id)}"
-        if s.service_id in self.services:
+        known = self.store.service_by_cert(s.cert_hash)
+        if known is not None:
+            if known.service_id == s.service_id and known.role == s.role:
+                return None
+            return f"service {_id(s.service_id)}: its certificate belongs to service {_id(known.service_id)}"
+        if self.store.get_service(s.service_id) is not None:
             return f"service {_id(s.service_id)} already exists with another certificate"
-        self.services[s.service_id] = s
+        self.store.add_service(s)
+        self.services += 1
         return None
 
 

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from .records import QueueRecord, StoredMessage
+from .records import QueueRecord, ServiceRecord, StoredMessage
 
 DEFAULT_QUOTA = 128  # the reference's msgQueueQuota
 
@@ -82,6 +82,42 @@ class QueueStore(ABC):
         """Up to ``limit`` queue records (fresh copies) in recipient-id order, all with ids
         greater than ``cursor`` (from the first if None). One page per call, so that no
         engine cursor outlives a call: for export and maintenance tools, not the broker."""
+
+    # --- services (v16 service clients) ------------------------------------------------
+    #
+    # A queue is associated with a service through its record (rcv_service_id: party 'R';
+    # notifier.ntf_service_id: party 'N'); add_queue, update_queue and delete_queue keep an
+    # index of these associations, which service_queue_count reads.
+
+    @abstractmethod
+    def get_service(self, service_id: bytes) -> ServiceRecord | None: ...
+
+    @abstractmethod
+    def service_by_cert(self, cert_hash: bytes) -> ServiceRecord | None:
+        """The service whose identity certificate has this SHA-256, or None."""
+
+    @abstractmethod
+    def add_service(self, rec: ServiceRecord) -> bool:
+        """Store a new service. False (nothing written) if its id or its certificate hash
+        is already in use. RecordError for an invalid record."""
+
+    @abstractmethod
+    def service_queue_count(self, service_id: bytes, party: str) -> int:
+        """Queues associated with the service as party 'R' (recipient) or 'N' (notifier)."""
+
+    @abstractmethod
+    def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:
+        """Up to ``limit`` service records in service-id order, ids greater than ``cursor``."""
+
+    def iter_services(self, page: int = 1000) -> Iterator[ServiceRecord]:
+        """Every service record in service-id order (export). Do not mutate meanwhile."""
+        cursor: bytes | None = None
+        while True:
+            records = self.services_after(cursor, page)
+            yield from records
+            if len(records) < page:
+                return
+            cursor = records[-1].service_id
 
     def iter_queues(self, page: int = 1000) -> Iterator[QueueRecord]:
         """Every queue record in recipient-id order, read ``page`` records at a time.

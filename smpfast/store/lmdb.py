@@ -10,6 +10,10 @@ Named databases:
              u8 version (1), u8 flags (bit 0: over quota), u64 head seq, u64 tail seq
              (entries = tail - head; the head message is at seq head)
   meta       b"format" -> u32 BE store format version
+  services   service id -> service record (records.py layout)
+  service_certs  certificate hash -> service id
+  service_queues u8 len(service id) || service id || party ('R'|'N') || queue id -> b""
+             (the associations held in queue records: rcv_service_id / ntf_service_id)
 
 Opening is a memory map plus a few fixed reads: no scan, so start-up time does not depend on
 the number of queues or messages. The environment runs with sync=False/metasync=False: commit()
@@ -49,14 +53,20 @@ from .errors import (
     StoreUsageError,
 )
 from .records import (
+    SERVICE_NOTIFIER,
+    SERVICE_RECIPIENT,
     TYPICAL_QUEUE_RECORD,
     QueueRecord,
+    ServiceRecord,
     StoredMessage,
     decode_message,
     decode_queue,
+    decode_service,
     encode_message,
     encode_queue,
+    encode_service,
     message_meta,
+    queue_services,
     quota_marker,
 )
 
@@ -83,7 +93,13 @@ def _engine_call(method: Callable[..., _R]) -> Callable[..., _R]:
 
     return call
 
-_DB_NAMES = (b"queues", b"senders", b"notifiers", b"links", b"messages", b"qstate", b"meta")
+_DB_NAMES = (
+    b"queues", b"senders", b"notifiers", b"links", b"messages", b"qstate", b"meta",
+    b"services", b"service_certs", b"service_queues",
+)
+# Added after the first stores were made: a store without them gets them at its first open
+# by this version, its service index built then from the queue records (once).
+_SERVICE_DBS = frozenset((b"services", b"service_certs", b"service_queues"))
 _FORMAT_KEY = b"format"
 _U32 = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
@@ -99,6 +115,32 @@ def _decode_qstate(v: bytes) -> tuple[bool, int, int]:
     if version != _QSTATE_VERSION or head >= tail:
         raise StoreError("corrupt queue state record")
     return bool(flags & _OVER_QUOTA), head, tail
+
+
+def _service_queue_key(service_id: bytes, party: str, queue_id: bytes) -> bytes:
+    if not 0 < len(service_id) < 256:
+        raise StoreUsageError("service id must be 1..255 bytes")
+    return bytes((len(service_id),)) + service_id + party.encode() + queue_id
+
+
+def _decode_service_value(v: bytes | None) -> ServiceRecord | None:
+    if v is None:
+        return None
+    try:
+        return decode_service(v)
+    except RecordError as e:
+        raise StoreError(f"corrupt service record: {e}") from None
+
+
+def _build_service_index(txn: lmdb.Transaction, queues: object, index: object) -> None:
+    """The service index of a store made before it existed, from its queue records."""
+    cur = txn.cursor(db=queues)
+    try:
+        for _, value in cur:
+            for entry in queue_services(decode_queue(value)):
+                txn.put(_service_queue_key(*entry), b"", db=index)
+    finally:
+        cur.close()
 
 
 def _prefix(rid: bytes) -> bytes:
@@ -166,6 +208,8 @@ class LMDBStore(Store):
                 if unknown:
                     raise StoreFormatError(f"{path} is an LMDB environment but not an smpfast store")
                 dbs = {n: env.open_db(n, txn=txn) for n in _DB_NAMES}
+                if names and not _SERVICE_DBS & names:
+                    _build_service_index(txn, dbs[b"queues"], dbs[b"service_queues"])
                 fmt = txn.get(_FORMAT_KEY, db=dbs[b"meta"])
                 if fmt is None:
                     if names:
@@ -186,6 +230,9 @@ class LMDBStore(Store):
         self._links = dbs[b"links"]
         self._messages = dbs[b"messages"]
         self._qstate = dbs[b"qstate"]
+        self._services = dbs[b"services"]
+        self._service_certs = dbs[b"service_certs"]
+        self._service_queues = dbs[b"service_queues"]
 
     # --- transaction plumbing -------------------------------------------------------------
 
@@ -390,6 +437,7 @@ class LMDBStore(Store):
             txn.put(ntf.notifier_id, rid, db=self._notifiers)
         if rec.link_id is not None:
             txn.put(rec.link_id, rid, db=self._links)
+        self._reindex_services(txn, None, rec)
         self._note_write()
         return True
 
@@ -420,6 +468,7 @@ class LMDBStore(Store):
                 txn.delete(old_id, db=db)
             if new_id is not None:
                 txn.put(new_id, rid, db=db)
+        self._reindex_services(txn, old, rec)
         txn.put(rid, data, db=self._queues)
         self._note_write()
 
@@ -435,6 +484,7 @@ class LMDBStore(Store):
             txn.delete(old.notifier.notifier_id, db=self._notifiers)
         if old.link_id is not None:
             txn.delete(old.link_id, db=self._links)
+        self._reindex_services(txn, old, None)
         if txn.delete(rid, db=self._qstate):
             prefix = _prefix(rid)
             cur = txn.cursor(db=self._messages)
@@ -479,6 +529,77 @@ class LMDBStore(Store):
 
     def stored_message_count(self) -> int:
         return self._entries(self._messages)
+
+    # --- services -------------------------------------------------------------------------
+
+    def _reindex_services(self, txn: lmdb.Transaction, old: QueueRecord | None, new: QueueRecord | None) -> None:
+        before, after = queue_services(old), queue_services(new)
+        for entry in before - after:
+            txn.delete(_service_queue_key(*entry), db=self._service_queues)
+        for entry in after - before:
+            txn.put(_service_queue_key(*entry), b"", db=self._service_queues)
+
+    @_engine_call
+    def get_service(self, service_id: bytes) -> ServiceRecord | None:
+        txn = self._begin()
+        return _decode_service_value(txn.get(service_id, db=self._services))
+
+    @_engine_call
+    def service_by_cert(self, cert_hash: bytes) -> ServiceRecord | None:
+        txn = self._begin()
+        sid = txn.get(cert_hash, db=self._service_certs)
+        return None if sid is None else _decode_service_value(txn.get(sid, db=self._services))
+
+    @_engine_call
+    def add_service(self, rec: ServiceRecord) -> bool:
+        data = encode_service(rec)
+        if not 0 < len(rec.cert_hash) <= 255:
+            raise RecordError("cert_hash must be 1..255 bytes")
+        txn = self._write_txn()
+        if (
+            txn.get(rec.service_id, db=self._services) is not None
+            or txn.get(rec.cert_hash, db=self._service_certs) is not None
+        ):
+            return False
+        txn.put(rec.service_id, data, db=self._services)
+        txn.put(rec.cert_hash, rec.service_id, db=self._service_certs)
+        self._note_write()
+        return True
+
+    @_engine_call
+    def service_queue_count(self, service_id: bytes, party: str) -> int:
+        if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
+            raise StoreUsageError(f"unknown service party {party!r}")
+        prefix = _service_queue_key(service_id, party, b"")
+        txn = self._begin()
+        cur = txn.cursor(db=self._service_queues)
+        n = 0
+        try:
+            ok = cur.set_range(prefix)
+            while ok and cur.key().startswith(prefix):
+                n += 1
+                ok = cur.next()
+        finally:
+            cur.close()
+        return n
+
+    @_engine_call
+    def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:
+        txn = self._begin()
+        out: list[ServiceRecord] = []
+        if limit <= 0:
+            return out
+        cur = txn.cursor(db=self._services)
+        try:
+            ok = cur.first() if cursor is None else cur.set_range(cursor)
+            if ok and cursor is not None and cur.key() == cursor:
+                ok = cur.next()
+            while ok and len(out) < limit:
+                out.append(_decode_service_value(cur.value()))  # type: ignore[arg-type]
+                ok = cur.next()
+        finally:
+            cur.close()
+        return out
 
     # --- messages -------------------------------------------------------------------------
 

@@ -10,14 +10,19 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .base import DEFAULT_QUOTA, Store, WriteResult
-from .errors import DuplicateIdError, QueueNotFound, StoreError
+from .errors import DuplicateIdError, QueueNotFound, StoreError, StoreUsageError
 from .records import (
+    SERVICE_NOTIFIER,
+    SERVICE_RECIPIENT,
     TYPICAL_QUEUE,
     QueueRecord,
+    ServiceRecord,
     StoredMessage,
     copy_queue,
     encode_message,
     encode_queue,
+    encode_service,
+    queue_services,
     quota_marker,
 )
 
@@ -34,6 +39,10 @@ class MemoryStore(Store):
         self._links: dict[bytes, bytes] = {}
         self._msgs: dict[bytes, deque[StoredMessage]] = {}  # non-empty queues only
         self._over_quota: dict[bytes, bool] = {}  # non-empty queues that hit the quota
+        self._services: dict[bytes, ServiceRecord] = {}
+        self._service_certs: dict[bytes, bytes] = {}  # cert hash -> service id
+        # (service id, party) -> ids of the queues (recipient or notifier ids) associated
+        self._service_queues: dict[tuple[bytes, str], set[bytes]] = {}
         self._undo: list[Callable[[], None]] = []
         self._unit_mark: int | None = None  # undo-log length when the open unit began
         self._closed = False
@@ -121,6 +130,7 @@ class MemoryStore(Store):
             self._set(self._notifiers, rec.notifier.notifier_id, rid)
         if rec.link_id is not None:
             self._set(self._links, rec.link_id, rid)
+        self._reindex_services(None, rec)
         return True
 
     def update_queue(self, rec: QueueRecord) -> None:
@@ -147,6 +157,7 @@ class MemoryStore(Store):
                 self._del(index, old_id)
             if new_id is not None:
                 self._set(index, new_id, rid)
+        self._reindex_services(old, rec)
         self._set(self._queues, rid, copy_queue(rec))
 
     def delete_queue(self, rid: bytes) -> QueueRecord | None:
@@ -162,6 +173,7 @@ class MemoryStore(Store):
             self._del(self._links, old.link_id)
         self._del(self._msgs, rid)
         self._del(self._over_quota, rid)
+        self._reindex_services(old, None)
         return copy_queue(old)
 
     def queue_count(self) -> int:
@@ -176,6 +188,50 @@ class MemoryStore(Store):
         self._check_open()
         rids = sorted(r for r in self._queues if cursor is None or r > cursor)[: max(limit, 0)]
         return [copy_queue(self._queues[r]) for r in rids]
+
+    # --- services -------------------------------------------------------------------------
+
+    def _reindex_services(self, old: QueueRecord | None, new: QueueRecord | None) -> None:
+        before, after = queue_services(old), queue_services(new)
+        for sid, party, qid in before - after:
+            members = self._service_queues.get((sid, party))
+            if members is not None and qid in members:
+                members.discard(qid)
+                self._logged(lambda m=members, q=qid: m.add(q))
+        for sid, party, qid in after - before:
+            members = self._service_queues.setdefault((sid, party), set())
+            if qid not in members:
+                members.add(qid)
+                self._logged(lambda m=members, q=qid: m.discard(q))
+
+    def get_service(self, service_id: bytes) -> ServiceRecord | None:
+        self._check_open()
+        return self._services.get(service_id)
+
+    def service_by_cert(self, cert_hash: bytes) -> ServiceRecord | None:
+        self._check_open()
+        sid = self._service_certs.get(cert_hash)
+        return None if sid is None else self._services.get(sid)
+
+    def add_service(self, rec: ServiceRecord) -> bool:
+        self._check_open()
+        encode_service(rec)  # validates
+        if rec.service_id in self._services or rec.cert_hash in self._service_certs:
+            return False
+        self._set(self._services, rec.service_id, rec)
+        self._set(self._service_certs, rec.cert_hash, rec.service_id)
+        return True
+
+    def service_queue_count(self, service_id: bytes, party: str) -> int:
+        self._check_open()
+        if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
+            raise StoreUsageError(f"unknown service party {party!r}")
+        return len(self._service_queues.get((service_id, party), ()))
+
+    def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:
+        self._check_open()
+        ids = sorted(s for s in self._services if cursor is None or s > cursor)[: max(limit, 0)]
+        return [self._services[s] for s in ids]
 
     # --- messages -------------------------------------------------------------------------
 

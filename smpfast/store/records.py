@@ -23,6 +23,15 @@ Queue record, version 1::
     [b16 blocked_info]                                   if flag 4 (exactly when status is blocked)
     [b8 rcv_service_id]                                  if flag 5
 
+Service record, version 1 (a service client: the reference's ServiceRec)::
+
+    u8  version (1)
+    u8  role          'M' (messaging), 'N' (notifier) or 'P' (proxy), ASCII
+    i64 created_at    seconds
+    b8  service_id
+    b8  cert_hash     SHA-256 of the identity certificate (32 bytes)
+    u8  number of certificates (1..255), then each as b16 (DER, leaf first)
+
 Message record, version 1 (at most 16,354 bytes, so it fits four LMDB pages)::
 
     u8  version (1)
@@ -41,6 +50,7 @@ from .errors import RecordError
 
 QUEUE_RECORD_VERSION = 1
 MESSAGE_RECORD_VERSION = 1
+SERVICE_RECORD_VERSION = 1
 
 # The largest SEND body any protocol version accepts (the reference's MaxMessageLen).
 MAX_MESSAGE_BODY = 16088
@@ -102,6 +112,25 @@ class QueueRecord:
     blocked_info: bytes | None = None  # BlockingInfo text; set exactly when status is 'blocked'
     updated_at: int = 0  # seconds rounded down to a day (multiple of 86400); 0 = never set
     rcv_service_id: bytes | None = None
+
+
+SERVICE_ROLES = ("M", "N", "P")  # messaging, notifier, proxy (SMPServiceRole)
+# The two parties a queue associates with a service by (ServiceParty): its recipient
+# ('R', rcv_service_id, messaging services) or its notifier ('N', ntf_service_id).
+SERVICE_RECIPIENT = "R"
+SERVICE_NOTIFIER = "N"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    """A service client (the reference's ServiceRec): created at its first service session,
+    found again by ``cert_hash``; queues name it by ``service_id``."""
+
+    service_id: bytes
+    role: str  # 'M' | 'N' | 'P'
+    certificates: tuple[bytes, ...]  # DER, leaf first (the TLS chain it first came with)
+    cert_hash: bytes
+    created_at: int  # seconds
 
 
 @dataclass(slots=True)
@@ -305,6 +334,66 @@ def decode_queue(data: bytes) -> QueueRecord:
     )
 
 
+_SERVICE_HEADER = struct.Struct(">BBq")
+
+
+def encode_service(rec: ServiceRecord) -> bytes:
+    """The version-1 layout of a service record. Raises RecordError for an invalid record."""
+    if rec.role not in SERVICE_ROLES:
+        raise RecordError(f"unknown service role {rec.role!r}")
+    certs = rec.certificates
+    if not isinstance(certs, tuple) or not 1 <= len(certs) <= 255:
+        raise RecordError("certificates must be a tuple of 1..255 certificates")
+    if not rec.service_id:
+        raise RecordError("a service id is not empty")
+    try:
+        out = [_SERVICE_HEADER.pack(SERVICE_RECORD_VERSION, ord(rec.role), rec.created_at)]
+    except (struct.error, TypeError) as e:
+        raise RecordError(f"invalid created_at: {e}") from None
+    _b8(out, rec.service_id, "service_id")
+    _b8(out, rec.cert_hash, "cert_hash")
+    out.append(bytes((len(certs),)))
+    for c in certs:
+        _b16(out, c, "certificate")
+    return b"".join(out)
+
+
+def decode_service(data: bytes) -> ServiceRecord:
+    """Parse a service record. Raises only RecordError."""
+    data = bytes(data)
+    if len(data) < _SERVICE_HEADER.size:
+        raise RecordError("service record truncated")
+    version, role, created_at = _SERVICE_HEADER.unpack_from(data)
+    if version != SERVICE_RECORD_VERSION:
+        raise RecordError(f"unknown service record version {version}")
+    if chr(role) not in SERVICE_ROLES:
+        raise RecordError("invalid service role")
+    c = _Cursor(data, _SERVICE_HEADER.size)
+    service_id = c.b8()
+    cert_hash = c.b8()
+    n = c.u8()
+    if n == 0 or not service_id:
+        raise RecordError("invalid service record")
+    certs = tuple(c.b16() for _ in range(n))
+    if c.pos != len(data):
+        raise RecordError("trailing bytes after service record")
+    return ServiceRecord(service_id, chr(role), certs, cert_hash, created_at)
+
+
+def queue_services(rec: QueueRecord | None) -> set[tuple[bytes, str, bytes]]:
+    """The (service id, party, queue id) associations a queue record holds: its recipient
+    (party 'R', the recipient id) and its notifier (party 'N', the notifier id)."""
+    out: set[tuple[bytes, str, bytes]] = set()
+    if rec is None:
+        return out
+    if rec.rcv_service_id is not None:
+        out.add((rec.rcv_service_id, SERVICE_RECIPIENT, rec.recipient_id))
+    n = rec.notifier
+    if n is not None and n.ntf_service_id is not None:
+        out.add((n.ntf_service_id, SERVICE_NOTIFIER, n.notifier_id))
+    return out
+
+
 def encode_message(msg: StoredMessage) -> bytes:
     """The version-1 layout of a message record. Raises RecordError for an invalid message."""
     msg_id = msg.msg_id
@@ -371,15 +460,22 @@ __all__ = [
     "STATUS_OFF",
     "NotifierRecord",
     "QueueRecord",
+    "SERVICE_NOTIFIER",
+    "SERVICE_RECIPIENT",
+    "SERVICE_ROLES",
+    "ServiceRecord",
     "StoredMessage",
     "TYPICAL_QUEUE",
     "TYPICAL_QUEUE_RECORD",
     "copy_queue",
     "decode_message",
     "decode_queue",
+    "decode_service",
     "encode_message",
     "encode_queue",
+    "encode_service",
     "message_meta",
+    "queue_services",
     "quota_marker",
 ]
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..crypto.keys import KeyFormatError, decode_auth_key
-from .records import MAX_MESSAGE_BODY, NotifierRecord, QueueRecord, StoredMessage
+from .records import MAX_MESSAGE_BODY, SERVICE_ROLES, NotifierRecord, QueueRecord, ServiceRecord, StoredMessage
 
 STORE_LOG_FILE = "smp-server-store.log"
 MESSAGES_FILE = "smp-server-messages.log"
@@ -53,7 +53,6 @@ INI_FILE = "smp-server.ini"
 
 DH_SECRET_SIZE = 32  # the store log's DH secrets are X25519 (the reference checks the algorithm)
 BLOCK_REASONS = ("spam", "content")
-SERVICE_ROLES = ("M", "N", "P")  # messaging, notifier, proxy
 SERVICE_PARTIES = ("R", "N")  # recipient service, notifier service
 QUEUE_MODES = ("M", "C")
 
@@ -67,17 +66,6 @@ class ReferenceFormatError(ValueError):
 
 
 # --- records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServiceRecord:
-    """A service client (NEW_SERVICE): smpfast keeps these only to write them back."""
-
-    service_id: bytes
-    role: str  # 'M' | 'N' | 'P'
-    certificates: tuple[bytes, ...]  # DER, leaf first
-    cert_hash: bytes
-    created_at: int
 
 
 @dataclass(frozen=True)
