@@ -4,7 +4,8 @@ The API below is a contract; change it only with the people who use it.
 
 Connecting
     ``client = await SMPClient.connect(address, *, max_version=None, min_version=6,
-            alpn=["smp/1"], timeout=30.0, block_encryption=True, event_buffer=inf)``
+            alpn=["smp/1"], timeout=30.0, block_encryption=True, event_buffer=inf,
+            service=None)``
         ``address``: ``"smp://<fingerprint>[:<password>]@<host>[,<host>...][:<port>]"``
         (default port 5223; hosts tried in order) or an ``SMPServer``. TLS pins the CA
         fingerprint; the server hello's session id must equal tls-unique; its signed X25519
@@ -13,6 +14,13 @@ Connecting
         max_version or 18]; ``alpn=None`` offers no ALPN, so a server offers only v6. At
         v7+ a fresh X25519 client key is sent (at v11+ only if ``block_encryption``, which
         then encrypts every block). ``timeout`` bounds TCP + TLS + SMP handshake.
+        ``service``: a ``ServiceCredentials(role, chain_der, leaf_key)`` (a ServiceRole,
+        DER certificates leaf first, the leaf's Ed25519/Ed448 key): the chain is sent as
+        the TLS client certificate and, at v16+ when the server asked for it, presented in
+        the hello with a fresh Ed25519 session key; the server's third block gives
+        ``client.service`` (a ``ServiceIdentity``: service_id, role, cert_hash, key). NEW,
+        SUB and NSUB are then authorized twice (queue key over cert_hash || t_for_auth,
+        service key over t_for_auth). HANDSHAKE BAD_AUTH / BAD_SERVICE raise HandshakeError.
         Raises ConnectError (HandshakeError for SMP handshake failures, with ``.code``).
         The returned client's reader is not running yet; run it with either
     ``async with client:`` -- the reader runs in a nursery owned by the block; on exit
@@ -25,6 +33,7 @@ Connecting
 Properties
     ``version``, ``session_id`` (tls-unique), ``server_vrange``, ``server`` (SMPServer),
     ``basic_auth``, ``server_session_key`` (raw X25519 or None), ``block_encryption``,
+    ``service`` (ServiceIdentity of a service session, else None),
     ``connection`` (the BlockConnection), ``closed``, ``close_reason``.
     Traffic: ``blocks_in``, ``blocks_out``, ``tls_bytes_in``, ``tls_bytes_out`` (the TLS
     connection's counters, hello blocks included); SMP level (hello blocks excluded):
@@ -65,7 +74,8 @@ UnexpectedResponse, an unusable one ResponseError)
     ``create_queue(auth_alg='ed25519'|'x25519'|'ed448', subscribe=True, basic_auth=None,
         sender_can_secure=False, ntf=False) -> RecipientQueue``
     ``create_queues(n, ...same...) -> list[RecipientQueue]`` (one batch)
-    ``subscribe(q)``; ``subscribe_many(queues, check=True) -> list[reply]`` (one batch)
+    ``subscribe(q) -> service id | None`` (of SOK); ``subscribe_many(queues, check=True)
+        -> list[reply]`` (one batch)
     ``secure(q, sender_key)`` (KEY; DER, PublicKey or PrivateKey)
     ``sender_secure(snd_id, sender_key)`` (SKEY, v9+)
     ``send(snd_id, body, sender_key=None, notification=False)``
@@ -74,7 +84,10 @@ UnexpectedResponse, an unusable one ResponseError)
     ``enable_notifications(q, auth_alg='ed25519') -> NotifierCreds`` (NKEY; also sets
         ``q.notifier``); ``enable_notifications_many(queues)``;
         ``disable_notifications(q)`` (NDEL); ``notifications_subscribe(creds)`` or
-        ``notifications_subscribe(nid, ntf_key)`` (NSUB)
+        ``notifications_subscribe(nid, ntf_key)`` (NSUB; -> service id | None)
+    ``service_subscribe_notifications() -> int`` (NSUBS, signed by the service key: the
+        count of SOKS); ``service_subscribe() -> int`` (SUBS); both UnsupportedByVersion
+        outside a service session
     ``ping()``
     SUB/NSUB accept OK (v<16) and SOK (v16+).
 
@@ -103,10 +116,15 @@ from .errors import (
     UnexpectedResponse,
     UnsupportedByVersion,
 )
+from ..protocol.commands import ServiceRole
+from ..protocol.session import ServiceCredentials, ServiceIdentity
 from .session import DEFAULT_PORT, Session, open_session, parse_address
 from .types import BadResponse, Event, NotifierCreds, RecipientQueue, Reply, decrypt_msg, decrypt_nmsg
 
 __all__ = [
+    "ServiceCredentials",
+    "ServiceIdentity",
+    "ServiceRole",
     "DEFAULT_PORT",
     "BadResponse",
     "ClientBase",

@@ -16,7 +16,7 @@ import trio
 
 from .. import _core as core
 from ..crypto import CryptoError
-from ..crypto.auth import cb_nonce
+from ..crypto.auth import cb_nonce, service_authorized, service_signature
 from ..crypto.keys import Alg, PrivateKey, as_private_key, dh_box_key
 from ..protocol import versions as V
 from ..protocol.commands import Command, Response
@@ -40,6 +40,11 @@ BOX_KEY_CACHE = 4096
 
 #: One request of a batch: (entity id, command or its encoded bytes, authorizing key or None).
 Request = tuple[bytes, "Command | bytes", "PrivateKey | None"]
+
+
+def _uses_service_auth(cmd: bytes) -> bool:
+    """protocol.commands.uses_service_auth on the encoded command: NEW, SUB, NSUB."""
+    return cmd == b"SUB" or cmd == b"NSUB" or cmd.startswith(b"NEW ")
 
 
 class _Waiter:
@@ -66,6 +71,9 @@ class ClientBase:
         self.server = session.server
         self.basic_auth: bytes | None = session.basic_auth
         self.server_session_key: bytes | None = session.server_session_key
+        # A service session's service: NEW, SUB and NSUB are then authorized twice.
+        self.service = session.service
+        self._service_key = None if self.service is None else PrivateKey(Alg.ED25519, self.service.key)
         self._encryptor = session.encryptor
         self._decryptor = session.decryptor
         # Plaintext blocks are padded to 16368 when they are then encrypted.
@@ -263,15 +271,23 @@ class ClientBase:
         v = self.version
         cmd = command if isinstance(command, bytes) else command.encode(v)
         auth = b""
+        service_sig = None
         if key is not None:
             if not isinstance(key, PrivateKey):
                 key = as_private_key(key)
             tfa = t_for_auth(self.session_id, corr_id, entity_id, cmd)
+            authorized = tfa
+            service = self.service
+            if service is not None and _uses_service_auth(cmd):
+                # The queue key also covers the certificate hash; the service key signs
+                # the transmission alone (crypto.auth).
+                authorized = service_authorized(service.cert_hash, tfa)
+                service_sig = service_signature(self._service_key, tfa)
             if key.alg is Alg.X25519:
-                auth = self._authenticator(key, corr_id, tfa)
+                auth = self._authenticator(key, corr_id, authorized)
             else:
-                auth = key.sign(tfa)
-        return encode_client_transmission(v, self.session_id, corr_id, entity_id, cmd, auth)
+                auth = key.sign(authorized)
+        return encode_client_transmission(v, self.session_id, corr_id, entity_id, cmd, auth, service_sig)
 
     def _authenticator(self, key: PrivateKey, corr_id: bytes, authorized: bytes) -> bytes:
         """crypto.auth.authenticator, with the DH box key cached per queue key."""

@@ -13,6 +13,7 @@ from ..protocol import commands as C
 from ..protocol import versions as V
 from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
+from ..protocol.session import ServiceCredentials
 from ..transport import CLIENT_ALPN
 from .base import ClientBase, Request
 from .errors import ResponseError, SMPError, UnexpectedResponse, UnsupportedByVersion
@@ -53,8 +54,12 @@ class SMPClient(ClientBase):
         timeout: float | None = CONNECT_TIMEOUT,
         block_encryption: bool = True,
         event_buffer: float = math.inf,
+        service: ServiceCredentials | None = None,
     ) -> SMPClient:
-        """TLS + SMP handshake; the returned client's reader is not running yet."""
+        """TLS + SMP handshake; the returned client's reader is not running yet. With
+        ``service`` (role, TLS certificate chain, leaf key) the client presents that
+        certificate and, at v16+ when the server asked for it, runs a service session:
+        ``client.service`` then holds the service id the server gave."""
         session = await open_session(
             address,
             min_version=min_version,
@@ -62,6 +67,7 @@ class SMPClient(ClientBase):
             alpn=alpn,
             timeout=timeout,
             block_encryption=block_encryption,
+            service=service,
         )
         return cls(session, event_buffer=event_buffer)
 
@@ -154,9 +160,10 @@ class SMPClient(ClientBase):
             await self.enable_notifications_many([q for q in queues if q.notifier is None])
         return queues
 
-    async def subscribe(self, q: RecipientQueue) -> None:
-        """SUB. A message in the queue then arrives as an MSG event."""
-        await self._call(q.rcv_id, C.SUB, q.rcv_auth_key, *_SUB_OK)
+    async def subscribe(self, q: RecipientQueue) -> bytes | None:
+        """SUB. A message in the queue then arrives as an MSG event. Returns the service
+        id of SOK (a service session at v16+), else None."""
+        return _sok_service(await self._call(q.rcv_id, C.SUB, q.rcv_auth_key, *_SUB_OK))
 
     async def subscribe_many(self, queues: Iterable[RecipientQueue], *, check: bool = True) -> list[Reply]:
         """SUB for every queue in one ``batch``; returns the replies (OK/SOK or Err);
@@ -238,17 +245,42 @@ class SMPClient(ClientBase):
         await self._call(q.rcv_id, C.Ndel(), q.rcv_auth_key, C.Ok)
         q.notifier = None
 
-    async def notifications_subscribe(self, nid: bytes | NotifierCreds, ntf_key: PrivateKey | None = None) -> None:
-        """NSUB: NMSG events for the notifier then arrive on this connection."""
+    async def notifications_subscribe(self, nid: bytes | NotifierCreds, ntf_key: PrivateKey | None = None) -> bytes | None:
+        """NSUB: NMSG events for the notifier then arrive on this connection. In a
+        notifier service session this associates the notifier with the service (returns
+        the service id of SOK; None otherwise)."""
         if isinstance(nid, NotifierCreds):
             nid, ntf_key = nid.notifier_id, ntf_key or nid.notifier_key
         if ntf_key is None:
             raise ValueError("notifications_subscribe needs the notifier key")
-        await self._call(nid, C.Nsub(), ntf_key, *_SUB_OK)
+        return _sok_service(await self._call(nid, C.Nsub(), ntf_key, *_SUB_OK))
+
+    # ------------------------------------------------------------------ services (v16+)
+
+    def _service_command(self, command: C.Command) -> tuple[bytes, C.Command, PrivateKey]:
+        if self.service is None:
+            raise UnsupportedByVersion("not a service session (v16+ with a service certificate)")
+        return self.service.service_id, command, PrivateKey(Alg.ED25519, self.service.key)
+
+    async def service_subscribe_notifications(self) -> int:
+        """NSUBS: subscribe every notifier associated with this (notifier) service; NMSG
+        events for all of them then arrive here. Returns the count of SOKS."""
+        reply = await self._call(*self._service_command(C.Nsubs()), C.Soks)
+        return reply.count  # type: ignore[attr-defined]
+
+    async def service_subscribe(self) -> int:
+        """SUBS: subscribe every queue associated with this (messaging) service; returns
+        the count of SOKS (the reference answers ERR CMD PROHIBITED for now)."""
+        reply = await self._call(*self._service_command(C.Subs()), C.Soks)
+        return reply.count  # type: ignore[attr-defined]
 
     async def ping(self) -> None:
         """PING → PONG."""
         await self._call(b"", C.PING, None, C.Pong)
+
+
+def _sok_service(reply: Response) -> bytes | None:
+    return reply.service_id if isinstance(reply, C.Sok) else None
 
 
 def _public_der(key: bytes | PublicKey | PrivateKey) -> bytes:

@@ -5,6 +5,7 @@ its blocks)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import trio
@@ -13,11 +14,12 @@ from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
 from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
 from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
-from ..protocol.session import ClientSession, HandshakeFailed
+from ..protocol.session import ClientSession, HandshakeFailed, ServiceCredentials, ServiceIdentity, State
 from ..protocol.versions import VersionRange
 from ..transport import (
     CLIENT_ALPN,
     BlockConnection,
+    ClientCertificateContext,
     TransportError,
     open_block_connection,
     verify_server_chain,
@@ -41,6 +43,7 @@ class Session:
     encryptor: BlockEncryptor | None = None
     decryptor: BlockDecryptor | None = None
     leftover: list[bytes] = field(default_factory=list)  # blocks received with the hello
+    service: ServiceIdentity | None = None  # a service session's service (v16+)
 
 
 def parse_address(address: str | SMPServer) -> tuple[SMPServer, bytes | None]:
@@ -63,15 +66,21 @@ async def open_session(
     alpn: list[str] | None = list(CLIENT_ALPN),
     timeout: float | None = CONNECT_TIMEOUT,
     block_encryption: bool = True,
+    service: ServiceCredentials | None = None,
 ) -> Session:
-    """TLS + SMP handshake with the server at ``address``; hosts are tried in order."""
+    """TLS + SMP handshake with the server at ``address``; hosts are tried in order. With
+    ``service``, its chain is the TLS client certificate and, when the server asked for it
+    at v16+, the session is a service session (``Session.service``)."""
     server, basic_auth = parse_address(address)
     wanted = VersionRange(min_version, V.MAX_VERSION if max_version is None else max_version)
     try:
         with trio.fail_after(math.inf if timeout is None else timeout):
-            conn = await _connect(server, alpn)
+            cert_ctx = None
+            if service is not None:
+                cert_ctx = ClientCertificateContext(service.chain, service.leaf_key, alpn)
+            conn = await _connect(server, alpn, cert_ctx)
             try:
-                return await _handshake(conn, server, basic_auth, wanted, block_encryption)
+                return await _handshake(conn, server, basic_auth, wanted, block_encryption, service, cert_ctx)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await conn.aclose()
@@ -80,12 +89,17 @@ async def open_session(
         raise ConnectError(f"connecting to {server} took more than {timeout} s") from None
 
 
-async def _connect(server: SMPServer, alpn: list[str] | None) -> BlockConnection:
+async def _connect(
+    server: SMPServer, alpn: list[str] | None, cert_ctx: ClientCertificateContext | None = None
+) -> BlockConnection:
     error: TransportError | None = None
     for host in server.hosts:
         try:
             # The caller's fail_after bounds the whole connect.
-            return await open_block_connection(host, _port(server), server.key_hash, alpn=alpn, timeout=None)
+            return await open_block_connection(
+                host, _port(server), server.key_hash, alpn=alpn, timeout=None,
+                ssl_context=None if cert_ctx is None else cert_ctx.context,
+            )
         except TransportError as e:
             error = e
     raise ConnectError(f"cannot connect to {server}: {error}") from error
@@ -97,6 +111,8 @@ async def _handshake(
     basic_auth: bytes | None,
     wanted: VersionRange,
     want_encryption: bool,
+    service: ServiceCredentials | None = None,
+    cert_ctx: ClientCertificateContext | None = None,
 ) -> Session:
     session_id = conn.tls_unique
     if session_id is None:
@@ -110,6 +126,9 @@ async def _handshake(
         peer[0] if peer else None,
         PrivateKey.generate(Alg.X25519).raw,
         want_encryption,
+        service=service,
+        service_private=None if service is None else os.urandom(32),
+        certificate_sent=cert_ctx is not None and cert_ctx.requested,
     )
     try:
         blocks = await conn.receive_blocks()
@@ -124,7 +143,21 @@ async def _handshake(
         await conn.send(proto.data_to_send())
     except TransportError as e:
         raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
+    leftover = blocks[1:]
+    if proto.state is State.AWAITING_SERVICE:  # a service: the server answers a third block
+        if not leftover:
+            try:
+                leftover = await conn.receive_blocks()
+            except TransportError as e:
+                raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
+            if not leftover:
+                raise HandshakeError("HANDSHAKE CLOSED", "the server closed the connection")
+        [event] = proto.receive_block(leftover[0])
+        leftover = leftover[1:]
+        if isinstance(event, HandshakeFailed):
+            raise HandshakeError(event.reason, event.detail)
     assert proto.server_vrange is not None
     encryptor, decryptor = proto.ciphers
     return Session(conn, server, basic_auth, proto.version, session_id, proto.server_vrange,
-                   proto.server_session_key, encryptor, decryptor, leftover=blocks[1:])
+                   proto.server_session_key, encryptor, decryptor, leftover=leftover,
+                   service=proto.service)

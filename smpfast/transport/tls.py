@@ -9,6 +9,7 @@ store, no SNI, no hostname): see identity.verify_server_chain.
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import os
@@ -20,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..crypto import chains
+from ..crypto.keys import as_private_key
 from . import _openssl
 
 log = logging.getLogger("smpfast.transport")
@@ -146,8 +148,8 @@ class ClientCertificateContext:
     """A client context that presents a certificate chain when the server asks for one,
     for one connection (service clients), with ``requested``: whether the server asked.
 
-    ``chain_der``: DER certificates, leaf first; ``private_key``: the leaf's key (a
-    ``cryptography`` Ed25519/Ed448 private key)."""
+    ``chain_der``: DER certificates, leaf first; ``private_key``: the leaf's Ed25519/Ed448
+    key (ours, PyNaCl's, ``cryptography``'s or PKCS#8 DER)."""
 
     def __init__(
         self,
@@ -165,9 +167,7 @@ class ClientCertificateContext:
             x509.load_der_x509_certificate(bytes(c)).public_bytes(serialization.Encoding.PEM)
             for c in chain_der
         )
-        key_pem = private_key.private_bytes(  # type: ignore[attr-defined]
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key_pem = _pem(as_private_key(private_key).der, "PRIVATE KEY")
         # load_cert_chain takes only files: a private temporary directory, removed at once.
         with tempfile.TemporaryDirectory() as d:
             chain_path, key_path = os.path.join(d, "chain.pem"), os.path.join(d, "key.pem")
@@ -182,6 +182,11 @@ class ClientCertificateContext:
 
     def _requested(self) -> None:
         self.requested = True
+
+
+def _pem(der: bytes, label: str) -> bytes:
+    body = base64.encodebytes(der).decode("ascii")  # 76-column lines
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode("ascii")
 
 
 def native_profile_available() -> bool:
