@@ -114,6 +114,9 @@ class TransportConfig:
     bind: str = DEFAULT_BIND
     log_tls_errors: bool = False
     control_port: int | None = None  # the control port, always on 127.0.0.1; None: off
+    # Ask clients for TLS certificates, as services (v16) answer (the reference: on by
+    # default, and `init` does not write it).
+    accept_service_credentials: bool = True
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "bind": _bind,
         "log_tls_errors": parse_on_off,
         "control_port": _int_range(1, 65535),
+        "accept_service_credentials": parse_on_off,
     },
     "INACTIVE_CLIENTS": {
         "disconnect": parse_on_off,

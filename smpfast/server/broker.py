@@ -30,15 +30,16 @@ from typing import Callable, Protocol
 
 from ..crypto import auth as cauth
 from ..crypto import message as cmsg
-from ..crypto.keys import CryptoError
+from ..crypto.keys import Alg, CryptoError, PublicKey
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
 from ..protocol.errors import ParseError
+from ..protocol.session import ServiceIdentity
 from ..protocol.transmission import decode_server_transmissions, encode_server_transmission
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
-from .delivery import Answer, ConnId, Delivery, Effects, LocalDelivery, Subscription
+from .delivery import NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, Subscription
 from ..store.records import (
     MODE_CONTACT,
     MODE_MESSAGING,
@@ -47,6 +48,7 @@ from ..store.records import (
     STATUS_OFF,
     NotifierRecord,
     QueueRecord,
+    ServiceRecord,
     StoredMessage,
 )
 
@@ -113,18 +115,22 @@ class BrokerConfig:
 class Peer:
     """What the broker knows of one connected client, from its handshake: the negotiated
     version, the session id (TLS unique), the server's session key (v7+) and the verifier
-    built from it. Made by ``Broker.connect``; its subscriptions live in the delivery's
-    ``Subscriptions`` under ``id``."""
+    built from it, and the service of a service session. Made by ``Broker.connect``; its
+    subscriptions live in the delivery's ``Subscriptions`` under ``id``."""
 
-    __slots__ = ("id", "version", "session_id", "session_private", "verifier", "connected")
+    __slots__ = ("id", "version", "session_id", "session_private", "verifier", "connected", "service",
+                 "service_key")
 
-    def __init__(self, conn_id: ConnId, version: int, session_id: bytes, session_private: bytes | None) -> None:
+    def __init__(self, conn_id: ConnId, version: int, session_id: bytes, session_private: bytes | None,
+                 service: ServiceIdentity | None = None) -> None:
         self.id = conn_id
         self.version = version
         self.session_id = session_id
         self.session_private = session_private  # server X25519 session key (v >= 7)
         self.verifier = cauth.AuthVerifier(session_private)
         self.connected = True
+        self.service = service  # a service session's service (v16+), else None
+        self.service_key = None if service is None else PublicKey(Alg.ED25519, service.key)
 
     @property
     def implied_session(self) -> bool:
@@ -143,12 +149,15 @@ class Peer:
 @dataclass(slots=True)
 class PreparedBlock:
     """A block between parsing and execution: its early errors, its parsed commands, and
-    the authorizations to verify (``owners[i]`` is the index in ``pending`` of request i)."""
+    the authorizations to verify (``owners[i]`` is the index in ``pending`` of request i,
+    ``failures[i]`` the error its command gets if it does not verify: AUTH, or SERVICE for
+    service signatures; SERVICE wins)."""
 
     errors: list = field(default_factory=list)
     pending: list = field(default_factory=list)
     requests: list = field(default_factory=list)
     owners: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -159,6 +168,10 @@ class _Pending:
     entity_id: bytes
     cmd: C.Command
     queue: QueueRecord | None = None
+
+
+class ServiceRefused(Exception):
+    """A service handshake the broker cannot answer with a service id (BAD_SERVICE)."""
 
 
 class Broker:
@@ -179,6 +192,9 @@ class Broker:
         self.delivery: Delivery = delivery if delivery is not None else LocalDelivery()
         self.subscriptions = self.delivery.subscriptions
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
+        # The service of notifiers with notifications waiting (their NMSGs go to the
+        # service's subscriber), as the queue record says now.
+        self.notification_service: dict[bytes, bytes] = {}
         self.stats: dict[str, int] = {}
         self._ids = itertools.count(1)
         # While a block executes: the effects being made, the pushes for other connections
@@ -191,11 +207,35 @@ class Broker:
 
     # ------------------------------------------------------------------ connections
 
-    def connect(self, version: int, session_id: bytes, session_private: bytes | None) -> Peer:
+    def connect(self, version: int, session_id: bytes, session_private: bytes | None,
+                service: ServiceIdentity | None = None) -> Peer:
         """A client finished its handshake: the broker's record of it."""
-        peer = Peer(next(self._ids), version, session_id, session_private)
+        peer = Peer(next(self._ids), version, session_id, session_private, service)
         self.subscriptions.open(peer.id)
         return peer
+
+    def get_create_service(self, role: str, chain: tuple[bytes, ...], cert_hash: bytes) -> tuple[bytes, int]:
+        """A service handshake (the reference's getCreateService): the id of the service
+        record with this certificate hash, or of a new one; and the commit generation that
+        must be durable before the id is sent. ServiceRefused when the record has another
+        role or the store fails (the handshake then answers HANDSHAKE BAD_SERVICE)."""
+        try:
+            known = self.store.service_by_cert(cert_hash)
+            if known is not None:
+                if known.role != role:
+                    raise ServiceRefused(f"the certificate belongs to a service of role {known.role}")
+                return known.service_id, self.durability.current()
+            for _ in range(3):
+                rec = ServiceRecord(self.random_bytes(ID_SIZE), role, tuple(chain), cert_hash, int(self.clock()))
+                added: list[bool] = []
+                self._write_outside_block(lambda: added.append(self.store.add_service(rec)))
+                if added[0]:
+                    return rec.service_id, self.durability.current()
+                if self.store.service_by_cert(cert_hash) is not None:  # cannot happen: one thread
+                    break
+        except StoreError as e:
+            raise ServiceRefused(f"store: {e}") from None
+        raise ServiceRefused("no free service id")
 
     def disconnect(self, peer: Peer) -> None:
         """Drop the connection's subscriptions (no END: nobody took them over)."""
@@ -240,6 +280,7 @@ class Broker:
         if q.notifier is not None:
             nid = q.notifier.notifier_id
             self.notifications.pop(nid, None)
+            self.notification_service.pop(nid, None)
             self.subscriptions.drop_notifier(nid)
         return count
 
@@ -317,8 +358,16 @@ class Broker:
             verdict = self._prepare_verification(peer, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 prepared.owners.append(len(pending))
+                prepared.failures.append(E.AUTH)
                 pending.append(item)
                 prepared.requests.append(verdict)
+            elif isinstance(verdict, list):  # several checks, each with its error
+                owner = len(pending)
+                pending.append(item)
+                for request, failure in verdict:
+                    prepared.owners.append(owner)
+                    prepared.failures.append(failure)
+                    prepared.requests.append(request)
             elif verdict is True:
                 pending.append(item)
             else:
@@ -346,15 +395,22 @@ class Broker:
 
     def _finish_block(self, peer: Peer, prepared: "PreparedBlock", results: list[bool], reload: bool) -> None:
         errors = prepared.errors
-        failed = {prepared.owners[i] for i, ok in enumerate(results) if not ok}
+        failed: dict[int, E.ErrorType] = {}
+        for i, ok in enumerate(results):
+            if not ok:
+                owner = prepared.owners[i]
+                if failed.get(owner) is not E.SERVICE:
+                    failed[owner] = prepared.failures[i] if prepared.failures else E.AUTH
         verified: list[_Pending] = []
         # Commands of one block on one queue share one record, so each sees what the ones
         # before it changed (the reference runs them one by one on the queue's current state).
         records: dict[bytes, QueueRecord] = {}
         for i, item in enumerate(prepared.pending):
-            if i in failed:
-                self._count_auth_error(item.cmd)
-                errors.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+            failure = failed.get(i)
+            if failure is not None:
+                if failure is E.AUTH:
+                    self._count_auth_error(item.cmd)
+                errors.append((item.corr_id, item.entity_id, C.Err(failure)))
                 continue
             q = item.queue
             if q is not None:
@@ -448,23 +504,29 @@ class Broker:
 
     def _prepare_verification(
         self, peer: Peer, item: _Pending, auth: bytes, service_sig: bytes | None, t_for_auth: bytes
-    ) -> cauth.AuthRequest | bool | E.ErrorType:
+    ) -> cauth.AuthRequest | list | bool | E.ErrorType:
         """Decide what verifies ``item``: the authorization to check (with the reference's
-        dummy keys when the queue or key is missing), True (no authorization needed) or the
-        error to answer. A lookup that finds nothing costs what one that finds a queue
-        costs (``Store.cover_miss``): the time of ERR AUTH must not tell which ids exist."""
+        dummy keys when the queue or key is missing), a list of (check, error) pairs in a
+        service session, True (no authorization needed) or the error to answer. A lookup
+        that finds nothing costs what one that finds a queue costs (``Store.cover_miss``):
+        the time of ERR AUTH must not tell which ids exist.
+
+        As the reference's verifyQueueTransmission, once the queue is found (or for a
+        command without one): a service session's role must be the command's (else CMD
+        PROHIBITED); NEW, SUB and NSUB carry a service signature exactly in a service
+        session, other commands never (else SERVICE); in a service session the queue key
+        then covers ``cert_hash || t_for_auth``. A missing queue answers AUTH before any of
+        these checks."""
         cmd = item.cmd
-        # No service sessions yet: a service signature is never valid here (SERVICE).
-        if service_sig is not None:
-            return E.SERVICE
-        if isinstance(cmd, (C.Subs, C.Nsubs)):
-            return E.SERVICE
         store = self.store
         entity = item.entity_id
         corr_id = item.corr_id
         party = cmd.PARTY
         key: object
         if isinstance(cmd, C.New):
+            check = self._service_checks(peer, cmd, service_sig)
+            if check is not None:
+                return check
             key = cmd.rcv_auth_key
         elif party is C.Party.RECIPIENT:
             q = store.get_queue(entity)
@@ -479,7 +541,8 @@ class Broker:
             item.queue = q
             if q is not None and q.sender_key is None:
                 if not auth:
-                    return True
+                    check = self._service_checks(peer, cmd, service_sig)
+                    return True if check is None else check
                 key = None  # unsecured queue: verify against a dummy key like a missing one
             else:
                 key = None if q is None else q.sender_key
@@ -497,6 +560,9 @@ class Broker:
                 self._dummy(peer, auth, t_for_auth, corr_id, entity)
                 return E.AUTH
             item.queue = q
+            check = self._service_checks(peer, cmd, service_sig)
+            if check is not None:
+                return check
             return True if _is_contact(q) else E.AUTH
         elif isinstance(cmd, C.Nsub):
             q = store.queue_by_notifier(entity)
@@ -505,11 +571,53 @@ class Broker:
             item.queue = q
             key = None if q is None or q.notifier is None else q.notifier.notifier_key
         elif isinstance(cmd, C.Ping):
-            return True
+            check = self._service_checks(peer, cmd, service_sig)
+            return True if check is None else check
+        elif isinstance(cmd, (C.Subs, C.Nsubs)):
+            check = self._service_checks(peer, cmd, service_sig)
+            if check is not None:
+                return check
+            # Signed by the service session key alone, with the service id as the entity.
+            service = peer.service
+            if service is None or len(auth) != cauth.ED25519_SIG_LEN or entity != service.service_id:
+                return E.SERVICE
+            return [(cauth.AuthRequest(peer.service_key, auth, t_for_auth, corr_id, entity), E.SERVICE)]
         else:
             # Proxy commands (v8+) are never parsed at the versions this server announces.
-            return E.CMD_PROHIBITED
-        return cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
+            check = self._service_checks(peer, cmd, service_sig)
+            return E.CMD_PROHIBITED if check is None else check
+        if item.queue is None and not isinstance(cmd, C.New):
+            # No queue: a dummy verification and AUTH, before any service check.
+            return cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity)
+        check = self._service_checks(peer, cmd, service_sig)
+        if check is not None:
+            return check
+        if service_sig is None:
+            return cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
+        # A service session's NEW/SUB/NSUB: the queue key covers the certificate hash too,
+        # the service key signs the transmission.
+        assert peer.service is not None
+        authorized = cauth.service_authorized(peer.service.cert_hash, t_for_auth)
+        return [
+            (cauth.AuthRequest(peer.service_key, service_sig, t_for_auth, corr_id, entity), E.SERVICE),
+            (cauth.AuthRequest(key, auth, authorized, corr_id, entity), E.AUTH),
+        ]
+
+    @staticmethod
+    def _service_checks(peer: Peer, cmd: C.Command, service_sig: bytes | None) -> E.ErrorType | None:
+        """The reference's checkRole and the presence rule of verifyServiceSig (the
+        signature itself is verified with the block's other checks)."""
+        service = peer.service
+        if service is not None:
+            role = C.PARTY_SERVICE_ROLE[cmd.PARTY]
+            if role is not None and role is not service.role:
+                return E.CMD_PROHIBITED
+        if C.uses_service_auth(cmd):
+            if (service is None) != (service_sig is None):
+                return E.SERVICE
+        elif service_sig is not None:
+            return E.SERVICE
+        return None
 
     def _dummy(self, peer: Peer, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
         if auth:
@@ -525,6 +633,14 @@ class Broker:
             return
         if isinstance(cmd, C.New):
             out.append((corr_id, entity, self._create_queue(peer, cmd, corr_id)))
+            return
+        if isinstance(cmd, C.Nsubs):
+            out.append((corr_id, entity, self._subscribe_service(peer, NTF)))
+            return
+        if isinstance(cmd, C.Subs):
+            # The reference does not take recipient service subscriptions yet ("TODO
+            # [certs rcv]"): a verified SUBS answers CMD PROHIBITED.
+            out.append((corr_id, entity, C.Err(E.CMD_PROHIBITED)))
             return
         q = item.queue
         if q is None:  # verified commands always carry their queue; guard anyway
@@ -577,6 +693,10 @@ class Broker:
             cfg.create_password is not None and cmd.basic_auth != cfg.create_password
         ):
             return C.Err(E.AUTH)
+        service = peer.service
+        if service is not None and not cmd.subscribe:
+            return C.Err(E.CMD_PROHIBITED)  # a service may not only create (the reference)
+        service_id = None if service is None else service.service_id
         try:
             dh = cmsg.new_queue_dh(cmd.rcv_dh_key)
             ntf_dh = None if cmd.ntf_creds is None else cmsg.new_queue_dh(cmd.ntf_creds.dh_key)
@@ -611,12 +731,17 @@ class Broker:
                 link_user=None if link is None else link[2],
                 notifier=notifier,
                 updated_at=today,
+                rcv_service_id=service_id,
             )
             if self.store.add_queue(rec):
                 self._count("qCreated")
                 if notifier is not None:
                     self._count("ntfNewCreated")
-                if cmd.subscribe:
+                if service_id is not None:
+                    # Subscribed as the service, not queue by queue (the reference's
+                    # subscribeNewQueue; it delivers no MSG to such a subscription yet).
+                    self._take_service(peer, RCV, service_id, add=1)
+                elif cmd.subscribe:
                     self._take_subscription(peer, rid)
                 return C.Ids(
                     rid,
@@ -624,7 +749,7 @@ class Broker:
                     dh.server_public_der,
                     queue_mode=None if qr is None else qr.mode,
                     link_id=None if link is None else link[0],
-                    service_id=None,
+                    service_id=service_id,
                     ntf_creds=None if notifier is None else C.ServerNtfCreds(notifier.notifier_id, ntf_dh.server_public_der),
                 )
             if client_sender_id is not None or (qr is not None and qr.link_id is not None):
@@ -641,12 +766,32 @@ class Broker:
             self._event(previous, rid, C.END)
         return sub
 
+    def _take_service(self, peer: Peer, party: str, service_id: bytes, add: int = 0,
+                      count: int | None = None, subscribed: bool = False) -> None:
+        """``peer`` becomes the service's subscriber; an older session of it gets ENDS."""
+        previous = self.subscriptions.take_service(party, peer.id, service_id, add, count, subscribed)
+        if previous is not None:
+            conn, lost = previous
+            self._event(conn, service_id, C.Ends(lost))
+
+    def _leave_service(self, peer: Peer, party: str, service_id: bytes | None, entity: bytes,
+                       event: C.Response) -> None:
+        """A queue leaves the service: the service's subscriber (if another connection)
+        holds one less and is told ``event`` (END or DELD) for it."""
+        if service_id is not None:
+            conn = self.subscriptions.leave_service(party, service_id, except_conn=peer.id)
+            if conn is not None:
+                self._event(conn, entity, event)
+
     def _sub(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         sub = self.subscriptions.get(peer.id, rid)
         had_sub = sub is not None
         if sub is None:
             sub = self._take_subscription(peer, rid)
+            # A direct subscription: the queue's service no longer holds it (its session
+            # gets END), although the association stays in the store (the reference).
+            self._leave_service(peer, RCV, q.rcv_service_id, rid, C.END)
         elif sub.prohibited:
             self._count("qSubProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
@@ -654,7 +799,7 @@ class Broker:
         else:
             self._count("qSubDuplicate")
             self._set_delivered(sub, None)
-        out.append((item.corr_id, item.entity_id, C.Sok(None)))
+        out.append((item.corr_id, item.entity_id, C.Sok(None if peer.service is None else peer.service.service_id)))
         msg = self.store.peek_message(rid)
         if msg is not None:
             if not had_sub:
@@ -775,7 +920,7 @@ class Broker:
             self.store.update_queue(q)
             self._count("ntfCreated")
             if old is not None:
-                self._notifier_gone(peer, old.notifier_id)
+                self._notifier_gone(peer, old)
             out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
             return
         out.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
@@ -786,14 +931,17 @@ class Broker:
             q.notifier = None
             self.store.update_queue(q)
             self._count("ntfDeleted")
-            self._notifier_gone(peer, old.notifier_id)
+            self._notifier_gone(peer, old)
         out.append((item.corr_id, item.entity_id, C.OK))
 
-    def _notifier_gone(self, peer: Peer, nid: bytes) -> None:
+    def _notifier_gone(self, peer: Peer, notifier: NotifierRecord) -> None:
+        nid = notifier.notifier_id
         self.notifications.pop(nid, None)
+        self.notification_service.pop(nid, None)
         subscriber = self.subscriptions.drop_notifier(nid)
         if subscriber is not None and subscriber != peer.id:
             self._event(subscriber, nid, C.DELD)
+        self._leave_service(peer, NTF, notifier.ntf_service_id, nid, C.DELD)
 
     def _off(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         if q.status != STATUS_OFF:
@@ -811,8 +959,9 @@ class Broker:
         subscriber = self.subscriptions.drop_queue(rid)
         if subscriber is not None:
             self._event(subscriber, rid, C.DELD)
+        self._leave_service(peer, RCV, q.rcv_service_id, rid, C.DELD)
         if q.notifier is not None:
-            self._notifier_gone(peer, q.notifier.notifier_id)
+            self._notifier_gone(peer, q.notifier)
         out.append((item.corr_id, item.entity_id, C.OK))
 
     def _que(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -886,30 +1035,94 @@ class Broker:
 
     def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
-        pending = self.notifications.setdefault(notifier.notifier_id, [])
+        nid = notifier.notifier_id
+        pending = self.notifications.setdefault(nid, [])
         pending.append((msg.msg_id, msg.ts, nonce, enc))
+        self._note_service(nid, notifier.ntf_service_id)
         if self._undo_notes is not None:
             self._undo_notes.append(pending)
 
+    def _note_service(self, nid: bytes, service_id: bytes | None) -> None:
+        if service_id is None:
+            self.notification_service.pop(nid, None)
+        elif nid in self.notifications:
+            self.notification_service[nid] = service_id
+
     def _subscribe_notifications(self, peer: Peer, q: QueueRecord, nid: bytes) -> C.Response:
-        if q.notifier is None or q.notifier.notifier_id != nid:
+        """NSUB (the reference's subscribeNotifications). In a notifier service session it
+        associates the notifier with the service (stored) and the session subscribes as the
+        service; from another session it ends a service association."""
+        notifier = q.notifier
+        if notifier is None or notifier.notifier_id != nid:
             return C.Err(E.INTERNAL)
+        service = peer.service
+        current = notifier.ntf_service_id
+        if service is not None:
+            sid = service.service_id
+            held = self.subscriptions.service_count(NTF, peer.id) > 0
+            if current != sid:
+                notifier.ntf_service_id = sid  # a new or moved association
+                self.store.update_queue(q)
+                self._note_service(nid, sid)
+                self._count("ntfServices.assocNew" if current is None else "ntfServices.assocUpdated")
+            else:
+                self._count("ntfServices.assocDuplicate")
+                if held:
+                    return C.Sok(sid)  # the session holds the service already: nothing changes
+            if not held:
+                self._count("ntfServices.subCount")
+            self._count("ntfServices.subQueues")
+            # The notifier joins the service subscription: its direct subscriber, and the
+            # service it belonged to before, lose it (END).
+            direct = self.subscriptions.drop_notifier(nid)
+            if direct is not None and direct != peer.id:
+                self._event(direct, nid, C.END)
+            if current != sid:
+                self._leave_service(peer, NTF, current, nid, C.END)
+            self._take_service(peer, NTF, sid, add=1)
+            return C.Sok(sid)
+        if current is not None:
+            notifier.ntf_service_id = None  # a direct subscription ends the association
+            self.store.update_queue(q)
+            self._note_service(nid, None)
+            self._count("ntfServices.assocRemoved")
+            self._leave_service(peer, NTF, current, nid, C.END)
         new, previous = self.subscriptions.subscribe_notifier(peer.id, nid)
         self._count("ntfSub" if new else "ntfSubDuplicate")
         if previous is not None:
             self._event(previous, nid, C.END)
         return C.Sok(None)
 
+    def _subscribe_service(self, peer: Peer, party: str) -> C.Response:
+        """NSUBS (the reference's subscribeServiceNotifications): the session subscribes
+        every notifier associated with its service; SOKS with their count."""
+        service = peer.service
+        if service is None:  # verification guarantees a service; guard anyway
+            return C.Err(E.INTERNAL)
+        subs = self.subscriptions
+        if subs.service_subscribed(party, peer.id):
+            return C.Soks(subs.service_count(party, peer.id))
+        count = self.store.service_queue_count(service.service_id, party)
+        self._take_service(peer, party, service.service_id, count=count, subscribed=True)
+        return C.Soks(count)
+
     def deliver_notifications(self) -> Effects:
         """Send stored notifications to their subscribers (the reference does this every
-        1.5 s): one batch of NMSGs per subscribed notifier."""
+        1.5 s): one batch of NMSGs per notifier, to its service's subscriber when the
+        notifier belongs to a service, else to its own subscriber. Notifications nobody
+        is subscribed to wait (until they expire)."""
         effects = Effects()
         generation = self.durability.current()
+        subs = self.subscriptions
+        services = self.notification_service
         sent = 0
-        for nid, conn in list(self.subscriptions.ntf_subscriber.items()):
-            pending = self.notifications.pop(nid, None)
-            if not pending:
+        for nid in list(self.notifications):
+            sid = services.get(nid)
+            conn = subs.ntf_subscriber.get(nid) if sid is None else subs.subscriber_of_service(NTF, sid)
+            if conn is None:
                 continue
+            pending = self.notifications.pop(nid)
+            services.pop(nid, None)
             effects.pushes.append((conn, generation, [(b"", nid, C.Nmsg(nonce, enc)) for _, _, nonce, enc in pending]))
             sent += len(pending)
         self._count("msgNtfs", sent)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import trio
 
 from ..protocol import versions as V
-from ..protocol.session import Established, ServerSession
+from ..protocol.session import Established, ServerSession, ServiceRequested
 from ..transport import BlockConnection, TransportError
-from .broker import Broker, Peer, encode_answers
+from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
 from .delivery import Answer, Batch, Effects, LocalDelivery
 
@@ -126,7 +126,7 @@ class Connection:
     async def _handshake(self) -> list[bytes] | None:
         """Run the sans-IO ServerSession's handshake; returns blocks that arrived after the
         client hello, or None when the connection must close (the reference sends nothing
-        then)."""
+        then, except the third block refusing a service)."""
         session_id = self.conn.tls_unique
         if session_id is None:
             return None
@@ -140,6 +140,7 @@ class Connection:
             V.VersionRange(ident.min_version, max_version),
             os.urandom(32),
             deadline=trio.current_time() + self.handshake_timeout,
+            peer_chain=self.conn.peer_chain_der,
         )
         session.start()
         await self.conn.send(session.data_to_send())
@@ -148,12 +149,29 @@ class Connection:
             if not blocks:
                 return None
             [event] = session.receive_block(blocks[0])
+            if isinstance(event, ServiceRequested):
+                [event] = await self._service(session, event)
+            out = session.data_to_send()  # the third block of a service, if any
+            if out:
+                await self.conn.send(out)
             if not isinstance(event, Established):
                 return None
             self.session = session
-            self.peer = self.broker.connect(session.version, session_id, session.server_session_private)
+            self.peer = self.broker.connect(session.version, session_id, session.server_session_private,
+                                            session.service)
             return blocks[1:]
         return None
+
+    async def _service(self, session: ServerSession, request: ServiceRequested) -> list:
+        """Find or create the service record (committed before its id is sent)."""
+        try:
+            service_id, generation = self.broker.get_create_service(request.role.value, request.chain,
+                                                                    request.cert_hash)
+            await self.committer.wait_durable(generation)
+        except (ServiceRefused, CommitFailed) as e:
+            log.debug("service refused: %s", e)
+            return session.reject_service(str(e))
+        return session.accept_service(service_id)
 
     # ------------------------------------------------------------------ reading
 

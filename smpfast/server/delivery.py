@@ -10,6 +10,14 @@ Subscription state lives here, not in the connections: ``Subscriptions`` records
 connection's relation to a queue (subscribed, or used with GET) and the one message
 delivered to it and not yet acknowledged, and which connection is a queue's (or a
 notifier's) subscriber.
+
+Services (v16): a service session subscribes as its service, not queue by queue. For each
+party (``RCV``: a messaging service's queues; ``NTF``: a notifier service's notifiers) a
+service has at most one subscribed connection, which counts the associated queues it holds
+(the reference's serviceSubsCount). A newer session of the same service takes the service
+over and the old one is told ``ENDS <its count>``; a queue leaving the service (subscribed
+by another connection, deleted) costs the service's connection one from its count, with
+``END``/``DELD`` for the queue. Which queues belong to a service is in the store.
 """
 
 from __future__ import annotations
@@ -40,13 +48,18 @@ class Subscriptions:
     (prohibited) relation to it without being its subscriber.
     """
 
-    __slots__ = ("subscriber", "ntf_subscriber", "_queues", "_notifiers")
+    __slots__ = ("subscriber", "ntf_subscriber", "service_subscriber", "_queues", "_notifiers",
+                 "_service_counts", "_service_subscribed")
 
     def __init__(self) -> None:
         self.subscriber: dict[bytes, ConnId] = {}  # recipient id -> subscribed connection
         self.ntf_subscriber: dict[bytes, ConnId] = {}  # notifier id -> subscribed connection
+        # (party, service id) -> the connection subscribed as that service
+        self.service_subscriber: dict[tuple[str, bytes], ConnId] = {}
         self._queues: dict[ConnId, dict[bytes, Subscription]] = {}
         self._notifiers: dict[ConnId, set[bytes]] = {}
+        self._service_counts: dict[tuple[str, ConnId], int] = {}  # associated queues it holds
+        self._service_subscribed: set[tuple[str, ConnId]] = set()  # SUBS/NSUBS done
 
     # --- connections
 
@@ -62,6 +75,11 @@ class Subscriptions:
         for nid in self._notifiers.pop(conn, ()):
             if self.ntf_subscriber.get(nid) == conn:
                 del self.ntf_subscriber[nid]
+        for key in [k for k, c in self.service_subscriber.items() if c == conn]:
+            del self.service_subscriber[key]
+        for party in (RCV, NTF):
+            self._service_counts.pop((party, conn), None)
+            self._service_subscribed.discard((party, conn))
 
     def is_open(self, conn: ConnId) -> bool:
         return conn in self._queues
@@ -74,7 +92,11 @@ class Subscriptions:
         return self._notifiers.get(conn, set())
 
     def has_any(self, conn: ConnId) -> bool:
-        return bool(self._queues.get(conn)) or bool(self._notifiers.get(conn))
+        return (
+            bool(self._queues.get(conn))
+            or bool(self._notifiers.get(conn))
+            or any(self._service_counts.get((party, conn)) for party in (RCV, NTF))
+        )
 
     # --- recipients
 
@@ -139,6 +161,52 @@ class Subscriptions:
         if conn is not None:
             self._notifiers[conn].discard(nid)
         return conn
+
+
+    # --- services
+
+    def service_count(self, party: str, conn: ConnId) -> int:
+        """The associated queues ``conn`` holds as its service's subscriber."""
+        return self._service_counts.get((party, conn), 0)
+
+    def service_subscribed(self, party: str, conn: ConnId) -> bool:
+        """Whether ``conn`` subscribed all its service's queues (SUBS/NSUBS)."""
+        return (party, conn) in self._service_subscribed
+
+    def subscriber_of_service(self, party: str, service_id: bytes) -> ConnId | None:
+        return self.service_subscriber.get((party, service_id))
+
+    def take_service(self, party: str, conn: ConnId, service_id: bytes, add: int = 0,
+                     count: int | None = None, subscribed: bool = False) -> tuple[ConnId, int] | None:
+        """``conn`` becomes the service's subscriber, holding ``add`` more queues (or
+        exactly ``count``; ``subscribed``: all of them, after SUBS/NSUBS). Returns the
+        connection that held the service before and the count it held (it must be told
+        ENDS with it), or None."""
+        key = (party, conn)
+        self._service_counts[key] = (self._service_counts.get(key, 0) if count is None else count) + add
+        if subscribed:
+            self._service_subscribed.add(key)
+        previous = self.service_subscriber.get((party, service_id))
+        self.service_subscriber[(party, service_id)] = conn
+        if previous is None or previous == conn:
+            return None
+        lost = self._service_counts.pop((party, previous), 0)
+        self._service_subscribed.discard((party, previous))
+        return previous, lost
+
+    def leave_service(self, party: str, service_id: bytes, except_conn: ConnId | None = None) -> ConnId | None:
+        """One queue left the service: its subscriber (unless it is ``except_conn``) holds
+        one less. Returns that subscriber (to be told END or DELD for the queue), or None."""
+        conn = self.service_subscriber.get((party, service_id))
+        if conn is None or conn == except_conn:
+            return None
+        key = (party, conn)
+        self._service_counts[key] = max(0, self._service_counts.get(key, 0) - 1)
+        return conn
+
+
+RCV = "R"  # the parties of service subscriptions: a messaging service's queues
+NTF = "N"  # a notifier service's notifiers
 
 
 class Effects:

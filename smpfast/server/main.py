@@ -291,16 +291,18 @@ def _local_port(conn) -> int:
 
 
 def load_serving_identity(
-    directory: str | os.PathLike[str], max_version: int | None = None
+    directory: str | os.PathLike[str], max_version: int | None = None, accept_service_credentials: bool = True
 ) -> tuple[ServerCredentials, Identity, ssl.SSLContext]:
     """The one path from a credentials directory to what serving needs: the checked
     credentials, the handshake identity (offering up to ``max_version``, default what
-    smpfast announces) and the TLS context with the reference's profile."""
+    smpfast announces) and the TLS context with the reference's profile, asking clients for
+    their (service) certificates unless ``accept_service_credentials`` is off."""
     from ..transport.tls import server_context
 
     creds = load_server_credentials(directory)
     files = CredentialPaths.in_dir(directory)
-    ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
+    ctx = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert),
+                         request_client_certs=accept_service_credentials)
     extra = {} if max_version is None else {"max_version": max_version}
     return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
 
@@ -310,7 +312,9 @@ def build_server(config: Config) -> tuple[Server, str]:
     address line."""
     from ..store.lmdb import LMDBStore
 
-    creds, identity, ctx = load_serving_identity(config.config_dir)
+    creds, identity, ctx = load_serving_identity(
+        config.config_dir, accept_service_credentials=config.transport.accept_service_credentials
+    )
     sc = config.store
     store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log

@@ -5,7 +5,8 @@ The broker keeps counters in ``Broker.stats`` under the reference's names (``qCr
 messages, ...) are read from the store when needed.  The daily file writes, like the
 reference's ``smp-server-stats.daily.log``, one line per day: counters since the previous
 line, then gauges, in the reference's column order (``CSV_COLUMNS``).  Columns for what
-smpfast does not do or keep (proxying, services, active-queue periods) are written as 0.
+smpfast does not do or keep (proxying, most service counters and the service gauges,
+active-queue periods) are written as 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ COUNTERS = (
     "msgSent", "msgSentAuth", "msgSentQuota", "msgSentLarge", "msgSentBlock", "msgSentNtf",
     "msgRecv", "msgRecvGet", "msgGet", "msgGetNoMsg", "msgGetAuth", "msgGetDuplicate", "msgGetProhibited",
     "msgExpired", "msgNtfs", "msgNtfExpired",
+    "ntfServices.assocNew", "ntfServices.assocDuplicate", "ntfServices.assocUpdated",
+    "ntfServices.assocRemoved", "ntfServices.subCount", "ntfServices.subQueues",
 )
 # Read at the moment of writing, not reset (the reference's qCount/msgCount/ntfCount and
 # its entity counts queueCount/notifierCount; smpfast has one source for each pair).
