@@ -136,9 +136,10 @@ async def _handshake(
         raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
     if not blocks:
         raise HandshakeError("HANDSHAKE CLOSED", "the server closed the connection")
-    [event] = proto.receive_block(blocks[0])
-    if isinstance(event, HandshakeFailed):
-        raise HandshakeError(event.reason, event.detail)
+    # [Established], [HandshakeFailed], or [] when a service waits for the third block
+    for event in proto.receive_block(blocks[0]):
+        if isinstance(event, HandshakeFailed):
+            raise HandshakeError(event.reason, event.detail)
     try:
         await conn.send(proto.data_to_send())
     except TransportError as e:

@@ -29,8 +29,9 @@ class BrokerHarness:
         self.delivery: LocalDelivery = broker.delivery
         self.outboxes: dict[int, ListOutbox] = {}
 
-    def connect(self, version: int, session_id: bytes, session_private: bytes | None) -> Peer:
-        peer = self.broker.connect(version, session_id, session_private)
+    def connect(self, version: int, session_id: bytes, session_private: bytes | None, service=None) -> Peer:
+        """``service``: the ServiceIdentity of a service session (v16+)."""
+        peer = self.broker.connect(version, session_id, session_private, service)
         box = self.outboxes[peer.id] = ListOutbox()
         self.delivery.attach(peer.id, box)
         return peer
