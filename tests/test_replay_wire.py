@@ -41,6 +41,7 @@ class MemoryBlockConnection:
     def __init__(self, session_id: bytes, batches: list[list[bytes]]) -> None:
         self.tls_unique = session_id
         self.alpn = "smp/1"
+        self.peer_chain_der: list[bytes] = []  # the client sent no certificate
         self.sent: list[bytes] = []
         self._batches = deque(batches)
 
