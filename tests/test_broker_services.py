@@ -375,3 +375,15 @@ def test_below_v16_there_is_no_sok(w):
     ids, rk, _, _ = new_queue(old, ntf=False)
     answer = old.send(ids.rcv_id, C.SUB, rk)
     assert answer == C.Sok(None) and answer.encode(old.version) == b"OK"
+
+
+def test_a_subscribed_service_session_counts_as_subscribed(w):
+    # The reference keeps a client with service subscriptions (even of no queue yet) from
+    # being disconnected as inactive.
+    ntf = w.conn(role=ServiceRole.NOTIFIER)
+    subs = w.broker.subscriptions
+    assert not subs.has_any(ntf.peer.id)
+    assert ntf.send(ntf.service.service_id, C.Nsubs(), PrivateKey(Alg.ED25519, ntf.service_private)) == C.Soks(0)
+    assert subs.has_any(ntf.peer.id)
+    ntf.close()
+    assert subs.subscriber_of_service("N", ntf.service.service_id) is None

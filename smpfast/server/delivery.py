@@ -95,7 +95,8 @@ class Subscriptions:
         return (
             bool(self._queues.get(conn))
             or bool(self._notifiers.get(conn))
-            or any(self._service_counts.get((party, conn)) for party in (RCV, NTF))
+            or any(self._service_counts.get((party, conn)) or (party, conn) in self._service_subscribed
+                   for party in (RCV, NTF))
         )
 
     # --- recipients
