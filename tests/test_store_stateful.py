@@ -17,16 +17,20 @@ from smpfast.store import (
     StoredMessage,
     StoreUsageError,
 )
+from smpfast.store.records import ServiceRecord
 
 # Small id pools so that collisions, reuse after delete and index moves happen often.
 RIDS = [bytes([0x10 + i]) * 24 for i in range(4)]
 SIDS = [bytes([0x20 + i]) * 24 for i in range(5)]
 NIDS = [bytes([0x30 + i]) * 24 for i in range(4)]
 LINKS = [bytes([0x40 + i]) * 24 for i in range(3)]
+SERVICES = [bytes([0x50 + i]) * 24 for i in range(2)]
+service_ids = st.one_of(st.none(), st.sampled_from(SERVICES))
 
 notifiers = st.one_of(
     st.none(),
-    st.builds(NotifierRecord, st.sampled_from(NIDS), st.binary(max_size=50), st.binary(min_size=32, max_size=32)),
+    st.builds(NotifierRecord, st.sampled_from(NIDS), st.binary(max_size=50), st.binary(min_size=32, max_size=32),
+              service_ids),
 )
 
 
@@ -48,6 +52,7 @@ def records(draw) -> QueueRecord:
         status=status,
         blocked_info=b"reason=spam" if status == "blocked" else None,
         updated_at=draw(st.sampled_from([0, 86400 * 20000])),
+        rcv_service_id=draw(service_ids),
     )
 
 
@@ -121,6 +126,11 @@ class StoreComparison(RuleBasedStateMachine):
         for name in ("get_queue", "queue_by_sender", "queue_by_notifier", "queue_by_link"):
             self.both(name, key)
 
+    @rule(sid=st.sampled_from(SERVICES), cert=st.sampled_from([b"h1" * 16, b"h2" * 16, b"h3" * 16]),
+          role=st.sampled_from(["M", "N", "P"]))
+    def add_service(self, sid, cert, role):
+        self.both("add_service", ServiceRecord(sid, role, (b"cert",), cert, 1))
+
     @rule()
     def commit(self):
         self.both("commit")
@@ -155,6 +165,14 @@ class StoreComparison(RuleBasedStateMachine):
             assert self.mem.queue_by_notifier(nid) == self.lmdb.queue_by_notifier(nid)
         for link in LINKS:
             assert self.mem.queue_by_link(link) == self.lmdb.queue_by_link(link)
+        queues = [q for q in (self.mem.get_queue(r) for r in RIDS) if q is not None]
+        for sid in SERVICES:
+            assert self.mem.get_service(sid) == self.lmdb.get_service(sid)
+            rcv = sum(q.rcv_service_id == sid for q in queues)
+            ntf = sum(q.notifier is not None and q.notifier.ntf_service_id == sid for q in queues)
+            assert self.mem.service_queue_count(sid, "R") == self.lmdb.service_queue_count(sid, "R") == rcv
+            assert self.mem.service_queue_count(sid, "N") == self.lmdb.service_queue_count(sid, "N") == ntf
+        assert list(self.mem.iter_services()) == list(self.lmdb.iter_services())
 
 
 StoreComparison.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
