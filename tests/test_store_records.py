@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from smpfast.store.errors import RecordError
 from smpfast.store.records import (
+    ServiceRecord,
+    decode_service,
+    encode_service,
     MAX_MESSAGE_BODY,
     MAX_MESSAGE_RECORD,
     NotifierRecord,
@@ -192,3 +195,31 @@ def test_layout_is_fixed():
         bytes([1, 1]) + struct.pack(">q", 7) + b"\x02ID" + b"body"
     )
     assert encode_message(quota_marker(b"ID", 7)) == bytes([1, 2]) + struct.pack(">q", 7) + b"\x02ID"
+
+
+services = st.builds(
+    ServiceRecord,
+    st.binary(min_size=1, max_size=255),
+    st.sampled_from(["M", "N", "P"]),
+    st.lists(st.binary(max_size=2000), min_size=1, max_size=5).map(tuple),
+    st.binary(max_size=255),
+    st.integers(-(2**63), 2**63 - 1),
+)
+
+
+@given(services)
+def test_service_round_trip(rec):
+    assert decode_service(encode_service(rec)) == rec
+
+
+@given(services, st.data())
+def test_mutated_service_records_raise_only_record_error(rec, data):
+    raw = bytearray(encode_service(rec))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    for candidate in (bytes(raw), bytes(raw[:cut])):
+        try:
+            decode_service(candidate)
+        except RecordError:
+            pass
