@@ -204,3 +204,18 @@ def test_client_chain_rejection_reasons():
     # a root with the issuer's name but another key: the signature fails ("other")
     namesake = (svc.chain[0], make_service_chain(2).chain[1])
     assert chains.client_chain_rejection(namesake)[0] is chains.Rejection.OTHER
+
+
+def test_without_the_verify_callback_no_certificates_are_asked_for(files, monkeypatch, caplog):
+    import ssl
+
+    from smpfast.transport import _openssl
+
+    def unavailable(*args, **kwargs):
+        raise OSError("libssl verify functions unavailable")
+
+    monkeypatch.setattr(_openssl, "request_client_certificates", unavailable)
+    with caplog.at_level("WARNING", logger="smpfast.transport"):
+        ctx = server_context(files.chain_file, files.key_file, request_client_certs=True)
+    assert ctx.verify_mode is ssl.CERT_NONE
+    assert "served as ordinary ones" in caplog.text

@@ -97,7 +97,14 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     if request_client_certs:
-        _openssl.request_client_certificates(ctx, client_certificate_verdict, _log_judge_error)
+        try:
+            _openssl.request_client_certificates(ctx, client_certificate_verdict, _log_judge_error)
+        except OSError as e:
+            # Without the callback OpenSSL could only check chains against a CA store: ask
+            # for nothing rather than refuse the services' own chains.
+            ctx.verify_mode = ssl.CERT_NONE
+            log.warning("cannot ask clients for certificates (%s); service clients are served "
+                        "as ordinary ones", e)
     return ctx
 
 
