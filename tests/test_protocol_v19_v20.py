@@ -408,3 +408,15 @@ def test_name_error_values() -> None:
         E.NameResolutionError("NOT_FOUND", "x")
     with pytest.raises(ValueError):
         E.ErrorType("NAME")
+
+
+# ---- hosts (PRXY's server address): 7.x no longer takes brackets into a domain name ----
+
+
+def test_domain_hosts_exclude_brackets() -> None:
+    from smpfast.protocol import address as A
+
+    assert A.parse_host("[::1]") == "::1" and A.parse_host("relay.example.com") == "relay.example.com"
+    for bad in ("[zz]", "a[b", "a]b", "[]"):
+        with pytest.raises(ParseError):
+            A.parse_host(bad)
