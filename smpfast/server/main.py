@@ -472,7 +472,6 @@ def _web_server(config: Config, fingerprint: str) -> tuple[WebServer | None, dic
         version=__version__,
     )
     web = WebServer(config.web, render_page(config.information, facts), config.transport.port)
-    log.info("information page written to %s", web.index)
     contexts: dict[int, ssl.SSLContext] = {}
     if web.shared_port is not None and web.tls is not None:
         files = config.files

@@ -380,6 +380,7 @@ class WebServer:
                 self.ports[name] = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(trio.serve_listeners, handler, listeners)
                 log.info("information page on %s port %d", name.upper(), self.ports[name])
+            log.info("information page written to %s", self.index)
             if self.shared_port is not None:
                 self.ports["https"] = self.shared_port
                 log.info("information page on HTTPS port %d, shared with SMP (by SNI)", self.shared_port)
