@@ -299,8 +299,6 @@ def test_counters_survive_a_restart_and_the_metrics_file_shows_them(stats_dir: P
     assert decode_backup(backup.read_text()).counters["msgSent"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="needs the broker hook: Broker.active_queues.record(rid, notification) "
-                   "after a stored SEND and an ACK that removed a message (broker.py is the lead's)")
 def test_active_queue_counts_after_a_workload(stats_dir: Path, trio_run) -> None:
     with ServerProcess(stats_dir) as server:
         trio_run(_send_and_receive, server.address, 2)
