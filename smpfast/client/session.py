@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
 from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
 from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
-from ..protocol.session import ClientSession, HandshakeFailed, ServiceCredentials, ServiceIdentity, State
+from ..protocol.session import BlockLayer, ClientSession, HandshakeFailed, ServiceCredentials, ServiceIdentity, State
 from ..protocol.versions import VersionRange
 from ..transport import (
     CLIENT_ALPN,
@@ -40,8 +39,9 @@ class Session:
     session_id: bytes
     server_vrange: VersionRange
     server_session_key: bytes | None  # raw X25519 key the server signed (v >= 7)
-    encryptor: BlockEncryptor | None = None
-    decryptor: BlockDecryptor | None = None
+    # The session's block layer: packing (and v11 encryption) of requests, decryption of
+    # answers; a request too large for a block raises instead of being dropped.
+    blocks: BlockLayer = field(default_factory=lambda: BlockLayer(drop_oversize=False))
     leftover: list[bytes] = field(default_factory=list)  # blocks received with the hello
     service: ServiceIdentity | None = None  # a service session's service (v16+)
 
@@ -158,7 +158,7 @@ async def _handshake(
         if isinstance(event, HandshakeFailed):
             raise HandshakeError(event.reason, event.detail)
     assert proto.server_vrange is not None
-    encryptor, decryptor = proto.ciphers
+    assert proto.blocks is not None
     return Session(conn, server, basic_auth, proto.version, session_id, proto.server_vrange,
-                   proto.server_session_key, encryptor, decryptor, leftover=leftover,
+                   proto.server_session_key, proto.blocks, leftover=leftover,
                    service=proto.service)

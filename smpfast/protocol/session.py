@@ -155,10 +155,70 @@ class BlockReceived:
 Event = Established | HandshakeFailed | BlockReceived | ServiceRequested
 
 
+class BlockLayer:
+    """An established session's blocks, the one block <-> transmission codec of both ends:
+    encoded transmissions, batch by batch, into padded blocks (16368 bytes then encrypted
+    into 16384 when v11 block encryption is on), and received blocks back into padded
+    plaintext batches.
+
+    ``drop_oversize``: a transmission too large for any block is left out and counted in
+    ``dropped`` (what the reference server does with such an answer); otherwise packing
+    raises ``_core.FramingError`` before anything of that batch is queued (what a client
+    wants: the caller learns its request cannot be sent)."""
+
+    __slots__ = ("encryptor", "decryptor", "drop_oversize", "dropped")
+
+    def __init__(
+        self,
+        encryptor: BlockEncryptor | None = None,
+        decryptor: BlockDecryptor | None = None,
+        drop_oversize: bool = True,
+    ) -> None:
+        self.encryptor = encryptor
+        self.decryptor = decryptor
+        self.drop_oversize = drop_oversize
+        self.dropped = 0
+
+    def pack(self, batches: Iterable[Sequence[bytes]]) -> list[bytes]:
+        """Each batch packs into as few blocks as fit; two batches never share a block (as
+        the reference writes them)."""
+        size = V.ENCRYPTED_BLOCK_PAD if self.encryptor is not None else V.BLOCK_SIZE
+        encrypt = self.encryptor.encrypt if self.encryptor is not None else None
+        out = []
+        for transmissions in batches:
+            sizes = [len(t) for t in transmissions]
+            try:
+                counts = core.group_transmissions(sizes)
+            except core.FramingError:
+                if not self.drop_oversize:
+                    raise
+                # The reference drops an answer too large for a block (e.g. a MSG answering a
+                # request with a 188+ byte corrId) and keeps the connection.
+                transmissions = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
+                self.dropped += len(sizes) - len(transmissions)
+                counts = core.group_transmissions([len(t) for t in transmissions])
+            start = 0
+            for count in counts:
+                block = core.encode_batch(transmissions[start : start + count], size)
+                start += count
+                out.append(encrypt(block) if encrypt is not None else block)
+        return out
+
+    def unpack(self, block: bytes) -> bytes:
+        """The padded plaintext batch of a received block; b"" when it does not decrypt
+        (the chain has advanced all the same, so the session goes on)."""
+        if self.decryptor is None:
+            return block
+        try:
+            return self.decryptor.decrypt(block)
+        except Exception:
+            return b""
+
+
 class _Session:
     """What both ends share: state, the block layer and the output buffer."""
 
-    def __init__(self, session_id: bytes, deadline: float | None) -> None:
+    def __init__(self, session_id: bytes, deadline: float | None, drop_oversize: bool = True) -> None:
         self.session_id = session_id
         self.state = State.AWAITING_HELLO
         self.version = 0
@@ -166,7 +226,8 @@ class _Session:
         self._encryptor: BlockEncryptor | None = None
         self._decryptor: BlockDecryptor | None = None
         self._outgoing: list[bytes] = []
-        self.dropped = 0  # transmissions too large for any block, left out (see send_batches)
+        self._drop_oversize = drop_oversize
+        self.blocks: BlockLayer | None = None  # once established
 
     # --- state
 
@@ -193,9 +254,13 @@ class _Session:
         return self._encryptor is not None
 
     @property
-    def ciphers(self) -> tuple[BlockEncryptor | None, BlockDecryptor | None]:
-        """The v11 block ciphers (sending, receiving), for a shell that packs blocks itself."""
-        return self._encryptor, self._decryptor
+    def dropped(self) -> int:
+        """Transmissions too large for any block, left out (see BlockLayer)."""
+        return 0 if self.blocks is None else self.blocks.dropped
+
+    def _establish(self) -> None:
+        self._to(State.ESTABLISHED)
+        self.blocks = BlockLayer(self._encryptor, self._decryptor, self._drop_oversize)
 
     @property
     def implied_session(self) -> bool:
@@ -211,6 +276,11 @@ class _Session:
         """Everything queued for the wire, once."""
         out, self._outgoing = self._outgoing, []
         return b"".join(out)
+
+    def blocks_to_send(self) -> list[bytes]:
+        """Everything queued for the wire, once, as 16 KB blocks."""
+        out, self._outgoing = self._outgoing, []
+        return out
 
     def receive_block(self, block: bytes) -> list[Event]:
         """One 16 KB block from the peer: the hello while the handshake runs, afterwards a
@@ -234,36 +304,13 @@ class _Session:
         return [HandshakeFailed(reason, detail)]
 
     def _established_block(self, block: bytes) -> list[Event]:
-        if self._decryptor is not None:
-            try:
-                block = self._decryptor.decrypt(block)
-            except Exception:
-                block = b""  # the chain advanced; the block is answered ERR BLOCK
-        return [BlockReceived(block)]
+        return [BlockReceived(self.blocks.unpack(block))]  # b"": answered ERR BLOCK
 
     def send_batches(self, batches: Iterable[Sequence[bytes]]) -> None:
-        """Queue encoded transmissions, batch by batch: each batch packs into as few blocks
-        as fit, and two batches never share a block (as the reference writes them)."""
+        """Queue encoded transmissions, batch by batch (see BlockLayer.pack)."""
         if self.state is not State.ESTABLISHED:
             raise SessionError(f"cannot send transmissions while {self.state.value}")
-        size = V.ENCRYPTED_BLOCK_PAD if self._encryptor is not None else V.BLOCK_SIZE
-        encrypt = self._encryptor.encrypt if self._encryptor is not None else None
-        out = self._outgoing
-        for transmissions in batches:
-            sizes = [len(t) for t in transmissions]
-            try:
-                counts = core.group_transmissions(sizes)
-            except core.FramingError:
-                # The reference drops an answer too large for a block (e.g. a MSG answering a
-                # request with a 188+ byte corrId) and keeps the connection.
-                transmissions = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
-                self.dropped += len(sizes) - len(transmissions)
-                counts = core.group_transmissions([len(t) for t in transmissions])
-            start = 0
-            for count in counts:
-                block = core.encode_batch(transmissions[start : start + count], size)
-                start += count
-                out.append(encrypt(block) if encrypt is not None else block)
+        self._outgoing.extend(self.blocks.pack(batches))
 
 
 class ServerSession(_Session):
@@ -322,13 +369,13 @@ class ServerSession(_Session):
             self._service_in = (hello.service.role, cert_hash, key)
             self._to(State.AWAITING_SERVICE)
             return [ServiceRequested(hello.service.role, tuple(hello.service.cert_key.chain), cert_hash)]
-        return self._establish(hello)
+        return self._establish_with(hello)
 
-    def _establish(self, hello: ClientHandshake) -> list[Event]:
+    def _establish_with(self, hello: ClientHandshake) -> list[Event]:
         if hello.block_encryption:
             secret = x25519_dh(self.session_private, hello.client_key[-32:])  # type: ignore[index]
             self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
-        self._to(State.ESTABLISHED)
+        self._establish()
         return [Established(self.version, self.session_id, self._encryptor is not None, None, self.service)]
 
     def _check_service(self, service: ClientService) -> tuple[bytes, bytes]:
@@ -358,7 +405,7 @@ class ServerSession(_Session):
         role, cert_hash, key = self._service_in
         self.service = ServiceIdentity(bytes(service_id), role, cert_hash, key)
         self._outgoing.append(HandshakeResponse(service_id=self.service.service_id).encode())
-        return self._establish(self._hello_in)
+        return self._establish_with(self._hello_in)
 
     def reject_service(self, detail: str = "") -> list[Event]:
         """After ServiceRequested: no service record (store error, or its role differs).
@@ -399,8 +446,10 @@ class ClientSession(_Session):
         no key, so no X25519 DH and no block encryption). A ``service`` is presented, with
         the Ed25519 session key ``service_private`` (random bytes from the caller), when
         the version is 16+ and ``certificate_sent`` (the server asked for the TLS
-        certificate and got this service's chain), as the reference client does."""
-        super().__init__(session_id, deadline)
+        certificate and got this service's chain), as the reference client does. A request
+        too large for any block makes ``send_batches`` raise ``_core.FramingError`` (nothing
+        is dropped)."""
+        super().__init__(session_id, deadline, drop_oversize=False)
         if service is not None and service_private is None:
             raise ValueError("a service needs its session key (service_private)")
         self.service_credentials = service
@@ -461,7 +510,7 @@ class ClientSession(_Session):
             self._pending_established = established
             self._to(State.AWAITING_SERVICE)
             return []
-        self._to(State.ESTABLISHED)
+        self._establish()
         return [established]
 
     def _client_service(self, creds: ServiceCredentials) -> ClientService:
@@ -480,7 +529,7 @@ class ClientSession(_Session):
         creds, established = self.service_credentials, self._pending_established
         assert creds is not None and established is not None and answer.service_id is not None
         self.service = ServiceIdentity(answer.service_id, creds.role, creds.cert_hash, self.service_private)  # type: ignore[arg-type]
-        self._to(State.ESTABLISHED)
+        self._establish()
         return [Established(established.version, established.session_id, established.block_encryption,
                             established.server_session_key, self.service)]
 

@@ -40,6 +40,7 @@ from ..protocol.transmission import decode_server_transmissions, encode_server_t
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from .delivery import NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, Subscription
+from .stats import ActiveQueues
 from ..store.records import (
     MODE_CONTACT,
     MODE_MESSAGING,
@@ -196,6 +197,7 @@ class Broker:
         # service's subscriber), as the queue record says now.
         self.notification_service: dict[bytes, bytes] = {}
         self.stats: dict[str, int] = {}
+        self.active_queues = ActiveQueues()  # the server shares its own (daily stats)
         self._ids = itertools.count(1)
         # While a block executes: the effects being made, the pushes for other connections
         # (made part of the effects only once the block's writes joined the transaction)
@@ -837,6 +839,7 @@ class Broker:
         self._set_delivered(sub, None)
         if self.store.delete_message(rid, target):
             self._count("msgRecv")
+            self.active_queues.record(rid)
             if sub.prohibited:
                 self._count("msgRecvGet")
         if sub.prohibited:
@@ -1012,6 +1015,7 @@ class Broker:
             self._count("msgSentQuota")
             return C.Err(E.QUOTA)
         self._count("msgSent")
+        self.active_queues.record(rid, cmd.flags.notification)
         if cmd.flags.notification:
             self._count("msgSentNtf")
         if result.was_empty:
