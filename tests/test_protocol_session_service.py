@@ -288,3 +288,20 @@ def test_a_service_needs_its_session_key(smp_credentials):
     with pytest.raises(ValueError):
         ClientSession(SESSION_ID, c.key_hash, FULL, verify_server_chain, c.chain_der[0], os.urandom(32),
                       service=_creds(make_service_chain(1)))
+
+
+@pytest.mark.parametrize("role, version, presented", [
+    (ServiceRole.MESSAGING, V.CLIENT_NOTICES, False),  # a messaging service needs 19+
+    (ServiceRole.MESSAGING, V.MAX_VERSION, True),
+    (ServiceRole.NOTIFIER, V.SERVICE_CERTS, True),
+])
+def test_messaging_services_present_themselves_from_v19(smp_credentials, role, version, presented):
+    svc = make_service_chain(1)
+    server = _server(smp_credentials, svc.chain)
+    client = _client(smp_credentials, _creds(svc, role), VersionRange(V.MIN_VERSION, version))
+    c_events, s_events = _hello(server, client)
+    if presented:
+        assert c_events == [] and isinstance(s_events[0], ServiceRequested)
+    else:  # an ordinary session, and the client does not wait for a third block
+        assert c_events[0].service is None and s_events[0].service is None
+        assert client.state is server.state is State.ESTABLISHED

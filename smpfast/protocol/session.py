@@ -48,6 +48,7 @@ from .handshake import (
     HandshakeResponse,
     ServerHandshake,
     block_encryption,
+    client_sends_service,
     client_version,
 )
 from .versions import VersionRange
@@ -445,7 +446,8 @@ class ClientSession(_Session):
         session key; ``client_private`` random X25519 bytes from the caller (None: send
         no key, so no X25519 DH and no block encryption). A ``service`` is presented, with
         the Ed25519 session key ``service_private`` (random bytes from the caller), when
-        the version is 16+ and ``certificate_sent`` (the server asked for the TLS
+        the version is 16+ (19+ for a messaging service: handshake.client_sends_service) and
+        ``certificate_sent`` (the server asked for the TLS
         certificate and got this service's chain), as the reference client does. A request
         too large for any block makes ``send_batches`` raise ``_core.FramingError`` (nothing
         is dropped)."""
@@ -495,7 +497,7 @@ class ClientSession(_Session):
         public = None if private is None else PrivateKey(Alg.X25519, private).public.der
         creds = self.service_credentials
         service = None
-        if creds is not None and version >= V.SERVICE_CERTS and self.certificate_sent:
+        if creds is not None and client_sends_service(creds.role, version) and self.certificate_sent:
             service = self._client_service(creds)
         self._outgoing.append(ClientHandshake(version, self.key_hash, public, self.proxy_server, service).encode())
         self.version = version
