@@ -99,6 +99,9 @@ class _Session:
         self._encryptor: BlockEncryptor | None = None
         self._decryptor: BlockDecryptor | None = None
         self._outgoing: list[bytes] = []
+        # X25519(client handshake key, server session key): block encryption's secret, and
+        # the proxy link's (RFWD/RRES) box key; None when the client sent no key.
+        self.session_secret: bytes | None = None
         self.dropped = 0  # transmissions too large for any block, left out (see send_batches)
 
     # --- state
@@ -129,6 +132,11 @@ class _Session:
     def ciphers(self) -> tuple[BlockEncryptor | None, BlockDecryptor | None]:
         """The v11 block ciphers (sending, receiving), for a shell that packs blocks itself."""
         return self._encryptor, self._decryptor
+
+    @property
+    def session_box_key(self) -> bytes | None:
+        """The precomputed box key of ``session_secret`` (the p2r/r2p layers), or None."""
+        return None if self.session_secret is None else core.hsalsa20_key(self.session_secret)
 
     @property
     def implied_session(self) -> bool:
@@ -234,9 +242,11 @@ class ServerSession(_Session):
         if hello.version not in self.vrange:
             return self._fail("VERSION", f"client chose {hello.version}, server offers {self.vrange}")
         self.version = hello.version
+        if hello.client_key is not None:
+            self.session_secret = x25519_dh(self.session_private, hello.client_key[-32:])
         if hello.block_encryption:
-            secret = x25519_dh(self.session_private, hello.client_key[-32:])  # type: ignore[index]
-            self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
+            assert self.session_secret is not None
+            self._encryptor, self._decryptor = server_block_ciphers(self.session_id, self.session_secret)
         self._to(State.ESTABLISHED)
         return [Established(self.version, self.session_id, self._encryptor is not None, None)]
 
@@ -307,9 +317,11 @@ class ClientSession(_Session):
         self.version = version
         self.server_vrange = hello.vrange
         self.server_session_key = server_key
+        if server_key is not None and private is not None:
+            self.session_secret = x25519_dh(private, server_key)
         if block_encryption(version, public is not None, self.proxy_server):
-            assert server_key is not None and private is not None
-            self._encryptor, self._decryptor = client_block_ciphers(self.session_id, x25519_dh(private, server_key))
+            assert self.session_secret is not None
+            self._encryptor, self._decryptor = client_block_ciphers(self.session_id, self.session_secret)
         self._to(State.ESTABLISHED)
         return [Established(version, self.session_id, self._encryptor is not None, server_key)]
 
