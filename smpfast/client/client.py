@@ -14,6 +14,7 @@ from ..protocol import versions as V
 from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
 from ..transport import CLIENT_ALPN
+from ..transport.socks import SocksProxy
 from .base import ClientBase, Request
 from .errors import ResponseError, SMPError, UnexpectedResponse, UnsupportedByVersion
 from .session import CONNECT_TIMEOUT, open_session
@@ -53,6 +54,10 @@ class SMPClient(ClientBase):
         timeout: float | None = CONNECT_TIMEOUT,
         block_encryption: bool = True,
         event_buffer: float = math.inf,
+        socks: SocksProxy | str | None = None,
+        socks_mode: str = "always",
+        host_mode: str = "public",
+        proxy_server: bool = False,
     ) -> SMPClient:
         """TLS + SMP handshake; the returned client's reader is not running yet."""
         session = await open_session(
@@ -62,6 +67,10 @@ class SMPClient(ClientBase):
             alpn=alpn,
             timeout=timeout,
             block_encryption=block_encryption,
+            socks=socks,
+            socks_mode=socks_mode,
+            host_mode=host_mode,
+            proxy_server=proxy_server,
         )
         return cls(session, event_buffer=event_buffer)
 

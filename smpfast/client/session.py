@@ -12,9 +12,12 @@ import trio
 from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
 from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
+from ..protocol.commands import CertChainPubKey
 from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
 from ..protocol.session import ClientSession, HandshakeFailed
 from ..protocol.versions import VersionRange
+from ..transport.hosts import NoUsableHost, routes
+from ..transport.socks import SocksProxy, parse_socks_proxy
 from ..transport import (
     CLIENT_ALPN,
     BlockConnection,
@@ -41,6 +44,10 @@ class Session:
     encryptor: BlockEncryptor | None = None
     decryptor: BlockDecryptor | None = None
     leftover: list[bytes] = field(default_factory=list)  # blocks received with the hello
+    host: str = ""  # the host of the address that was reached
+    via_socks: bool = False
+    session_box_key: bytes | None = None  # the handshake DH's box key (proxy links: RFWD)
+    server_cert_key: CertChainPubKey | None = None  # the server's chain and signed key (PKEY)
 
 
 def parse_address(address: str | SMPServer) -> tuple[SMPServer, bytes | None]:
@@ -63,29 +70,49 @@ async def open_session(
     alpn: list[str] | None = list(CLIENT_ALPN),
     timeout: float | None = CONNECT_TIMEOUT,
     block_encryption: bool = True,
+    socks: SocksProxy | str | None = None,
+    socks_mode: str = "always",
+    host_mode: str = "public",
+    required_host_mode: bool = False,
+    proxy_server: bool = False,
 ) -> Session:
-    """TLS + SMP handshake with the server at ``address``; hosts are tried in order."""
+    """TLS + SMP handshake with the server at ``address``: its hosts are tried in order of
+    ``host_mode`` until one connects (``transport.hosts``), ``.onion`` hosts only through
+    the SOCKS5 proxy ``socks`` (used for every host with ``socks_mode`` "always", for
+    ``.onion`` hosts only with "onion"). ``proxy_server``: the v14 handshake flag of an SMP
+    proxy's link to a relay (no block encryption; v10 at most towards relays below v14)."""
     server, basic_auth = parse_address(address)
+    if isinstance(socks, str):
+        socks = parse_socks_proxy(socks)
     wanted = VersionRange(min_version, V.MAX_VERSION if max_version is None else max_version)
     try:
+        tries = routes(server.hosts, socks=socks is not None, socks_mode=socks_mode,
+                       host_mode=host_mode, required_host_mode=required_host_mode)
+    except NoUsableHost as e:
+        raise ConnectError(f"cannot connect to {server}: {e}", code="HOST") from None
+    try:
         with trio.fail_after(math.inf if timeout is None else timeout):
-            conn = await _connect(server, alpn)
+            conn, route = await _connect(server, tries, alpn, socks)
             try:
-                return await _handshake(conn, server, basic_auth, wanted, block_encryption)
+                session = await _handshake(conn, server, basic_auth, wanted, block_encryption, proxy_server)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await conn.aclose()
                 raise
+            session.host, session.via_socks = route.host, route.via_socks
+            return session
     except trio.TooSlowError:
-        raise ConnectError(f"connecting to {server} took more than {timeout} s") from None
+        raise ConnectError(f"connecting to {server} took more than {timeout} s", code="TIMEOUT") from None
 
 
-async def _connect(server: SMPServer, alpn: list[str] | None) -> BlockConnection:
+async def _connect(server: SMPServer, tries, alpn: list[str] | None, socks: SocksProxy | None):
     error: TransportError | None = None
-    for host in server.hosts:
+    for route in tries:
         try:
             # The caller's fail_after bounds the whole connect.
-            return await open_block_connection(host, _port(server), server.key_hash, alpn=alpn, timeout=None)
+            conn = await open_block_connection(route.host, _port(server), server.key_hash, alpn=alpn, timeout=None,
+                                               socks=socks if route.via_socks else None)
+            return conn, route
         except TransportError as e:
             error = e
     raise ConnectError(f"cannot connect to {server}: {error}") from error
@@ -97,6 +124,7 @@ async def _handshake(
     basic_auth: bytes | None,
     wanted: VersionRange,
     want_encryption: bool,
+    proxy_server: bool = False,
 ) -> Session:
     session_id = conn.tls_unique
     if session_id is None:
@@ -110,6 +138,7 @@ async def _handshake(
         peer[0] if peer else None,
         PrivateKey.generate(Alg.X25519).raw,
         want_encryption,
+        proxy_server,
     )
     try:
         blocks = await conn.receive_blocks()
@@ -127,4 +156,5 @@ async def _handshake(
     assert proto.server_vrange is not None
     encryptor, decryptor = proto.ciphers
     return Session(conn, server, basic_auth, proto.version, session_id, proto.server_vrange,
-                   proto.server_session_key, encryptor, decryptor, leftover=blocks[1:])
+                   proto.server_session_key, encryptor, decryptor, leftover=blocks[1:],
+                   session_box_key=proto.session_box_key, server_cert_key=proto.server_cert_key)

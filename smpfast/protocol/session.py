@@ -286,6 +286,7 @@ class ClientSession(_Session):
         self.proxy_server = proxy_server
         self.server_vrange: VersionRange | None = None
         self.server_session_key: bytes | None = None
+        self.server_cert_key: CertChainPubKey | None = None  # chain + signed key (a proxy's PKEY)
 
     def _receive_hello(self, block: bytes) -> list[Event]:
         try:
@@ -317,6 +318,7 @@ class ClientSession(_Session):
         self.version = version
         self.server_vrange = hello.vrange
         self.server_session_key = server_key
+        self.server_cert_key = hello.cert_key if server_key is not None else None
         if server_key is not None and private is not None:
             self.session_secret = x25519_dh(private, server_key)
         if block_encryption(version, public is not None, self.proxy_server):
