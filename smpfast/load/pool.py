@@ -50,8 +50,9 @@ class Pool:
     ``parallel`` handshakes at a time) and starts their readers in ``nursery``."""
 
     def __init__(self, address: str, *, max_version: int | None, timeout: float,
-                 parallel: int = 64) -> None:
+                 parallel: int = 64, socks: str | None = None) -> None:
         self.address = address
+        self.socks = socks  # --socks5: every connection through this SOCKS5 proxy
         self.max_version = max_version
         self.timeout = timeout
         self.limiter = trio.CapacityLimiter(parallel)
@@ -64,7 +65,8 @@ class Pool:
         handshake time (not the wait for a free handshake slot) goes to ``latency``."""
         async with self.limiter:
             t = time.perf_counter()
-            client = await SMPClient.connect(self.address, max_version=self.max_version, timeout=self.timeout)
+            client = await SMPClient.connect(self.address, max_version=self.max_version, timeout=self.timeout,
+                                             socks=self.socks)
             took = time.perf_counter() - t
         self.connect_latency.record(took)
         if latency is not None:

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the measurements and reductions as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw bytes per command against batch size (needs matplotlib: smpfast[plot])")
+    p.add_argument("--socks5", metavar="HOST:PORT",
+                   help="connect to ADDRESS through this SOCKS5 proxy, such as Tor (127.0.0.1:9050); "
+                   "needed for a .onion address")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="bound of each row (default: 60)")
 
@@ -71,6 +74,15 @@ def _validate(args: argparse.Namespace) -> None:
         raise CliError(f"--server-max-version: 7..{max(ALL_VERSIONS)}")
     if not 1 <= args.message_size <= 16048:
         raise CliError("--message-size: 1..16048 bytes (the v11+ SEND limit)")
+    if args.socks5 is not None:
+        if not args.address:
+            raise CliError("--socks5 needs an ADDRESS (the in-process server is reached directly)")
+        from smpfast.transport.socks import parse_socks_proxy
+
+        try:
+            parse_socks_proxy(args.socks5)
+        except ValueError as e:
+            raise CliError(f"--socks5: {e}") from None
     if args.plot:
         from .plot import PlotUnavailable, _pyplot
 
@@ -104,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from smpfast.client import ClientError, SMPError, parse_address
     from smpfast.protocol.address import format_server
     from .local import local_server
-    from .measure import TrafficError, measure_sweep, server_versions
+    from .measure import SOCKS5, TrafficError, measure_sweep, server_versions
     from .report import detailed_table, document, table, verdict_lines
 
     def progress(version: int, n: int) -> None:
@@ -112,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  v{version} N={n} done", file=sys.stderr, flush=True)
 
     async def main() -> tuple[dict, list]:
+        SOCKS5.set(args.socks5)
+
         async def measure(address: str, kind: str) -> tuple[dict, list]:
             vmin, vmax = await server_versions(address)
             versions = args.versions or default_versions(vmin, vmax)

@@ -34,7 +34,7 @@ from socksio.socks5 import (
     SOCKS5UsernamePasswordRequest,
 )
 
-from .errors import HandshakeTimeout, TransportClosed, TransportError
+from .errors import HandshakeTimeout, TransportError
 
 DEFAULT_SOCKS_HOST = "127.0.0.1"
 DEFAULT_SOCKS_PORT = 9050
@@ -190,7 +190,7 @@ async def open_socks5_stream(
             try:
                 stream = await trio.open_tcp_stream(proxy.host, proxy.port)
             except OSError as e:
-                raise TransportClosed(f"cannot connect to the SOCKS proxy {proxy.host}:{proxy.port}: {e}") from None
+                raise SocksError(f"cannot connect to the SOCKS proxy {proxy.host}:{proxy.port}: {e}") from None
             try:
                 await socks5_handshake(stream, host, port, proxy.credentials(isolation))
             except BaseException:
