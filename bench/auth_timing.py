@@ -63,7 +63,7 @@ from smpfast.protocol.transmission import (
     encode_client_transmission,
     t_for_auth,
 )
-from smpfast.server.broker import Broker, Client, encode_answers
+from smpfast.server.broker import Broker, Peer, encode_answers
 from smpfast.store import LMDBStore, MemoryStore, NotifierRecord, QueueRecord
 
 COMMANDS = ("GET", "SUB", "KEY", "SEND", "NSUB")
@@ -126,9 +126,10 @@ def responses(blocks: list[bytes], session_id: bytes) -> list[C.Response | None]
     return out
 
 
-def answered(client: Client) -> list[C.Response | None]:
-    """The responses in ``client``'s outbox, encoded and decoded as the wire carries them."""
-    return responses([core.encode_batch(encode_answers(client, batch), V.BLOCK_SIZE) for _, batch in client.outbox],
+def answered(client: Peer, batches: list) -> list[C.Response | None]:
+    """The responses of ``client``'s answer batches (``Effects.replies``), encoded and
+    decoded as the wire carries them."""
+    return responses([core.encode_batch(encode_answers(client, batch), V.BLOCK_SIZE) for _, batch in batches],
                      client.session_id)
 
 
@@ -229,7 +230,7 @@ def _alg(name: str) -> Alg:
 @dataclass
 class BrokerSetup:
     broker: Broker
-    client: Client
+    client: Peer
     server_session_key: bytes
     # per alg: the target queues and their private keys
     queues: dict[str, list[tuple[QueueRecord, PrivateKey, PrivateKey, PrivateKey]]] = field(default_factory=dict)
@@ -243,7 +244,7 @@ def broker_setup(kind: str, directory: Path, algs: list[str]) -> BrokerSetup:
     for _ in range(FILLER):
         store.add_queue(_record(today, filler_key, filler_key, filler_key))
     session_private = os.urandom(32)
-    client = Client(VERSION, os.urandom(32), session_private)
+    client = broker.connect(VERSION, os.urandom(32), session_private)
     setup = BrokerSetup(broker, client, PrivateKey(Alg.X25519, session_private).public.raw)
     for name in algs:
         alg = _alg(name)
@@ -286,14 +287,12 @@ def broker_case(setup: BrokerSetup, command: str, alg: str, n: int, rng: random.
         single_blocks(probe_transmissions(command, ids, total, attacker, client.session_id, setup.server_session_key))
         for ids in (existing_ids, absent_ids)
     ]
-    outbox = client.outbox
     # Both kinds answer ERR AUTH (checked on the warm-up pairs), and nothing else happens.
     for i in range(WARMUP):
         for kind in (0, 1):
-            broker.process_block(client, blocks[kind][i])
-            [r] = answered(client)
-            assert is_err_auth(r), (command, alg, kind, r)
-            outbox.clear()
+            effects = broker.process_block(client, blocks[kind][i])
+            [r] = answered(client, effects.replies)
+            assert is_err_auth(r) and not effects.pushes, (command, alg, kind, r)
     process = broker.process_block
     clock = time.perf_counter_ns
 
@@ -302,7 +301,6 @@ def broker_case(setup: BrokerSetup, command: str, alg: str, n: int, rng: random.
         t0 = clock()
         process(client, block)
         t1 = clock()
-        outbox.clear()
         return t1 - t0
 
     gc.collect()
@@ -318,7 +316,7 @@ def valid_case(setup: BrokerSetup, command: str, alg: str, n: int) -> float:
     connection. KEY repeats the queue's sender key (OK, nothing written); SEND's message
     is removed again, untimed, so that the queue never fills."""
     broker, store = setup.broker, setup.broker.store
-    client = Client(VERSION, os.urandom(32), setup.client.session_private)
+    client = broker.connect(VERSION, os.urandom(32), setup.client.session_private)
     blocks = []
     for i in range(n + WARMUP):
         rec, rk, sk, nk = setup.queues[alg][i % TARGETS]
@@ -328,7 +326,6 @@ def valid_case(setup: BrokerSetup, command: str, alg: str, n: int) -> float:
         auth = _auth(key, client.session_id, corr, entity, encoded, setup.server_session_key)
         t = encode_client_transmission(VERSION, client.session_id, corr, entity, encoded, auth)
         blocks.append((rec.recipient_id, single_blocks([t])[0]))
-    outbox = client.outbox
     clock = time.perf_counter_ns
     times = []
     gc.collect()
@@ -336,14 +333,13 @@ def valid_case(setup: BrokerSetup, command: str, alg: str, n: int) -> float:
     try:
         for i, (rid, block) in enumerate(blocks):
             t0 = clock()
-            broker.process_block(client, block)
+            effects = broker.process_block(client, block)
             t1 = clock()
             if i < WARMUP:
-                [r] = answered(client)
+                [r] = answered(client, effects.replies)
                 assert isinstance(r, (C.Ok, C.Sok)), (command, alg, r)
             else:
                 times.append(t1 - t0)
-            outbox.clear()
             if command == "SEND":
                 msg = store.peek_message(rid)
                 assert msg is not None and store.delete_message(rid, msg.msg_id)

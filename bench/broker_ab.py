@@ -47,15 +47,32 @@ def load_other(tree: Path) -> ModuleType:
     """The other checkout's broker module, using its auth module."""
     auth = _load("smpfast.crypto.auth_other", tree / "smpfast/crypto/auth.py")
     broker = _load("smpfast.server.broker_other", tree / "smpfast/server/broker.py")
-    broker.cauth = auth  # Client.__post_init__ and the broker look it up at call time
+    broker.cauth = auth  # the connection record's verifier and the broker look it up at call time
     return broker
+
+
+def _connect(module: ModuleType, broker, session_private: bytes):
+    """A connection record in either broker API: ``Broker.connect`` (effects), or the older
+    ``Client`` whose outbox the broker filled."""
+    if hasattr(module, "Client"):
+        return module.Client(at.VERSION, os.urandom(32), session_private)
+    return broker.connect(at.VERSION, os.urandom(32), session_private)
+
+
+def _replies(client, result) -> list:
+    """The answer batches of one processed block, in either broker API."""
+    if result is not None:
+        return result.replies
+    batches = list(client.outbox)
+    client.outbox.clear()
+    return batches
 
 
 def paired_case(setup: at.BrokerSetup, modules: tuple[ModuleType, ModuleType], command: str, alg: str, n: int,
                 rng: random.Random) -> tuple[list[int], list[int]]:
     store = setup.broker.store
     brokers = [m.Broker(store) for m in modules]
-    clients = [m.Client(at.VERSION, os.urandom(32), setup.client.session_private) for m in modules]
+    clients = [_connect(m, b, setup.client.session_private) for m, b in zip(modules, brokers)]
     encoded = at._command(command).encode(at.VERSION)
     blocks: list[list[tuple[bytes, bytes]]] = [[], []]
     for side, client in enumerate(clients):
@@ -77,14 +94,14 @@ def paired_case(setup: at.BrokerSetup, modules: tuple[ModuleType, ModuleType], c
                 rid, block = blocks[side][i]
                 client = clients[side]
                 t0 = clock()
-                brokers[side].process_block(client, block)
+                result = brokers[side].process_block(client, block)
                 t1 = clock()
+                batches = _replies(client, result)
                 if i < WARMUP:
-                    [r] = at.answered(client)
+                    [r] = at.answered(client, batches)
                     assert type(r).__name__ in ("Ok", "Sok"), (command, alg, r)
                 else:
                     times[side].append(t1 - t0)
-                client.outbox.clear()
                 if command == "SEND":  # keep the queue empty, untimed
                     msg = store.peek_message(rid)
                     assert msg is not None and store.delete_message(rid, msg.msg_id)

@@ -52,15 +52,12 @@ def test_err_auth(benchmark, setup, command, alg, kind):
     blocks = single_blocks(probe_transmissions(command, ids, ROUNDS + WARMUP, attacker,
                                                s.client.session_id, s.server_session_key))
     broker, client = s.broker, s.client
-    broker.process_block(client, blocks[0])
-    [r] = answered(client)
+    [r] = answered(client, broker.process_block(client, blocks[0]).replies)
     assert is_err_auth(r), r
-    client.outbox.clear()
     it = itertools.cycle(blocks)
 
     def probe() -> None:
         broker.process_block(client, next(it))
-        client.outbox.clear()
 
     benchmark.extra_info.update(store=store_kind, command=command, alg=alg, kind=kind)
     benchmark.pedantic(probe, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP)

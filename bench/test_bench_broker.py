@@ -31,7 +31,8 @@ from smpfast.protocol.transmission import (
     encode_client_transmission,
     t_for_auth,
 )
-from smpfast.server.broker import Broker, Client, encode_answers
+from smpfast.server.broker import Broker, Peer, encode_answers
+from smpfast.testing.broker import BrokerHarness
 from smpfast.store import LMDBStore, MemoryStore, QueueRecord
 
 VERSION = 7
@@ -66,9 +67,10 @@ class Scenario:
         self.store = store
         self.fsync = durability == "fsync"
         self.broker = Broker(store)
+        self.harness = BrokerHarness(self.broker)
         today = int(self.broker.clock()) // DAY * DAY
-        self.recipient = Client(VERSION, os.urandom(32), os.urandom(32))
-        self.sender = Client(VERSION, os.urandom(32), os.urandom(32))
+        self.recipient = self.harness.connect(VERSION, os.urandom(32), os.urandom(32))
+        self.sender = self.harness.connect(VERSION, os.urandom(32), os.urandom(32))
         self.msg_ids = [i.to_bytes(24, "big") for i in range(MESSAGES)]
         sends, acks, subs = [], [], []
         for i in range(MESSAGES):
@@ -82,7 +84,7 @@ class Scenario:
             acks.append(_signed(self.recipient.session_id, rid, C.Ack(self.msg_ids[i]), rcv_key))
         store.commit()
         for block in batch_blocks(subs):
-            self.broker.process_block(self.recipient, block)
+            self.harness.process(self.recipient, block)
         self._expect(self.recipient, [C.Ok] * MESSAGES)  # SOK is encoded as OK below v16
         send_blocks, ack_blocks = _blocks(sends, per_block), _blocks(acks, per_block)
         # SEND block k, then ACK block k: the closed loop of a client that waits for replies
@@ -99,25 +101,23 @@ class Scenario:
         return mid
 
     def round(self) -> None:
-        broker, store = self.broker, self.store
+        broker, store, harness = self.broker, self.store, self.harness
         broker.random_bytes = self._random_bytes
         for client, block in self.schedule:
-            broker.process_block(client, block)
+            harness.process(client, block)
             store.commit()
             if self.fsync:
                 store.sync()
         for client in (self.sender, self.recipient):
-            for _, answers in client.outbox:
+            for _, answers in harness.take(client):
                 encode_answers(client, answers)  # the connection writer's share of the work
-            client.outbox.clear()
 
-    def _expect(self, client: Client, kinds: list[type]) -> None:
+    def _expect(self, client: Peer, kinds: list[type]) -> None:
         got = []
-        for _, answers in client.outbox:
+        for _, answers in self.harness.take(client):
             for t in encode_answers(client, answers):
                 [r] = decode_client_transmissions(core.encode_batch([t], 16384), VERSION, client.session_id)
                 got.append(type(r.response))
-        client.outbox.clear()
         assert sorted(k.__name__ for k in got) == sorted(k.__name__ for k in kinds), got
 
     def check_round(self) -> None:
@@ -125,7 +125,7 @@ class Scenario:
         broker, store = self.broker, self.store
         broker.random_bytes = self._random_bytes
         for client, block in self.schedule:
-            broker.process_block(client, block)
+            self.harness.process(client, block)
             store.commit()
         self._expect(self.sender, [C.Ok] * MESSAGES)
         self._expect(self.recipient, [C.Msg] * MESSAGES + [C.Ok] * MESSAGES)

@@ -9,15 +9,15 @@ deterministic.
 
 Checked after every step: nothing escapes the broker and nothing is logged as an error;
 every transmission gets an answer and every answer batch encodes into blocks that the
-client parses; at most one subscriber per queue (``broker.subscribers`` agrees with the
+client parses; at most one subscriber per queue (``broker.subscriptions`` agrees with the
 clients' subscriptions, likewise for notifier subscriptions); a queue holds at most quota
 entries plus the quota marker; a subscription's one unacknowledged message is the last MSG
 its connection was sent, and a connection with an unacknowledged message is pushed no
 other; the store's sender/notifier/link indexes point to queues that carry those ids, and
 every stored queue is one some client was answered IDS for.
 
-Only the broker's public surface is used; ``_drain`` is the one place that knows how
-answers are queued (``Client.outbox``).
+Only the broker's public surface is used, with its effects applied by
+``smpfast.testing.broker.BrokerHarness`` as the server's connections apply them.
 
     python fuzz/broker_memory.py [libFuzzer flags] [corpus dirs]
 """
@@ -42,7 +42,8 @@ with atheris.instrument_imports(include=["smpfast"]):
     from smpfast.protocol import commands as C
     from smpfast.protocol import versions as V
     from smpfast.protocol.address import QueueMode
-    from smpfast.server.broker import Broker, BrokerConfig, Client, encode_answers
+    from smpfast.server.broker import Broker, BrokerConfig, Peer, encode_answers
+    from smpfast.testing.broker import BrokerHarness
     from smpfast.store import MemoryStore
     from smpfast.store.errors import DuplicateIdError, QueueNotFound
 
@@ -109,6 +110,7 @@ class World:
         )
         self.store = MemoryStore()
         self.broker = Broker(self.store, self.config, clock=lambda: self.now, random_bytes=random_bytes)
+        self.harness = BrokerHarness(self.broker)
         self.clients = [self._connect(V.MIN_VERSION + c.byte() % 13, i) for i in range(3)]
         self.ids: dict[bytes, tuple[str, bytes]] = {}  # id -> (role r/s/n/l, recipient id)
         self.keys: dict[bytes, int] = {}  # id -> index in KEYS of the key that authorizes it
@@ -119,9 +121,9 @@ class World:
         self.sender_keys: dict[bytes, bytes] = {}  # rid -> sender key once set (never changes)
         self.stale = False  # a block had several commands on one queue (the known issue)
 
-    def _connect(self, version: int, i: int) -> Client:
+    def _connect(self, version: int, i: int) -> Peer:
         private = hashlib.sha256(bytes([i, version])).digest() if version >= V.AUTH_CMDS else None
-        return Client(version, bytes([i + 1]) * 32, private)
+        return self.harness.connect(version, bytes([i + 1]) * 32, private)
 
     # ---- building blocks ----
 
@@ -132,7 +134,7 @@ class World:
             return (b"", bytes(24), c.take(24))[sel % 3]
         return sorted(pool)[c.byte() % len(pool)]
 
-    def _auth(self, c: Cursor, client: Client, entity: bytes, corr: bytes, authorized: bytes) -> bytes:
+    def _auth(self, c: Cursor, client: Peer, entity: bytes, corr: bytes, authorized: bytes) -> bytes:
         sel = c.byte()
         if sel < 128:
             index = self.keys.get(entity, sel % len(KEYS))
@@ -217,11 +219,9 @@ class World:
 
     # ---- answers ----
 
-    def _drain(self, client: Client) -> list[list[tuple]]:
+    def _drain(self, client: Peer) -> list[list[tuple]]:
         """The answer batches queued for ``client`` since the last call."""
-        batches = [answers for _, answers in client.outbox]
-        client.outbox.clear()
-        return batches
+        return [answers for _, answers in self.harness.take(client)]
 
     def collect(self, before: dict, senders: tuple[int, ...]) -> list[int]:
         """Take every client's answers, check them, learn ids; answers per client."""
@@ -242,7 +242,7 @@ class World:
             counts.append(n)
         return counts
 
-    def _wire_check(self, client: Client, answers: list) -> None:
+    def _wire_check(self, client: Peer, answers: list) -> None:
         """The batch encodes into blocks (as the connection writes it) that parse back."""
         transmissions = encode_answers(client, answers)
         # What the session does: an answer too large for any block is left out.
@@ -294,30 +294,32 @@ class World:
     # ---- invariants ----
 
     def delivered(self) -> dict:
+        subs = self.broker.subscriptions
         return {(ci, rid): sub.delivered for ci, client in enumerate(self.clients)
-                for rid, sub in client.subscriptions.items()}
+                for rid, sub in subs.queues_of(client.id).items()}
 
     def check_state(self) -> None:
         errors = [r for r in ERRORS.records if not (r.exc_info and (
             (self.stale and r.exc_info[0] is QueueNotFound) or (not STRICT and r.exc_info[0] is DuplicateIdError)))]
         check(not errors, "the broker logged an error", [r.getMessage() for r in errors])
         broker, store = self.broker, self.store
-        live = {id(client): ci for ci, client in enumerate(self.clients)}
-        for rid, subscriber in broker.subscribers.items():
-            check(id(subscriber) in live, "subscriber is no connected client", rid)
-            sub = subscriber.subscriptions.get(rid)
+        subs = broker.subscriptions
+        live = {client.id: ci for ci, client in enumerate(self.clients)}
+        for rid, subscriber in subs.subscriber.items():
+            check(subscriber in live, "subscriber is no connected client", rid)
+            sub = subs.get(subscriber, rid)
             check(sub is not None and not sub.prohibited, "subscriber without subscription", rid)
-        for nid, subscriber in broker.ntf_subscribers.items():
-            check(id(subscriber) in live and nid in subscriber.ntf_subscriptions, "notifier subscriber", nid)
+        for nid, subscriber in subs.ntf_subscriber.items():
+            check(subscriber in live and nid in subs.notifiers_of(subscriber), "notifier subscriber", nid)
         for ci, client in enumerate(self.clients):
-            for rid, sub in client.subscriptions.items():
+            for rid, sub in subs.queues_of(client.id).items():
                 if not sub.prohibited:
-                    check(broker.subscribers.get(rid) is client, "two subscribers of one queue", ci, rid)
+                    check(subs.subscriber.get(rid) == client.id, "two subscribers of one queue", ci, rid)
                     check(self.stale or store.get_queue(rid) is not None, "subscribed to no queue", ci, rid)
                 if sub.delivered is not None:
                     check(self.last_msg.get((ci, rid)) == sub.delivered, "delivered is not the last MSG", ci, rid)
-            for nid in client.ntf_subscriptions:
-                check(broker.ntf_subscribers.get(nid) is client, "two notifier subscribers", ci, nid)
+            for nid in subs.notifiers_of(client.id):
+                check(subs.ntf_subscriber.get(nid) == client.id, "two notifier subscribers", ci, nid)
         alive = 0
         notifiers = 0
         for rid in self.rids:
@@ -359,15 +361,15 @@ class World:
         kind = op % 8
         if kind <= 3:
             block, sent = self.block(c, ci)
-            self.broker.process_block(client, block)
+            self.harness.process(client, block)
         elif kind == 4:
             raw = c.take(c.word16() % 700)
-            self.broker.process_block(client, raw + b"#" * (BLOCK - len(raw)) if op & 8 else raw)
+            self.harness.process(client, raw + b"#" * (BLOCK - len(raw)) if op & 8 else raw)
             sent = 1
         elif kind == 5:
             self.now += c.word16() * (1, 60, 3600, 86400)[op >> 6]
         elif kind == 6:
-            self.broker.deliver_notifications()
+            self.harness.apply(None, self.broker.deliver_notifications())
             self.broker.expire_notifications()
             if self.config.message_ttl is not None:
                 self.store.expire_all(int(self.now) - self.config.message_ttl, 1 + c.byte())
@@ -378,11 +380,11 @@ class World:
             other = self.clients[(ci + 1) % 3]
             senders = (ci, (ci + 1) % 3)
             second, _ = self.block(c, (ci + 1) % 3)
-            self.broker.process_block(other, second)
-            if prepared is not None:
-                self.broker.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests), reload=True)
+            self.harness.process(other, second)
+            results = client.verifier.verify_batch(prepared.requests)
+            self.harness.apply(client, self.broker.finish_block(client, prepared, results, reload=True))
         else:  # reconnect
-            self.broker.disconnect(client)
+            self.harness.disconnect(client)
             self.clients[ci] = self._connect(client.version, ci)
             for key in [k for k in self.last_msg if k[0] == ci]:
                 del self.last_msg[key]

@@ -69,7 +69,8 @@ from smpfast.protocol import versions as V
 from smpfast.protocol.errors import ParseError, UnknownTag
 from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
 from smpfast.protocol.session import BlockReceived, Established, HandshakeFailed, ServerSession, State
-from smpfast.server.broker import Broker, BrokerConfig, Client, encode_answers
+from smpfast.server.broker import Broker, BrokerConfig, Peer, encode_answers
+from smpfast.testing.broker import BrokerHarness
 from smpfast.store.memory import MemoryStore
 from transcripts import load, plaintext, raw_transmissions
 
@@ -84,7 +85,7 @@ class Conn:
     name: str
     version: int
     session_id: bytes
-    client: Client
+    client: Peer
     server_session_key: bytes  # public half of the Client's session_private (X25519 auth)
     session: ServerSession | None = None
     recorded_session_key: bytes | None = None  # the reference's X25519 session key (raw)
@@ -136,6 +137,7 @@ class Replay:
         self.base_time = calendar.timegm(time.strptime(self.t["recorded_utc"], "%Y-%m-%dT%H:%M:%SZ"))
         self.now = float(self.base_time)
         self.broker = Broker(MemoryStore(), config or BrokerConfig(), clock=lambda: self.now)
+        self.harness = BrokerHarness(self.broker)
         self.where = "setup"
         # recorded -> smpfast values of server-chosen fields, and the reverse
         self.subst: dict[bytes, bytes] = {}
@@ -185,11 +187,7 @@ class Replay:
         label = c.get("client_transport_dh")
         if label:
             conn.client_private = self.keys[label].raw
-        conn.client = Client(
-            version=version,
-            session_id=session_id,
-            session_private=session_private if version >= V.AUTH_CMDS else None,
-        )
+        conn.client = self.harness.connect(version, session_id, session_private if version >= V.AUTH_CMDS else None)
         return conn
 
     def add_connection(self, name: str, version: int, session_id: bytes,
@@ -197,8 +195,8 @@ class Replay:
         """A connection the transcript does not record (hooks use it with ``send``/``take``
         and ``replay_transmission``): an established, unencrypted session."""
         session_private = os.urandom(32)
-        conn = Conn(name, version, session_id, Client(version=version, session_id=session_id,
-                    session_private=session_private if version >= V.AUTH_CMDS else None),
+        conn = Conn(name, version, session_id,
+                    self.harness.connect(version, session_id, session_private if version >= V.AUTH_CMDS else None),
                     PrivateKey(Alg.X25519, session_private).public.raw,
                     recorded_session_key=recorded_session_key)
         self.conns[name] = conn
@@ -213,11 +211,10 @@ class Replay:
         """Move every connection's outbox into its list of produced blocks: packed (and
         encrypted) by its session, then decrypted with the client's chain."""
         for conn in self.conns.values():
-            outbox = conn.client.outbox
+            outbox = self.harness.take(conn.client)
             if not outbox:
                 continue
             batches = [encode_answers(conn.client, answers) for _, answers in outbox]
-            outbox.clear()
             if conn.session is None:
                 for batch in batches:
                     pos = 0
@@ -337,7 +334,7 @@ class Replay:
                 self.fail("the session did not decrypt a block the client's chain encrypted")
             block = plaintext
         try:
-            self.broker.process_block(conn.client, block)
+            self.harness.process(conn.client, block)
         except Exception as e:
             self.fail(f"broker.process_block raised {e!r}")
 
@@ -406,7 +403,7 @@ class Replay:
         rparts = core.split_block(recorded, conn.session_id, conn.client.implied_session, False)
         rec = [(corr, ent, cmd) for _s, _a, _g, corr, ent, cmd, _t in rparts]
         if not conn.produced and any(cmd.startswith(b"NMSG ") for _, _, cmd in rec):
-            self.broker.deliver_notifications()
+            self.harness.apply(None, self.broker.deliver_notifications())
             self.collect()
         expected = " ".join(_describe(*r) for r in rec)
         if not conn.produced:
@@ -587,7 +584,7 @@ class Replay:
                 recorded = plaintext(block)
                 data = recorded if kind == "raw" else self._rebuild(conn, block, recorded)
                 self.feed(conn, data, encrypt=kind != "raw")
-                self.broker.deliver_notifications()
+                self.harness.apply(None, self.broker.deliver_notifications())
                 self.collect()
             else:
                 self.collect()
@@ -601,7 +598,7 @@ class Replay:
                 else:
                     self._compare_block(conn, block)
         self.where = "end of transcript"
-        self.broker.deliver_notifications()
+        self.harness.apply(None, self.broker.deliver_notifications())
         self.collect()
         for conn in self.conns.values():
             if conn.produced:

@@ -427,8 +427,8 @@ def _state(srv, queues):
             copy.deepcopy(store.get_queue(rid)),
             store.message_count(rid),
             None if head is None else (head.msg_id, head.body),
-            rid in broker.subscribers,
-            x.ntf.notifier_id in broker.ntf_subscribers,
+            rid in broker.subscriptions.subscriber,
+            x.ntf.notifier_id in broker.subscriptions.ntf_subscriber,
             len(broker.notifications.get(x.ntf.notifier_id, [])),
         )
     return out
@@ -455,8 +455,8 @@ def test_every_authorization_check_refuses_and_changes_nothing(smp_server, abuse
                     assert not wrong, wrong
                     assert _state(srv, [a, b]) == before
                     [attacker_conn] = [c for c in srv.server.connections
-                                       if c.client is not None and c.client.session_id == attacker.session_id]
-                    assert not attacker_conn.client.has_subscriptions
+                                       if c.peer is not None and c.peer.session_id == attacker.session_id]
+                    assert not srv.server.delivery.subscriptions.has_any(attacker_conn.peer.id)
 
                     # the harness's right credentials work: QUE, SUB (+ MSG), NSUB, SEND
                     right = [(a.entity(_party(n)), _command(n), a.key(_party(n))) for n in ("QUE", "SUB", "NSUB")]
@@ -510,9 +510,9 @@ def test_new_flood_on_one_connection(smp_server, abuse_run):
                         entity_id, msg = await flooder.next_event(timeout=30)
                         [q] = [q for q in sample if q.rcv_id == entity_id]
                         assert sc.decrypt_msg(q, msg).body == b"to " + q.rcv_id.hex().encode()
-                    assert len(srv.server.broker.subscribers) >= NEW_FLOOD
+                    assert len(srv.server.broker.subscriptions.subscriber) >= NEW_FLOOD
                 # the flooder's subscriptions are dropped with its connection
-                await _eventually(lambda: len(srv.server.broker.subscribers) < NEW_FLOOD)
+                await _eventually(lambda: len(srv.server.broker.subscriptions.subscriber) < NEW_FLOOD)
                 assert srv.store.queue_count() - queues_before in (NEW_FLOOD, NEW_FLOOD + 1)
 
     abuse_run(main, timeout=180)

@@ -20,7 +20,7 @@ from smpfast.crypto.keys import Alg, PrivateKey, generate_private_key
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
 from smpfast.protocol.transmission import decode_client_transmissions, encode_client_transmission, t_for_auth
-from smpfast.server.broker import Broker, Client, encode_answers
+from smpfast.server.broker import Broker, encode_answers
 from smpfast.store import LMDBStore, MemoryStore, NotifierRecord, QueueRecord
 from smpfast.store import lmdb as store_lmdb
 from smpfast.store import memory as store_memory
@@ -90,7 +90,7 @@ def _probe(broker: Broker, store, counts: collections.Counter, entity: bytes, cm
            attacker: PrivateKey) -> tuple[dict, C.Response]:
     """Counts of the work of one probe on a fresh connection, and its answer."""
     session_private = os.urandom(32)
-    client = Client(VERSION, os.urandom(32), session_private)
+    client = broker.connect(VERSION, os.urandom(32), session_private)
     corr = os.urandom(24)
     encoded = cmd.encode(VERSION)
     tfa = t_for_auth(client.session_id, corr, entity, encoded)
@@ -104,9 +104,9 @@ def _probe(broker: Broker, store, counts: collections.Counter, entity: bytes, cm
         store.commit()
         store._txn = CountingTxn(store._begin(), counts)  # the broker reads in this transaction
     counts.clear()
-    broker.process_block(client, block)
+    effects = broker.process_block(client, block)
     work = dict(counts)
-    [(_, answers)] = client.outbox
+    [(_, answers)] = effects.replies
     [r] = decode_client_transmissions(core.encode_batch(encode_answers(client, answers), BLOCK), VERSION,
                                       client.session_id)
     return work, r.response
@@ -162,14 +162,14 @@ def test_valid_commands_still_verify(store):
     rcv = generate_private_key(Alg.ED25519)
     rec = QueueRecord(os.urandom(24), [rcv.public.der], os.urandom(32), os.urandom(24), queue_mode="M")
     assert store.add_queue(rec)
-    client = Client(VERSION, os.urandom(32), os.urandom(32))
+    client = broker.connect(VERSION, os.urandom(32), os.urandom(32))
     corr = os.urandom(24)
     tfa = t_for_auth(client.session_id, corr, rec.recipient_id, C.Get().encode(VERSION))
     get = encode_client_transmission(VERSION, client.session_id, corr, rec.recipient_id, C.Get(), rcv.sign(tfa))
     send = encode_client_transmission(VERSION, client.session_id, b"s", rec.sender_id,
                                       C.Send(C.MsgFlags(False), b"hi"))
-    broker.process_block(client, core.encode_batch([get, send], BLOCK))
-    answers = [r.response for _, batch in client.outbox
+    effects = broker.process_block(client, core.encode_batch([get, send], BLOCK))
+    answers = [r.response for _, batch in effects.replies
                for r in decode_client_transmissions(core.encode_batch(encode_answers(client, batch), BLOCK), VERSION,
                                                     client.session_id)]
     assert answers == [C.OK, C.OK]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from smpfast import _core as core
 from smpfast.protocol import commands as C
 from smpfast.protocol import transmission as T
-from smpfast.server.broker import Broker, Client, encode_answers
+from smpfast.server.broker import Broker, Peer, encode_answers
 from smpfast.store.memory import MemoryStore
 
 SESSION = bytes(range(32))
@@ -20,19 +20,17 @@ TAGS = [b"NEW", b"SUB", b"KEY", b"SKEY", b"SEND", b"ACK", b"GET", b"OFF", b"DEL"
         b"RFWD", b"SUBS", b"NSUBS", b"OK", b"HELLO"]
 
 
-def _ping_works(broker: Broker, client: Client) -> None:
-    client.outbox.clear()
+def _ping_works(broker: Broker, client: Peer) -> None:
     t = T.encode_client_transmission(client.version, SESSION, b"p", b"", C.PING)
-    broker.process_block(client, core.encode_batch([t], 16384))
-    [(_, answers)] = client.outbox
+    [(_, answers)] = broker.process_block(client, core.encode_batch([t], 16384)).replies
     [answer] = encode_answers(client, answers)
     parts = core.split_block(core.encode_batch([answer], 16384), SESSION, client.implied_session, False)
     assert parts[0][3] == b"p" and parts[0][5] == b"PONG"
 
 
-def _fresh(version: int) -> tuple[Broker, Client]:
+def _fresh(version: int) -> tuple[Broker, Peer]:
     broker = Broker(MemoryStore())
-    return broker, Client(version, SESSION, os.urandom(32))
+    return broker, broker.connect(version, SESSION, os.urandom(32))
 
 
 transmission = st.builds(
@@ -51,8 +49,8 @@ transmission = st.builds(
 def test_random_transmissions_get_answers(version, transmissions):
     broker, client = _fresh(version)
     block = core.encode_batch(transmissions, 16384)
-    broker.process_block(client, block)
-    answered = sum(len(batch) for _, batch in client.outbox)
+    effects = broker.process_block(client, block)
+    answered = sum(len(batch) for _, batch in effects.replies)
     assert answered >= len(transmissions)  # one answer each (SUB may add a MSG)
     _ping_works(broker, client)
 
@@ -62,6 +60,6 @@ def test_random_transmissions_get_answers(version, transmissions):
 def test_arbitrary_blocks_get_answers(version, data):
     broker, client = _fresh(version)
     block = (data + b"#" * 16384)[:16384]
-    broker.process_block(client, block)
-    assert client.outbox  # at least an ERR BLOCK
+    effects = broker.process_block(client, block)
+    assert effects.replies  # at least an ERR BLOCK
     _ping_works(broker, client)

@@ -24,7 +24,7 @@ from smpfast.crypto import auth as cauth
 from smpfast.crypto.keys import Alg, PrivateKey
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
-from smpfast.server.broker import Broker, Client
+from smpfast.server.broker import Broker
 from smpfast.store import MemoryStore
 
 VERSION = 7
@@ -40,7 +40,7 @@ class Session:
     def __init__(self, version: int = VERSION) -> None:
         self.version = version
         self.broker = Broker(MemoryStore())
-        self.client = Client(version, SESSION, bytes([9]) * 32)
+        self.client = self.broker.connect(version, SESSION, bytes([9]) * 32)
         self.rid = self.new_queue()
 
     def new_queue(self) -> bytes:
@@ -54,9 +54,8 @@ class Session:
             body = cmd.encode(self.version)
             auth = RECIPIENT.sign(cauth.t_for_auth(SESSION, corr, entity, body))
             encoded.append(core.encode_transmission(auth, corr, entity, body, SESSION, True, False))
-        self.client.outbox.clear()
-        self.broker.process_block(self.client, core.encode_batch(encoded, 16384))
-        return [answer for _, batch in self.client.outbox for answer in batch]
+        effects = self.broker.process_block(self.client, core.encode_batch(encoded, 16384))
+        return [answer for _, batch in effects.replies for answer in batch]
 
 
 def test_second_key_in_one_block_is_refused():

@@ -22,8 +22,9 @@ from smpfast.crypto import auth as cauth
 from smpfast.crypto.keys import Alg, generate_private_key
 from smpfast.protocol import commands as C
 from smpfast.protocol import transmission as T
-from smpfast.server.broker import STORE_FAILED, STORE_FULL, Broker, Client, encode_answers
+from smpfast.server.broker import STORE_FAILED, STORE_FULL, Broker, Peer, encode_answers
 from smpfast.server.committer import CommitFailed, GroupCommitter
+from smpfast.testing.broker import BrokerHarness
 from smpfast.testing.process import ServerProcess, free_port, init_data_dir
 from smpfast.store import MemoryStore
 from smpfast.store.errors import StoreError, StoreFullError
@@ -148,10 +149,6 @@ def _t(corr: bytes, entity: bytes, cmd, key=None) -> bytes:
     return T.encode_client_transmission(7, SESSION, corr, entity, body, auth)
 
 
-def _answers(client: Client) -> list:
-    out = [a for _, answers in client.outbox for a in answers]
-    client.outbox.clear()
-    return out
 
 
 class FullOnSend(MemoryStore):
@@ -165,33 +162,33 @@ class FullOnSend(MemoryStore):
         return super().write_message(rid, msg, quota)
 
 
-def _new_queue(broker: Broker, client: Client):
+def _new_queue(h: BrokerHarness, client: Peer):
     rcv_key = generate_private_key(Alg.ED25519)
     dh = generate_private_key(Alg.X25519)
     new = C.New(rcv_key.public.der, dh.public.der)
     t = _t(b"n", b"", new, rcv_key)
-    broker.process_block(client, core.encode_batch([t], 16384))
-    [(_, _, ids)] = _answers(client)
+    h.process(client, core.encode_batch([t], 16384))
+    [(_, _, ids)] = h.answers(client)
     assert isinstance(ids, C.Ids), ids
     return ids, rcv_key, dh
 
 
 def test_a_failing_block_is_undone_alone_and_the_subscriber_is_not_stuck():
     store = FullOnSend()
-    broker = Broker(store)
-    rcv = Client(7, SESSION, os.urandom(32))
-    snd = Client(7, SESSION, os.urandom(32))
-    ids, rcv_key, _ = _new_queue(broker, rcv)
+    h = BrokerHarness(Broker(store))
+    rcv = h.connect(7, SESSION, os.urandom(32))
+    snd = h.connect(7, SESSION, os.urandom(32))
+    ids, rcv_key, _ = _new_queue(h, rcv)
     send = lambda corr, body: _t(corr, ids.snd_id, C.Send(C.MsgFlags(False, b""), body))  # noqa: E731
     store.full = True
-    broker.process_block(snd, core.encode_batch([send(b"1", b"lost"), _t(b"p", b"", C.PING)], 16384))
+    h.process(snd, core.encode_batch([send(b"1", b"lost"), _t(b"p", b"", C.PING)], 16384))
     # Every command of the failed block is answered ERR STORE, and no MSG was pushed.
-    assert _answers(snd) == [(b"1", ids.snd_id, C.Err(STORE_FULL)), (b"p", b"", C.Err(STORE_FULL))]
-    assert _answers(rcv) == []
+    assert h.answers(snd) == [(b"1", ids.snd_id, C.Err(STORE_FULL)), (b"p", b"", C.Err(STORE_FULL))]
+    assert h.answers(rcv) == []
     store.full = False
-    broker.process_block(snd, core.encode_batch([send(b"2", b"kept")], 16384))
-    assert _answers(snd) == [(b"2", ids.snd_id, C.OK)]
-    [(corr, entity, msg)] = _answers(rcv)  # delivered: the failed block left no phantom
+    h.process(snd, core.encode_batch([send(b"2", b"kept")], 16384))
+    assert h.answers(snd) == [(b"2", ids.snd_id, C.OK)]
+    [(corr, entity, msg)] = h.answers(rcv)  # delivered: the failed block left no phantom
     assert corr == b"" and entity == ids.rcv_id and isinstance(msg, C.Msg)
     assert store.message_count(ids.rcv_id) == 1
 
@@ -199,24 +196,25 @@ def test_a_failing_block_is_undone_alone_and_the_subscriber_is_not_stuck():
 def test_answers_of_a_failed_commit_become_errors_and_the_head_is_delivered_again():
     store = MemoryStore()
     broker = Broker(store)
-    rcv = Client(7, SESSION, os.urandom(32))
-    ids, rcv_key, _ = _new_queue(broker, rcv)
-    snd = Client(7, SESSION, os.urandom(32))
+    h = BrokerHarness(broker)
+    rcv = h.connect(7, SESSION, os.urandom(32))
+    ids, rcv_key, _ = _new_queue(h, rcv)
+    snd = h.connect(7, SESSION, os.urandom(32))
     for body in (b"m1", b"m2"):
         t = _t(b"s", ids.snd_id, C.Send(C.MsgFlags(False, b""), body))
-        broker.process_block(snd, core.encode_batch([t], 16384))
-    [(_, _, m1)] = _answers(rcv)
+        h.process(snd, core.encode_batch([t], 16384))
+    [(_, _, m1)] = h.answers(rcv)
     store.commit()
     # The ACK of m1 answers MSG m2; suppose the commit holding that ACK failed:
     ack = _t(b"a", ids.rcv_id, C.Ack(m1.msg_id), rcv_key)
-    broker.process_block(rcv, core.encode_batch([ack], 16384))
-    [(_, answers)] = rcv.outbox
-    rcv.outbox.clear()
+    h.process(rcv, core.encode_batch([ack], 16384))
+    [(_, answers)] = h.take(rcv)
     assert isinstance(answers[0][2], C.Msg)
     store.abort()  # the failed commit: m1 is back at the head
-    replaced = broker.answers_after_failed_commit(rcv, answers + [(b"", ids.rcv_id, C.DELD)])
+    replaced, effects = broker.answers_after_failed_commit(rcv, answers + [(b"", ids.rcv_id, C.DELD)])
+    h.apply(rcv, effects)
     assert replaced == [(b"a", ids.rcv_id, C.Err(STORE_FAILED)), (b"", ids.rcv_id, C.END)]
-    [(corr, entity, again)] = _answers(rcv)  # m1 again, as a new delivery
+    [(corr, entity, again)] = h.answers(rcv)  # m1 again, as a new delivery
     assert (corr, entity, again.msg_id) == (b"", ids.rcv_id, m1.msg_id)
     assert encode_answers(rcv, replaced)  # the replacements encode
 

@@ -292,8 +292,8 @@ def test_a_client_that_does_not_read_is_not_read_either(smp_server, trio_run):
                 for _ in range(2000):  # ~33 MB of requests, never reading an answer
                     await conn.send(block)
                     for c in srv.server.connections:
-                        if c.client is not None:
-                            peak = max(peak, len(c.client.outbox))
+                        if c.peer is not None:
+                            peak = max(peak, len(c.outbox))
             assert 0 < peak <= OUTBOX_LIMIT
             async with sc.connect(srv.address) as other:
                 await other.ping()

@@ -20,7 +20,7 @@ from smpfast import _core as core
 from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
 from smpfast.protocol.session import BlockReceived
 from smpfast.server import memory
-from smpfast.server.broker import Broker, Client
+from smpfast.server.broker import Broker
 from smpfast.server.connection import Connection, Identity
 from smpfast.store import MemoryStore
 from smpfast.transport import ConnectionLimit, open_block_connection
@@ -192,13 +192,13 @@ def test_outbox_bound_stops_reading_a_client_that_does_not_read(smp_server, trio
                     break
                 sent += 1
                 for c in srv.server.connections:
-                    if c.client is not None and c.conn is not None:
+                    if c.peer is not None and c.conn is not None:
                         server_side = c
-                        peak = max(peak, len(c.client.outbox))
+                        peak = max(peak, len(c.outbox))
             assert blocked, "the server kept reading a client that never reads"
             assert 0 < peak <= limit
             assert server_side is not None
-            assert len(server_side.client.outbox) <= limit
+            assert len(server_side.outbox) <= limit
             # What the server took in is bounded by what it answered and could not send.
             assert server_side.conn.tls_bytes_in < sent * 16384
             async with sc.connect(srv.address) as other:  # everyone else is served
@@ -234,8 +234,9 @@ def test_reader_yields_between_the_blocks_of_one_read():
     tasks run between blocks instead of answering all 4080 commands in one go."""
     broker = Broker(MemoryStore())
     identity = Identity(b"k" * 32, (), None)
-    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, None, identity, outbox_limit=1000, read_slice=0.0)
-    conn.client = Client(version=7, session_id=b"s" * 32, session_private=None)
+    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, None, identity,
+                      outbox_limit=1000, read_slice=0.0)
+    conn.peer = broker.connect(7, b"s" * 32, None)
     conn.session = _PlainSession()
     seen: list[int] = []
 
@@ -244,15 +245,15 @@ def test_reader_yields_between_the_blocks_of_one_read():
             nursery.start_soon(conn._reader, [])
 
             async def observe():
-                while len(conn.client.outbox) < 16:
-                    seen.append(len(conn.client.outbox))
+                while len(conn.outbox) < 16:
+                    seen.append(len(conn.outbox))
                     await trio.lowlevel.checkpoint()
-                seen.append(len(conn.client.outbox))
+                seen.append(len(conn.outbox))
 
             nursery.start_soon(observe)
 
     trio.run(main)
-    assert seen[-1] == 16 and all(len(batch) == 255 for _, batch in conn.client.outbox)
+    assert seen[-1] == 16 and all(len(batch) == 255 for _, batch in conn.outbox)
     steps = [b - a for a, b in zip(seen, seen[1:])]
     assert max(steps) <= 2  # one block per reader step (two when trio reverses a batch)
     assert len([s for s in steps if s]) >= 8
@@ -281,20 +282,20 @@ def test_large_signature_batches_wait_for_the_shared_verification_limiter():
         limiter = trio.CapacityLimiter(1)
         broker = Broker(MemoryStore())
         conn = Connection(
-            _BlocksOnce([signed_block(2), signed_block(20)]), broker, None, Identity(b"k" * 32, (), None),
-            verify_limiter=limiter,
+            _BlocksOnce([signed_block(2), signed_block(20)]), broker, None,
+            Identity(b"k" * 32, (), None), verify_limiter=limiter,
         )
-        conn.client = Client(version=7, session_id=session_id, session_private=None)
+        conn.peer = broker.connect(7, session_id, None)
         conn.session = _PlainSession()
         await limiter.acquire()  # the thread slot is taken (by "another connection")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._reader, [])
             await trio.testing.wait_all_tasks_blocked()
             # The small block was answered inline; the large one waits for the limiter.
-            assert [len(batch) for _, batch in conn.client.outbox] == [2]
+            assert [len(batch) for _, batch in conn.outbox] == [2]
             assert limiter.statistics().tasks_waiting == 1
             limiter.release()
-        assert [len(batch) for _, batch in conn.client.outbox] == [2, 20]  # all ERR AUTH
+        assert [len(batch) for _, batch in conn.outbox] == [2, 20]  # all ERR AUTH
 
     trio.run(main)
 

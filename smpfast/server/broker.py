@@ -1,15 +1,16 @@
 """SMP command semantics over a store, with no I/O.
 
-The network layer hands each decrypted block of a connection to ``Broker.process_block``.
-The broker splits and parses it, verifies every authorization of the block in one call,
-executes the block's commands in one store write unit and then appends the answers to the
-connection's outbox — and events (MSG, END, DELD, NMSG) to other connections' outboxes.
-Each outbox entry is ``(generation, answers)``: the commit generation that must be durable
-before the answers may be sent (see ``committer.py``), so a state change is acknowledged only
-once it is on disk and nobody sees data that could still be rolled back. A block whose writes
-fail is undone as a whole (store unit plus the broker's in-memory delivery state) and every
-command of it is answered ``ERR STORE``; answers whose commit fails later are turned into
-``ERR STORE`` by ``answers_after_failed_commit``.
+The network layer hands each decrypted block of a connection (a ``Peer``) to
+``Broker.process_block``. The broker splits and parses it, verifies every authorization of
+the block in one call, executes the block's commands in one store write unit and returns
+``Effects``: the answer batches for that connection and the events (MSG, END, DELD, NMSG)
+for other connections, which the caller hands to the ``Delivery`` (``delivery.py``). The
+broker never touches a connection's outbox. Each batch carries the commit generation that
+must be durable before it may be sent (see ``committer.py``), so a state change is
+acknowledged only once it is on disk and nobody sees data that could still be rolled back.
+A block whose writes fail is undone as a whole (store unit plus the in-memory delivery
+state) and every command of it is answered ``ERR STORE``; answers whose commit fails later
+are turned into ``ERR STORE`` by ``answers_after_failed_commit``.
 
 Behaviour follows the reference server (Server.hs ``processCommand``,
 ``verifyQueueTransmission``); deliberate differences are noted where they occur.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import itertools
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ from ..protocol.errors import ParseError
 from ..protocol.transmission import decode_server_transmissions, encode_server_transmission
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
+from .delivery import Answer, ConnId, Delivery, Effects, LocalDelivery, Subscription
 from ..store.records import (
     MODE_CONTACT,
     MODE_MESSAGING,
@@ -60,8 +63,6 @@ EXPIRE_ON_SEND = True
 # The reference answers a failing message or queue store with ERR STORE and a text.
 STORE_FULL = E.ErrorType("STORE", "store full")
 STORE_FAILED = E.ErrorType("STORE", "store error")
-
-Answer = tuple[bytes, bytes, C.Response]  # (corrId, entityId, response or event)
 
 
 class Durability(Protocol):
@@ -90,9 +91,9 @@ def store_error(error: Exception) -> E.ErrorType:
     return STORE_FULL if isinstance(error, StoreFullError) else STORE_FAILED
 
 
-def encode_answers(client: "Client", answers: list[Answer]) -> list[bytes]:
+def encode_answers(peer: "Peer", answers: list[Answer]) -> list[bytes]:
     """The transmissions of one answer batch, as the connection writes them."""
-    version, session_id = client.version, client.session_id
+    version, session_id = peer.version, peer.session_id
     return [
         encode_server_transmission(version, session_id, corr_id, entity_id, C.encode_response(msg, version))
         for corr_id, entity_id, msg in answers
@@ -109,43 +110,34 @@ class BrokerConfig:
     ntf_ttl: int = 24 * 3600
 
 
-class Subscription:
-    """A connection's relation to one queue: subscribed (``prohibited`` False) or used with
-    GET (``prohibited`` True), and the one message delivered and not yet acknowledged."""
+class Peer:
+    """What the broker knows of one connected client, from its handshake: the negotiated
+    version, the session id (TLS unique), the server's session key (v7+) and the verifier
+    built from it. Made by ``Broker.connect``; its subscriptions live in the delivery's
+    ``Subscriptions`` under ``id``."""
 
-    __slots__ = ("prohibited", "delivered")
+    __slots__ = ("id", "version", "session_id", "session_private", "verifier", "connected")
 
-    def __init__(self, prohibited: bool = False) -> None:
-        self.prohibited = prohibited
-        self.delivered: bytes | None = None
-
-
-@dataclass(eq=False)
-class Client:
-    """Per-connection state the broker keeps. ``notify`` wakes the connection's writer."""
-
-    version: int
-    session_id: bytes
-    session_private: bytes | None  # server X25519 session key (v >= 7)
-    notify: Callable[[], None] = lambda: None
-    subscriptions: dict[bytes, Subscription] = field(default_factory=dict)
-    ntf_subscriptions: set[bytes] = field(default_factory=set)
-    outbox: list[tuple[int, list[Answer]]] = field(default_factory=list)  # (generation, answers)
-    connected: bool = True
-    last_received: float = 0.0
-    last_sent: float = 0.0
-    verifier: cauth.AuthVerifier = field(init=False)
-    implied_session: bool = field(init=False)
-    service_auth: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.verifier = cauth.AuthVerifier(self.session_private)
-        self.implied_session = V.implied_session(self.version)
-        self.service_auth = V.service_auth(self.version)
+    def __init__(self, conn_id: ConnId, version: int, session_id: bytes, session_private: bytes | None) -> None:
+        self.id = conn_id
+        self.version = version
+        self.session_id = session_id
+        self.session_private = session_private  # server X25519 session key (v >= 7)
+        self.verifier = cauth.AuthVerifier(session_private)
+        self.connected = True
 
     @property
-    def has_subscriptions(self) -> bool:
-        return bool(self.subscriptions) or bool(self.ntf_subscriptions)
+    def implied_session(self) -> bool:
+        """v7+: the session id is implied, not sent in transmissions."""
+        return V.implied_session(self.version)
+
+    @property
+    def service_auth(self) -> bool:
+        """v16+: transmissions may carry a service signature."""
+        return V.service_auth(self.version)
+
+    def __repr__(self) -> str:
+        return f"Peer({self.id}, v{self.version})"
 
 
 @dataclass(slots=True)
@@ -177,35 +169,38 @@ class Broker:
         durability: Durability | None = None,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        delivery: Delivery | None = None,
     ) -> None:
         self.store = store
         self.config = config or BrokerConfig()
         self.durability = durability or NoDurability()
         self.clock = clock
         self.random_bytes = random_bytes
-        self.subscribers: dict[bytes, Client] = {}  # recipient id -> subscribed connection
-        self.ntf_subscribers: dict[bytes, Client] = {}  # notifier id -> subscribed connection
+        self.delivery: Delivery = delivery if delivery is not None else LocalDelivery()
+        self.subscriptions = self.delivery.subscriptions
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
         self.stats: dict[str, int] = {}
-        # While a block executes: the answers for other connections (sent only once the
-        # block's writes joined the transaction) and how to undo its in-memory changes.
-        self._deferred: list[tuple[Client, list[Answer]]] | None = None
+        self._ids = itertools.count(1)
+        # While a block executes: the effects being made, the pushes for other connections
+        # (made part of the effects only once the block's writes joined the transaction)
+        # and how to undo its in-memory changes.
+        self._effects: Effects | None = None
+        self._deferred: list[tuple[ConnId, list[Answer]]] | None = None
         self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
         self._undo_notes: list[list] | None = None  # notification lists appended to
 
     # ------------------------------------------------------------------ connections
 
-    def disconnect(self, client: Client) -> None:
+    def connect(self, version: int, session_id: bytes, session_private: bytes | None) -> Peer:
+        """A client finished its handshake: the broker's record of it."""
+        peer = Peer(next(self._ids), version, session_id, session_private)
+        self.subscriptions.open(peer.id)
+        return peer
+
+    def disconnect(self, peer: Peer) -> None:
         """Drop the connection's subscriptions (no END: nobody took them over)."""
-        client.connected = False
-        for rid in client.subscriptions:
-            if self.subscribers.get(rid) is client:
-                del self.subscribers[rid]
-        for nid in client.ntf_subscriptions:
-            if self.ntf_subscribers.get(nid) is client:
-                del self.ntf_subscribers[nid]
-        client.subscriptions.clear()
-        client.ntf_subscriptions.clear()
+        peer.connected = False
+        self.subscriptions.close(peer.id)
 
     # ------------------------------------------------------------------ control port
 
@@ -213,7 +208,7 @@ class Broker:
         self._count("qDeletedAll")
         self._count("qDeletedNew" if q.sender_key is None else "qDeletedSecured")
 
-    def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> None:
+    def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> Effects:
         """Block ``q`` (the control port's ``block``): from now on its commands answer ERR
         BLOCKED, and its subscriber gets ERR BLOCKED as an event at once (the reference's
         processCP). Raises StoreError when the write fails (nothing changed then)."""
@@ -221,9 +216,12 @@ class Broker:
         q.blocked_info = info.encode()
         self._write_outside_block(lambda: self.store.update_queue(q))
         self._count("qBlocked")
-        subscriber = self.subscribers.get(q.recipient_id)
-        if subscriber is not None and subscriber.connected:
-            self._event(subscriber, q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
+        effects = Effects()
+        subscriber = self.subscriptions.subscriber.get(q.recipient_id)
+        if subscriber is not None:
+            event = (b"", q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
+            effects.pushes.append((subscriber, self.durability.current(), [event]))
+        return effects
 
     def unblock_queue(self, q: QueueRecord) -> None:
         """The control port's ``unblock``: the queue is active again (no event)."""
@@ -238,15 +236,11 @@ class Broker:
         count = self.store.message_count(rid)
         self._write_outside_block(lambda: self.store.delete_queue(rid))
         self._count_deleted(q)
-        subscriber = self.subscribers.pop(rid, None)
-        if subscriber is not None:
-            subscriber.subscriptions.pop(rid, None)
+        self.subscriptions.drop_queue(rid)
         if q.notifier is not None:
             nid = q.notifier.notifier_id
             self.notifications.pop(nid, None)
-            ntf_subscriber = self.ntf_subscribers.pop(nid, None)
-            if ntf_subscriber is not None:
-                ntf_subscriber.ntf_subscriptions.discard(nid)
+            self.subscriptions.drop_notifier(nid)
         return count
 
     def _write_outside_block(self, write: Callable[[], object]) -> None:
@@ -259,38 +253,41 @@ class Broker:
 
     # ------------------------------------------------------------------ output
 
-    def _send(self, client: Client, items: list[Answer]) -> None:
-        """Queue ``items`` as one batch: the writer packs a batch into as few blocks as fit
-        and, like the reference, never mixes two batches in one block. While a block
-        executes, batches for other connections wait until its writes are in."""
-        if not items or not client.connected:
-            return
-        if self._deferred is not None:
-            self._deferred.append((client, items))
-            return
-        client.outbox.append((self.durability.current(), items))
-        client.notify()
+    def _reply(self, items: list[Answer]) -> None:
+        """Queue ``items`` as one batch for the connection whose block runs: the writer
+        packs a batch into as few blocks as fit and, like the reference, never mixes two
+        batches in one block."""
+        if items:
+            self._effects.replies.append((self.durability.current(), items))
 
-    def _set_delivered(self, sub: "Subscription", msg_id: bytes | None) -> None:
+    def _push(self, conn: ConnId, items: list[Answer]) -> None:
+        """An event batch for another connection; while a block executes it waits until
+        the block's writes are in (it shows their state)."""
+        if self._deferred is not None:
+            self._deferred.append((conn, items))
+        else:
+            self._effects.pushes.append((conn, self.durability.current(), items))
+
+    def _event(self, conn: ConnId, entity_id: bytes, msg: C.Response) -> None:
+        self._push(conn, [(b"", entity_id, msg)])
+
+    def _set_delivered(self, sub: Subscription, msg_id: bytes | None) -> None:
         if self._undo is not None:
             self._undo.append((sub, sub.delivered))
         sub.delivered = msg_id
 
-    def _send_responses(self, client: Client, responses: list, events: list) -> None:
+    def _reply_responses(self, responses: list, events: list) -> None:
         """The reference's grouping: a block's responses form one batch; messages that SUBs
         deliver follow, the first in the same batch when there are at most 4 responses (so
         a client's re-subscription and its pending message arrive together), each other one
         in its own batch."""
         if events and len(responses) <= 4:
-            self._send(client, responses + events[:1])
+            self._reply(responses + events[:1])
             events = events[1:]
         else:
-            self._send(client, responses)
+            self._reply(responses)
         for event in events:
-            self._send(client, [event])
-
-    def _event(self, client: Client, entity_id: bytes, msg: C.Response) -> None:
-        self._send(client, [(b"", entity_id, msg)])
+            self._reply([event])
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a statistics counter; names are the reference's (smpfast.server.stats)."""
@@ -300,26 +297,24 @@ class Broker:
 
     # ------------------------------------------------------------------ blocks
 
-    def process_block(self, client: Client, block: bytes) -> None:
-        """Handle one decrypted, padded 16 KB block of ``client`` at once."""
-        prepared = self.prepare_block(client, block)
-        if prepared is not None:
-            self.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests))
+    def process_block(self, peer: Peer, block: bytes) -> Effects:
+        """Handle one decrypted, padded 16 KB block of ``peer`` at once."""
+        prepared = self.prepare_block(peer, block)
+        return self.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
 
-    def prepare_block(self, client: Client, block: bytes) -> "PreparedBlock | None":
+    def prepare_block(self, peer: Peer, block: bytes) -> "PreparedBlock":
         """Split and parse a block and collect the authorizations to verify. The caller
-        verifies ``requests`` (``client.verifier.verify_batch``, on any thread) and passes
-        the results to ``finish_block``. None: the block is already answered."""
-        client.last_received = self.clock()
+        verifies ``requests`` (``peer.verifier.verify_batch``, on any thread) and passes
+        the results to ``finish_block``."""
         prepared = PreparedBlock()
         errors = prepared.errors
         pending = prepared.pending
-        for t in decode_server_transmissions(block, client.version, client.session_id):
+        for t in decode_server_transmissions(block, peer.version, peer.session_id):
             if t.error is not None:
                 errors.append((t.corr_id, t.entity_id, C.Err(t.error)))
                 continue
             item = _Pending(t.corr_id, t.entity_id, t.command)
-            verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
+            verdict = self._prepare_verification(peer, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 prepared.owners.append(len(pending))
                 pending.append(item)
@@ -338,10 +333,18 @@ class Broker:
         if name is not None:
             self._count(name)
 
-    def finish_block(self, client: Client, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> None:
+    def finish_block(self, peer: Peer, prepared: "PreparedBlock", results: list[bool], reload: bool = False) -> Effects:
         """Answer a prepared block given its verification results. ``reload``: other
         connections may have run since ``prepare_block`` (verification ran on a worker
         thread), so queue records are read again."""
+        effects = self._effects = Effects()
+        try:
+            self._finish_block(peer, prepared, results, reload)
+        finally:
+            self._effects = None
+        return effects
+
+    def _finish_block(self, peer: Peer, prepared: "PreparedBlock", results: list[bool], reload: bool) -> None:
         errors = prepared.errors
         failed = {prepared.owners[i] for i, ok in enumerate(results) if not ok}
         verified: list[_Pending] = []
@@ -368,12 +371,12 @@ class Broker:
                     records[rid] = q
             verified.append(item)
         # The reference sends the block's verification errors first, as one batch.
-        self._send(client, errors)
-        if not client.connected or not verified:
+        self._reply(errors)
+        if not peer.connected or not verified:
             return
         responses: list[Answer] = []
         events: list[Answer] = []
-        deferred: list[tuple[Client, list[Answer]]] = []
+        deferred: list[tuple[ConnId, list[Answer]]] = []
         undo: list[tuple[Subscription, bytes | None]] = []
         undo_notes: list[list] = []
         self._deferred, self._undo, self._undo_notes = deferred, undo, undo_notes
@@ -381,7 +384,7 @@ class Broker:
             with self.store.unit():
                 for item in verified:
                     try:
-                        self._execute(client, item, responses, events)
+                        self._execute(peer, item, responses, events)
                     except StoreUsageError:
                         log.exception("store precondition failed")
                         responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
@@ -400,26 +403,33 @@ class Broker:
         finally:
             self._deferred = self._undo = self._undo_notes = None
         for target, items in deferred:
-            self._send(target, items)
-        self._send_responses(client, responses, events)
+            self._push(target, items)
+        self._reply_responses(responses, events)
 
-    def answers_after_failed_commit(self, client: Client, answers: list[Answer]) -> list[Answer]:
+    def answers_after_failed_commit(self, peer: Peer, answers: list[Answer]) -> tuple[list[Answer], Effects]:
         """What to send instead of ``answers`` whose commit generation failed: responses
         become ERR STORE (their state change was rolled back), a MSG is withdrawn and the
-        queue's current head delivered again, END stays, DELD becomes END (the queue is
-        back but this connection's subscription is gone), NMSG is dropped."""
+        queue's current head delivered again (in the returned effects' replies), END stays,
+        DELD becomes END (the queue is back but this connection's subscription is gone),
+        NMSG is dropped."""
         out: list[Answer] = []
-        for corr_id, entity_id, msg in answers:
-            if isinstance(msg, C.Msg):
-                self._redeliver(client, entity_id, msg.msg_id)
-            if corr_id:
-                out.append((corr_id, entity_id, msg if isinstance(msg, C.Err) else C.Err(STORE_FAILED)))
-            elif msg is C.END or msg is C.DELD:
-                out.append((corr_id, entity_id, C.END))
-        return out
+        effects = self._effects = Effects()
+        try:
+            for corr_id, entity_id, msg in answers:
+                if isinstance(msg, C.Msg):
+                    self._redeliver(peer, entity_id, msg.msg_id)
+                if corr_id:
+                    out.append((corr_id, entity_id, msg if isinstance(msg, C.Err) else C.Err(STORE_FAILED)))
+                elif msg is C.END or msg is C.DELD:
+                    out.append((corr_id, entity_id, C.END))
+        finally:
+            self._effects = None
+        return out, effects
 
-    def _redeliver(self, client: Client, rid: bytes, msg_id: bytes) -> None:
-        sub = client.subscriptions.get(rid)
+    def _redeliver(self, peer: Peer, rid: bytes, msg_id: bytes) -> None:
+        if not peer.connected:
+            return
+        sub = self.subscriptions.get(peer.id, rid)
         if sub is None or sub.delivered != msg_id:
             return
         sub.delivered = None
@@ -432,12 +442,12 @@ class Broker:
             return
         if q is not None and head is not None:
             sub.delivered = head.msg_id
-            self._send(client, [(b"", rid, self._msg(q, head))])
+            self._reply([(b"", rid, self._msg(q, head))])
 
     # ------------------------------------------------------------------ verification
 
     def _prepare_verification(
-        self, client: Client, item: _Pending, auth: bytes, service_sig: bytes | None, t_for_auth: bytes
+        self, peer: Peer, item: _Pending, auth: bytes, service_sig: bytes | None, t_for_auth: bytes
     ) -> cauth.AuthRequest | bool | E.ErrorType:
         """Decide what verifies ``item``: the authorization to check (with the reference's
         dummy keys when the queue or key is missing), True (no authorization needed) or the
@@ -484,7 +494,7 @@ class Broker:
             q = store.queue_by_link(entity)
             if q is None:
                 store.cover_miss(entity, True)
-                self._dummy(client, auth, t_for_auth, corr_id, entity)
+                self._dummy(peer, auth, t_for_auth, corr_id, entity)
                 return E.AUTH
             item.queue = q
             return True if _is_contact(q) else E.AUTH
@@ -501,20 +511,20 @@ class Broker:
             return E.CMD_PROHIBITED
         return cauth.AuthRequest(key, auth, t_for_auth, corr_id, entity)
 
-    def _dummy(self, client: Client, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
+    def _dummy(self, peer: Peer, auth: bytes, t_for_auth: bytes, corr_id: bytes, entity: bytes) -> None:
         if auth:
-            client.verifier.verify_batch((cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity),))
+            peer.verifier.verify_batch((cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity),))
 
     # ------------------------------------------------------------------ execution
 
-    def _execute(self, client: Client, item: _Pending, out: list, events: list) -> None:
+    def _execute(self, peer: Peer, item: _Pending, out: list, events: list) -> None:
         cmd = item.cmd
         corr_id, entity = item.corr_id, item.entity_id
         if isinstance(cmd, C.Ping):
             out.append((corr_id, b"", C.PONG))
             return
         if isinstance(cmd, C.New):
-            out.append((corr_id, entity, self._create_queue(client, cmd, corr_id)))
+            out.append((corr_id, entity, self._create_queue(peer, cmd, corr_id)))
             return
         q = item.queue
         if q is None:  # verified commands always carry their queue; guard anyway
@@ -524,10 +534,10 @@ class Broker:
             out.append((corr_id, entity, C.Err(E.AUTH)))
             return
         if isinstance(cmd, C.Send):
-            out.append((corr_id, entity, self._send_message(client, q, cmd)))
+            out.append((corr_id, entity, self._send_message(peer, q, cmd)))
             return
         if isinstance(cmd, C.Nsub):
-            out.append((corr_id, entity, self._subscribe_notifications(client, q, entity)))
+            out.append((corr_id, entity, self._subscribe_notifications(peer, q, entity)))
             return
         # Everything below goes through the reference's withQueue: blocked queues answer
         # BLOCKED, except OFF and DEL.
@@ -538,7 +548,7 @@ class Broker:
             self._touch(q)
         handler = self._RECIPIENT_HANDLERS.get(type(cmd))
         if handler is not None:
-            handler(self, client, q, item, out, events)
+            handler(self, peer, q, item, out, events)
             return
         if isinstance(cmd, C.Skey):
             out.append((corr_id, entity, self._secure(q, cmd.key, require_mode=MODE_MESSAGING)))
@@ -561,7 +571,7 @@ class Broker:
 
     # --- NEW
 
-    def _create_queue(self, client: Client, cmd: C.New, corr_id: bytes) -> C.Response:
+    def _create_queue(self, peer: Peer, cmd: C.New, corr_id: bytes) -> C.Response:
         cfg = self.config
         if not cfg.allow_new_queues or (
             cfg.create_password is not None and cmd.basic_auth != cfg.create_password
@@ -607,8 +617,7 @@ class Broker:
                 if notifier is not None:
                     self._count("ntfNewCreated")
                 if cmd.subscribe:
-                    client.subscriptions[rid] = Subscription()
-                    self._take_subscription(client, rid)
+                    self._take_subscription(peer, rid)
                 return C.Ids(
                     rid,
                     sid,
@@ -624,22 +633,20 @@ class Broker:
 
     # --- subscriptions
 
-    def _take_subscription(self, client: Client, rid: bytes) -> None:
-        """Make ``client`` the queue's subscriber; the previous one receives END."""
-        previous = self.subscribers.get(rid)
-        self.subscribers[rid] = client
-        if previous is not None and previous is not client and previous.connected:
-            previous.subscriptions.pop(rid, None)
+    def _take_subscription(self, peer: Peer, rid: bytes) -> Subscription:
+        """Make ``peer`` the queue's subscriber; the previous one receives END."""
+        sub, previous = self.subscriptions.subscribe(peer.id, rid)
+        if previous is not None:
             self._count("qSubEnd")
             self._event(previous, rid, C.END)
+        return sub
 
-    def _sub(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _sub(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
-        sub = client.subscriptions.get(rid)
+        sub = self.subscriptions.get(peer.id, rid)
         had_sub = sub is not None
         if sub is None:
-            sub = client.subscriptions[rid] = Subscription()
-            self._take_subscription(client, rid)
+            sub = self._take_subscription(peer, rid)
         elif sub.prohibited:
             self._count("qSubProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
@@ -655,11 +662,11 @@ class Broker:
             self._set_delivered(sub, msg.msg_id)
             events.append((b"", rid, self._msg(q, msg)))
 
-    def _get(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _get(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
-        sub = client.subscriptions.get(rid)
+        sub = self.subscriptions.get(peer.id, rid)
         if sub is None:
-            sub = client.subscriptions[rid] = Subscription(prohibited=True)
+            sub = self.subscriptions.add_get(peer.id, rid)
         elif not sub.prohibited:
             self._count("msgGetProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
@@ -674,10 +681,10 @@ class Broker:
             self._set_delivered(sub, msg.msg_id)
             out.append((item.corr_id, item.entity_id, self._msg(q, msg)))
 
-    def _ack(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _ack(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         msg_id = item.cmd.msg_id
-        sub = client.subscriptions.get(rid)
+        sub = self.subscriptions.get(peer.id, rid)
         if sub is None or sub.delivered is None or (msg_id and msg_id != sub.delivered):
             out.append((item.corr_id, item.entity_id, C.Err(E.NO_MSG)))
             return
@@ -716,10 +723,10 @@ class Broker:
         self._count("qSecured")
         return C.OK
 
-    def _key(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _key(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         out.append((item.corr_id, item.entity_id, self._secure(q, item.cmd.key)))
 
-    def _rkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _rkey(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         if q.queue_mode != MODE_CONTACT:
             out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
             return
@@ -727,7 +734,7 @@ class Broker:
         self.store.update_queue(q)
         out.append((item.corr_id, item.entity_id, C.OK))
 
-    def _lset(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _lset(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         cmd = item.cmd
         if _is_secured_messaging(q) or (q.link_id is not None and q.link_id != cmd.link_id):
             result: C.Response = C.Err(E.AUTH)
@@ -741,7 +748,7 @@ class Broker:
             result = C.OK
         out.append((item.corr_id, item.entity_id, result))
 
-    def _ldel(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _ldel(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         if q.link_id is not None:
             q.link_id = q.link_fixed = q.link_user = None
             self.store.update_queue(q)
@@ -752,7 +759,7 @@ class Broker:
             return C.Err(E.AUTH)
         return C.Lnk(q.sender_id, C.QueueLinkData(q.link_fixed, q.link_user))
 
-    def _nkey(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _nkey(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         cmd = item.cmd
         try:
             dh = cmsg.new_queue_dh(cmd.dh_key)
@@ -768,54 +775,50 @@ class Broker:
             self.store.update_queue(q)
             self._count("ntfCreated")
             if old is not None:
-                self._notifier_gone(client, old.notifier_id)
+                self._notifier_gone(peer, old.notifier_id)
             out.append((item.corr_id, item.entity_id, C.Nid(nid, dh.server_public_der)))
             return
         out.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
 
-    def _ndel(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _ndel(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         old = q.notifier
         if old is not None:
             q.notifier = None
             self.store.update_queue(q)
             self._count("ntfDeleted")
-            self._notifier_gone(client, old.notifier_id)
+            self._notifier_gone(peer, old.notifier_id)
         out.append((item.corr_id, item.entity_id, C.OK))
 
-    def _notifier_gone(self, client: Client, nid: bytes) -> None:
+    def _notifier_gone(self, peer: Peer, nid: bytes) -> None:
         self.notifications.pop(nid, None)
-        subscriber = self.ntf_subscribers.pop(nid, None)
-        if subscriber is not None:
-            subscriber.ntf_subscriptions.discard(nid)
-            if subscriber is not client and subscriber.connected:
-                self._event(subscriber, nid, C.DELD)
+        subscriber = self.subscriptions.drop_notifier(nid)
+        if subscriber is not None and subscriber != peer.id:
+            self._event(subscriber, nid, C.DELD)
 
-    def _off(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _off(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         if q.status != STATUS_OFF:
             q.status = STATUS_OFF
             q.blocked_info = None
             self.store.update_queue(q)
         out.append((item.corr_id, item.entity_id, C.OK))
 
-    def _del(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _del(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         self.store.delete_queue(rid)
         self._count_deleted(q)
         q.status = _DELETED  # the block's later commands on this queue answer AUTH
-        client.subscriptions.pop(rid, None)
-        subscriber = self.subscribers.pop(rid, None)
-        if subscriber is not None and subscriber is not client:
-            subscriber.subscriptions.pop(rid, None)
-            if subscriber.connected:
-                self._event(subscriber, rid, C.DELD)
+        self.subscriptions.drop(peer.id, rid)
+        subscriber = self.subscriptions.drop_queue(rid)
+        if subscriber is not None:
+            self._event(subscriber, rid, C.DELD)
         if q.notifier is not None:
-            self._notifier_gone(client, q.notifier.notifier_id)
+            self._notifier_gone(peer, q.notifier.notifier_id)
         out.append((item.corr_id, item.entity_id, C.OK))
 
-    def _que(self, client: Client, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+    def _que(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
         info: dict = {"qiSnd": q.sender_key is not None, "qiNtf": q.notifier is not None}
-        sub = client.subscriptions.get(rid)
+        sub = self.subscriptions.get(peer.id, rid)
         if sub is not None:
             qsub: dict = {"qSubThread": "prohibitSub" if sub.prohibited else "noSub"}
             if sub.delivered is not None:
@@ -836,9 +839,9 @@ class Broker:
 
     # --- SEND
 
-    def _send_message(self, client: Client, q: QueueRecord, cmd: C.Send) -> C.Response:
+    def _send_message(self, peer: Peer, q: QueueRecord, cmd: C.Send) -> C.Response:
         self._touch(q)  # before the checks, as the reference's withQueue_ False
-        if len(cmd.body) > V.max_message_length(client.version):
+        if len(cmd.body) > V.max_message_length(peer.version):
             self._count("msgSentLarge")
             return C.Err(E.LARGE_MSG)
         if q.status == STATUS_OFF:
@@ -870,11 +873,11 @@ class Broker:
 
     def _deliver(self, rid: bytes, q: QueueRecord, msg: StoredMessage) -> None:
         """Push a message that arrived in an empty queue to its subscriber, if idle."""
-        subscriber = self.subscribers.get(rid)
-        if subscriber is None or not subscriber.connected:
+        found = self.subscriptions.subscriber_of(rid)
+        if found is None:
             return
-        sub = subscriber.subscriptions.get(rid)
-        if sub is None or sub.prohibited or sub.delivered is not None:
+        subscriber, sub = found
+        if sub.prohibited or sub.delivered is not None:
             return
         self._set_delivered(sub, msg.msg_id)
         self._event(subscriber, rid, self._msg(q, msg))
@@ -888,31 +891,29 @@ class Broker:
         if self._undo_notes is not None:
             self._undo_notes.append(pending)
 
-    def _subscribe_notifications(self, client: Client, q: QueueRecord, nid: bytes) -> C.Response:
+    def _subscribe_notifications(self, peer: Peer, q: QueueRecord, nid: bytes) -> C.Response:
         if q.notifier is None or q.notifier.notifier_id != nid:
             return C.Err(E.INTERNAL)
-        self._count("ntfSubDuplicate" if nid in client.ntf_subscriptions else "ntfSub")
-        if nid not in client.ntf_subscriptions:
-            client.ntf_subscriptions.add(nid)
-            previous = self.ntf_subscribers.get(nid)
-            self.ntf_subscribers[nid] = client
-            if previous is not None and previous is not client and previous.connected:
-                previous.ntf_subscriptions.discard(nid)
-                self._event(previous, nid, C.END)
+        new, previous = self.subscriptions.subscribe_notifier(peer.id, nid)
+        self._count("ntfSub" if new else "ntfSubDuplicate")
+        if previous is not None:
+            self._event(previous, nid, C.END)
         return C.Sok(None)
 
-    def deliver_notifications(self) -> int:
+    def deliver_notifications(self) -> Effects:
         """Send stored notifications to their subscribers (the reference does this every
-        1.5 s). Returns how many were sent."""
+        1.5 s): one batch of NMSGs per subscribed notifier."""
+        effects = Effects()
+        generation = self.durability.current()
         sent = 0
-        for nid, client in list(self.ntf_subscribers.items()):
+        for nid, conn in list(self.subscriptions.ntf_subscriber.items()):
             pending = self.notifications.pop(nid, None)
             if not pending:
                 continue
-            self._send(client, [(b"", nid, C.Nmsg(nonce, enc)) for _, _, nonce, enc in pending])
+            effects.pushes.append((conn, generation, [(b"", nid, C.Nmsg(nonce, enc)) for _, _, nonce, enc in pending]))
             sent += len(pending)
         self._count("msgNtfs", sent)
-        return sent
+        return effects
 
     def expire_notifications(self, now: float | None = None) -> int:
         cutoff = (self.clock() if now is None else now) - self.config.ntf_ttl

@@ -1,11 +1,13 @@
 """One client connection: the SMP handshake, then a reader and a writer task.
 
 The reader hands every block to the broker (synchronously, so a block's commands are
-atomic with respect to other connections). The writer owns the outbox of answer batches, in
-order: it sends the longest prefix of batches whose commit generations are settled (durable,
-or failed: then the broker turns them into errors), packing each batch into as few blocks as
-fit (never two batches in one block, as the reference) and writing them with one send; a batch
-whose generation is not yet durable waits, and so does everything after it.
+atomic with respect to other connections) and applies the effects it returns: the replies
+go into this connection's outbox, the pushes for other connections to the delivery (which
+puts them into theirs). The writer owns the outbox of answer batches, in order: it sends the
+longest prefix of batches whose commit generations are settled (durable, or failed: then the
+broker turns them into errors), packing each batch into as few blocks as fit (never two
+batches in one block, as the reference) and writing them with one send; a batch whose
+generation is not yet durable waits, and so does everything after it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import trio
 from ..protocol import versions as V
 from ..protocol.session import Established, ServerSession
 from ..transport import BlockConnection, TransportError
-from .broker import Broker, Client, encode_answers
+from .broker import Broker, Peer, encode_answers
 from .committer import CommitFailed, GroupCommitter
+from .delivery import Answer, Batch, Effects, LocalDelivery
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class Identity:
 
 
 class Connection:
+    """The trio shell of one client connection over its sans-IO ServerSession."""
+
     def __init__(
         self,
         conn: BlockConnection,
@@ -63,9 +68,12 @@ class Connection:
         outbox_limit: int = OUTBOX_LIMIT,
         verify_limiter: trio.CapacityLimiter | None = None,
         read_slice: float = READ_SLICE,
+        delivery: LocalDelivery | None = None,
     ) -> None:
         self.conn = conn
         self.broker = broker
+        # Where this connection's outbox is registered for other connections' pushes.
+        self.delivery: LocalDelivery = delivery if delivery is not None else broker.delivery
         self.committer = committer
         self.identity = identity
         self.handshake_timeout = handshake_timeout
@@ -74,10 +82,25 @@ class Connection:
         # every core from the event loop.
         self.verify_limiter = verify_limiter
         self.read_slice = read_slice
-        self.client: Client | None = None
+        self.peer: Peer | None = None  # the broker's record, once the handshake is done
         self.session: ServerSession | None = None
+        self.outbox: list[Batch] = []  # answer batches in order, each with its generation
+        self.last_received = 0.0
+        self.last_sent = 0.0
         self._wakeup = trio.Event()
         self._drained = trio.Event()
+
+    def put(self, generation: int, answers: list[Answer]) -> None:
+        """Queue a batch for the writer (the delivery's ``Outbox``)."""
+        self.outbox.append((generation, answers))
+        self._wakeup.set()
+
+    def _apply(self, effects: Effects) -> None:
+        if effects.replies:
+            self.outbox.extend(effects.replies)
+            self._wakeup.set()
+        if effects.pushes:
+            self.delivery.route(effects.pushes)
 
     async def run(self) -> None:
         try:
@@ -86,15 +109,17 @@ class Connection:
             return  # the client broke the connection (garbage, reset): a normal end
         if pending is None:
             return
-        client = self.client
-        assert client is not None
+        peer = self.peer
+        assert peer is not None
+        self.delivery.attach(peer.id, self)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 await self._reader(pending)
                 nursery.cancel_scope.cancel()
         finally:
-            self.broker.disconnect(client)
+            self.delivery.detach(peer.id)
+            self.broker.disconnect(peer)
 
     # ------------------------------------------------------------------ handshake
 
@@ -126,30 +151,28 @@ class Connection:
             if not isinstance(event, Established):
                 return None
             self.session = session
-            self.client = Client(
-                version=session.version,
-                session_id=session_id,
-                session_private=session.server_session_private,
-                notify=self._notify,
-            )
+            self.peer = self.broker.connect(session.version, session_id, session.server_session_private)
             return blocks[1:]
         return None
 
     # ------------------------------------------------------------------ reading
 
     async def _reader(self, pending: list[bytes]) -> None:
-        client = self.client
-        assert client is not None
+        peer = self.peer
+        assert peer is not None
+        clock = self.broker.clock
         # Inactivity counts from the handshake (the reference starts both clocks when the
         # client is created), not from the epoch: a silent new client is not idle for ages.
-        client.last_received = client.last_sent = self.broker.clock()
+        self.last_received = self.last_sent = clock()
+        outbox = self.outbox
         outbox_limit = self.outbox_limit
         blocks = pending
         while True:
             slice_end = time.perf_counter() + self.read_slice
+            self.last_received = clock()
             for block in blocks:
-                if len(client.outbox) >= outbox_limit:
-                    while len(client.outbox) >= outbox_limit:
+                if len(outbox) >= outbox_limit:
+                    while len(outbox) >= outbox_limit:
                         await self._drained.wait()  # backpressure: the client is not reading
                     slice_end = time.perf_counter() + self.read_slice
                 elif time.perf_counter() >= slice_end:
@@ -157,7 +180,7 @@ class Connection:
                     # other connections run between blocks, not only between reads.
                     await trio.lowlevel.checkpoint()
                     slice_end = time.perf_counter() + self.read_slice
-                await self._process_block(client, block)
+                await self._process_block(peer, block)
             await trio.lowlevel.checkpoint()
             try:
                 blocks = await self.conn.receive_blocks()
@@ -166,34 +189,36 @@ class Connection:
             if not blocks:
                 return
 
-    async def _process_block(self, client: Client, block: bytes) -> None:
+    async def _process_block(self, peer: Peer, block: bytes) -> None:
         broker = self.broker
         [received] = self.session.receive_block(block)  # decrypted when v11 encryption is on
-        prepared = broker.prepare_block(client, received.plaintext)
-        if prepared is None:
-            return
+        prepared = broker.prepare_block(peer, received.plaintext)
         if len(prepared.requests) >= THREAD_VERIFY_MIN:
             # A large batch verifies on a worker thread (the core releases the GIL), so the
             # event loop serves other connections meanwhile; the shared limiter keeps such
             # threads from crowding the loop off the CPU.
             results = await trio.to_thread.run_sync(
-                client.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
+                peer.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
             )
-            broker.finish_block(client, prepared, results, reload=True)
+            self._apply(broker.finish_block(peer, prepared, results, reload=True))
         else:
-            broker.finish_block(client, prepared, client.verifier.verify_batch(prepared.requests))
+            self._apply(broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests)))
 
     # ------------------------------------------------------------------ writing
 
-    def _notify(self) -> None:
-        self._wakeup.set()
+    def _answers(self, peer: Peer, generation: int, answers: list[Answer]) -> list[bytes]:
+        if not self.committer.failed(generation):
+            return encode_answers(peer, answers)
+        replacement, effects = self.broker.answers_after_failed_commit(peer, answers)
+        self._apply(effects)  # a withdrawn MSG's queue head, delivered again
+        return encode_answers(peer, replacement)
 
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
-        client = self.client
-        assert client is not None
+        peer = self.peer
+        assert peer is not None
         committer = self.committer
         broker = self.broker
-        outbox = client.outbox
+        outbox = self.outbox
         session = self.session
         while True:
             await self._wakeup.wait()
@@ -216,16 +241,11 @@ class Connection:
                 del outbox[:ready]
                 drained, self._drained = self._drained, trio.Event()
                 drained.set()
-                session.send_batches(
-                    encode_answers(client, broker.answers_after_failed_commit(client, answers))
-                    if committer.failed(generation)
-                    else encode_answers(client, answers)
-                    for generation, answers in batches
-                )
+                session.send_batches(self._answers(peer, generation, answers) for generation, answers in batches)
                 out = session.data_to_send()
                 try:
                     await self.conn.send(out)
                 except TransportError:
                     cancel_scope.cancel()
                     return
-                client.last_sent = broker.clock()
+                self.last_sent = broker.clock()

@@ -139,21 +139,23 @@ class ServerControl:
 
     def clients(self) -> list[ClientInfo]:
         out = []
+        subscriptions = self.server.delivery.subscriptions
         for connection, number, _port, accepted_at, _task in self.server.registry.active():
-            client = connection.client
-            if client is None:
+            peer = connection.peer
+            if peer is None:
                 continue  # still in the SMP handshake: not a client yet
+            queues = subscriptions.queues_of(peer.id)
             out.append(ClientInfo(
                 client_id=number,
-                session_id=client.session_id,
-                connected=client.connected,
+                session_id=peer.session_id,
+                connected=peer.connected,
                 created_at=accepted_at,
-                rcv_active_at=client.last_received,
-                snd_active_at=client.last_sent,
-                subscriptions=len(client.subscriptions),
-                prohibited=sum(1 for s in client.subscriptions.values() if s.prohibited),
-                ntf_subscriptions=len(client.ntf_subscriptions),
-                outbox=len(client.outbox),
+                rcv_active_at=connection.last_received,
+                snd_active_at=connection.last_sent,
+                subscriptions=len(queues),
+                prohibited=sum(1 for s in queues.values() if s.prohibited),
+                ntf_subscriptions=len(subscriptions.notifiers_of(peer.id)),
+                outbox=len(connection.outbox),
             ))
         return sorted(out, key=lambda c: c.client_id)
 
@@ -186,10 +188,10 @@ class ServerControl:
         ]
 
     def subscribers(self) -> tuple[dict[bytes, int], dict[bytes, int]]:
-        numbers = {id(c.client): n for c, n, _p, _a, _t in self.server.registry.active() if c.client is not None}
-        broker = self.server.broker
-        smp = {rid: numbers[id(c)] for rid, c in broker.subscribers.items() if id(c) in numbers}
-        ntf = {nid: numbers[id(c)] for nid, c in broker.ntf_subscribers.items() if id(c) in numbers}
+        numbers = {c.peer.id: n for c, n, _p, _a, _t in self.server.registry.active() if c.peer is not None}
+        subscriptions = self.server.delivery.subscriptions
+        smp = {rid: numbers[c] for rid, c in subscriptions.subscriber.items() if c in numbers}
+        ntf = {nid: numbers[c] for nid, c in subscriptions.ntf_subscriber.items() if c in numbers}
         return smp, ntf
 
     def runtime_stats(self) -> list[str]:
@@ -210,7 +212,7 @@ class ServerControl:
         return store.queue_by_sender(entity_id) or store.queue_by_link(entity_id)
 
     def block_queue(self, q: QueueRecord, info: E.BlockingInfo) -> None:
-        self.server.broker.block_queue(q, info)
+        self.server.delivery.route(self.server.broker.block_queue(q, info).pushes)
 
     def unblock_queue(self, q: QueueRecord) -> None:
         self.server.broker.unblock_queue(q)

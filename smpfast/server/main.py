@@ -27,6 +27,7 @@ from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
+from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
 from .metrics import make_registry, serve_metrics
@@ -93,7 +94,8 @@ class Server:
         self.ssl_context = ssl_context
         self.settings = settings or ServerSettings()
         self.committer = GroupCommitter(store, self.settings.commit_interval)
-        self.broker = Broker(store, broker_config, self.committer)
+        self.delivery = LocalDelivery()
+        self.broker = Broker(store, broker_config, self.committer, delivery=self.delivery)
         self.connections: set[Connection] = set()
         self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
@@ -211,6 +213,7 @@ class Server:
             s.handshake_timeout,
             outbox_limit=s.outbox_limit,
             verify_limiter=self._verify_limiter,
+            delivery=self.delivery,
         )
         self.connections.add(connection)
         self.registry.opened(connection, _local_port(conn))
@@ -241,7 +244,7 @@ class Server:
         last_expiry = time.monotonic()
         while True:
             await trio.sleep(self.settings.ntf_delivery_interval)
-            self.broker.deliver_notifications()
+            self.delivery.route(self.broker.deliver_notifications().pushes)
             if time.monotonic() - last_expiry > NTF_EXPIRE_INTERVAL:
                 self.broker.expire_notifications()
                 last_expiry = time.monotonic()
@@ -273,10 +276,10 @@ class Server:
             await trio.sleep(s.inactive_check_interval)
             cutoff = self.broker.clock() - s.inactive_ttl
             for connection in list(self.connections):
-                client = connection.client
-                if client is None or client.has_subscriptions:
+                peer = connection.peer
+                if peer is None or self.delivery.subscriptions.has_any(peer.id):
                     continue
-                if max(client.last_received, client.last_sent) < cutoff:
+                if max(connection.last_received, connection.last_sent) < cutoff:
                     await connection.conn.aclose()
 
 

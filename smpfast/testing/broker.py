@@ -1,0 +1,65 @@
+"""The broker with in-memory connections, for sans-IO tests, fuzzing and benchmarks.
+
+Each connected peer gets a list as its outbox: ``process`` runs a block through the broker
+and applies the effects as the server's connection shell does (replies to the sender's
+outbox, pushes routed by the ``LocalDelivery`` into the others'), so a test reads exactly
+the batches the server would write, each with its commit generation.
+"""
+
+from __future__ import annotations
+
+from ..server.broker import Broker, Peer
+from ..server.delivery import Answer, Batch, Effects, LocalDelivery
+
+
+class ListOutbox(list):
+    """An outbox that keeps every batch it is given."""
+
+    def put(self, generation: int, answers: list[Answer]) -> None:
+        self.append((generation, answers))
+
+
+class BrokerHarness:
+    """A broker whose connections are lists; ``broker.delivery`` must be a LocalDelivery."""
+
+    def __init__(self, broker: Broker) -> None:
+        if not isinstance(broker.delivery, LocalDelivery):
+            raise TypeError("BrokerHarness needs a broker with a LocalDelivery")
+        self.broker = broker
+        self.delivery: LocalDelivery = broker.delivery
+        self.outboxes: dict[int, ListOutbox] = {}
+
+    def connect(self, version: int, session_id: bytes, session_private: bytes | None) -> Peer:
+        peer = self.broker.connect(version, session_id, session_private)
+        box = self.outboxes[peer.id] = ListOutbox()
+        self.delivery.attach(peer.id, box)
+        return peer
+
+    def disconnect(self, peer: Peer) -> None:
+        self.delivery.detach(peer.id)
+        self.broker.disconnect(peer)
+
+    def outbox(self, peer: Peer) -> ListOutbox:
+        return self.outboxes[peer.id]
+
+    def apply(self, peer: Peer | None, effects: Effects) -> None:
+        if peer is not None:
+            self.outboxes[peer.id].extend(effects.replies)
+        elif effects.replies:
+            raise ValueError("replies without a peer to send them to")
+        self.delivery.route(effects.pushes)
+
+    def process(self, peer: Peer, block: bytes) -> None:
+        """Process one block of ``peer`` and apply its effects."""
+        self.apply(peer, self.broker.process_block(peer, block))
+
+    def take(self, peer: Peer) -> list[Batch]:
+        """The batches waiting in ``peer``'s outbox, emptying it."""
+        box = self.outboxes[peer.id]
+        out = list(box)
+        box.clear()
+        return out
+
+    def answers(self, peer: Peer) -> list[Answer]:
+        """Every answer waiting for ``peer``, flattened, emptying its outbox."""
+        return [answer for _, batch in self.take(peer) for answer in batch]
