@@ -89,6 +89,15 @@ UnexpectedResponse, an unusable one ResponseError)
     ``ping()``
     SUB/NSUB accept OK (v<16) and SOK (v16+).
 
+Private message routing (v8+: this server as an SMP proxy)
+    ``proxy_relay(relay_address, basic_auth=None) -> ProxiedRelay`` (PRXY → PKEY, checked
+        against the relay's fingerprint; ``protocol.proxy.ProxiedRelay``: session_id,
+        version, server_key)
+    ``proxied(relay, entity_id, command, key=None) -> Response`` (PFWD → PRES: the relay's
+        answer, Err included; the proxy's ERR PROXY ... raises SMPError)
+    ``proxied_send(relay, snd_id, body, sender_key=None, notification=False)``,
+    ``proxied_sender_secure(relay, snd_id, sender_key)``
+
 Values (``types``)
     ``RecipientQueue(rcv_id, snd_id, rcv_auth_key, rcv_dh_key, srv_dh_key, box_key,
         queue_mode, link_id, service_id, notifier)``

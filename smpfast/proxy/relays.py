@@ -192,6 +192,9 @@ class RelayPool:
     def links(self) -> list[RelayLink]:
         return [link for link in self._sessions.values() if not link.closed]
 
+    def is_own(self, server: SMPServer) -> bool:
+        return is_own_server(server, self.config.own_server_domains)
+
     def lookup(self, session_id: bytes) -> RelayLink | None:
         link = self._sessions.get(session_id)
         return None if link is None or link.closed else link
