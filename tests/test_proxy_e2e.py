@@ -267,3 +267,65 @@ def test_socks5_between_proxy_and_relay(smp_server, trio_run):
                 assert f"-> {ONION}" in socks.log()
 
     trio_run(main)
+
+
+def test_proxy_ini_keys_reach_the_relay_links(tmp_path):
+    """[PROXY] and the [LIMITS] proxy keys of smpfast.ini become the relay links' settings."""
+    from smpfast.config import load_config
+    from smpfast.server.main import build_server
+
+    d = tmp_path / "srv"
+    init_data_dir(d, free_port())
+    ini = d / "smpfast.ini"
+    ini.write_text(ini.read_text().replace("[PROXY]\n", "[PROXY]\nsocks_proxy = @127.0.0.1:9150\nsocks_mode = always\n"
+                                           "host_mode = onion\nown_server_domains = example.com\n"
+                                           "client_concurrency = 4\n", 1)
+                   .replace("proxy_connect_timeout = 45", "proxy_connect_timeout = 7"))
+    server, _ = build_server(load_config(d))
+    try:
+        s = server.settings
+        assert (str(s.relays.socks), s.relays.socks_mode, s.relays.host_mode) == ("@127.0.0.1:9150", "always", "onion")
+        assert s.relays.own_server_domains == ("example.com",) and s.relays.connect_timeout == 7.0
+        assert s.relays.request_timeout == 30.0 and s.relays.max_relays == 10000
+        assert s.proxy_client_concurrency == 4
+    finally:
+        server.store.close()
+
+
+@pytest.mark.parametrize(("concurrency", "expected"), [(1, ["first", "ping", "second"]), (4, ["ping", "first", "second"])])
+def test_client_concurrency_holds_the_client_back(smp_server, trio_run, tmp_path, concurrency, expected):
+    """[PROXY] client_concurrency: with 1, a second PFWD waits for the first to end (the
+    relay is stopped: it times out), and the client's later commands wait with it (its
+    PING is answered only then); with 4 the PING is answered while both PFWDs wait."""
+    port = free_port()
+    init_data_dir(tmp_path / "relay", port)
+
+    async def main():
+        with RelayProcess(tmp_path / "relay", port) as relay_proc:
+            async with smp_server(max_version=MAX, relays=relays(request_timeout=1.0),
+                                  proxy_client_concurrency=concurrency) as proxy:
+                async with sc.connect(proxy.address) as c:
+                    r = await c.proxy_relay(relay_proc.address)
+                    os.kill(relay_proc.pid, signal.SIGSTOP)
+                    order = []
+                    try:
+                        async def pfwd(name):
+                            with pytest.raises(SMPError):
+                                await c.proxied(r, b"q" * 24, C.Send(C.MsgFlags(False), b"x"))
+                            order.append(name)
+
+                        async def ping():
+                            await c.ping()
+                            order.append("ping")
+
+                        async with trio.open_nursery() as n:
+                            n.start_soon(pfwd, "first")
+                            await trio.sleep(0.1)
+                            n.start_soon(pfwd, "second")
+                            await trio.sleep(0.1)
+                            n.start_soon(ping)
+                    finally:
+                        os.kill(relay_proc.pid, signal.SIGCONT)
+                    assert order == expected
+
+    trio_run(main, timeout=60)
