@@ -75,6 +75,7 @@ class LoadConfig:
     json_path: str | None = None
     quiet: bool = False
     socks5: str | None = None  # --socks5: connect through this SOCKS5 proxy (e.g. Tor)
+    proxy: str | None = None  # --proxied: the SMP proxy senders route messages through
 
     @property
     def open_loop(self) -> bool:
@@ -203,6 +204,7 @@ class LoadConfig:
             "workers": self.workers,
             "allow_errors": self.allow_errors,
             "socks5": self.socks5,
+            "proxy": None if self.proxy is None else re.sub(r"^(smp://[^:@/]+):[^@]*@", r"\1:***@", self.proxy),
         }
 
     def validate(self) -> None:
@@ -238,6 +240,12 @@ class LoadConfig:
                 raise UsageError("--stages has no warm-up (the first stage ramps up)")
             if all(s.target == 0 for s in self.stages):
                 raise UsageError("--stages: every target is 0, nothing would be sent")
+        if self.proxy is not None:
+            if self.scenario != "messaging":
+                raise UsageError("--proxied routes the messaging scenario's messages (give --scenario messaging)")
+            from .diagnose import check_address
+
+            check_address(self.proxy)
         if self.socks5 is not None:
             from ..transport.socks import parse_socks_proxy
 
