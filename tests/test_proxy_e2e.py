@@ -165,46 +165,9 @@ def test_a_proxy_password(smp_server, trio_run):
     trio_run(main)
 
 
-# A relay in a child process (so that it can be stopped with SIGSTOP), offering up to v18.
-_RELAY_SCRIPT = """
-import sys, trio
-from smpfast.server.main import Server, ServerSettings, load_serving_identity
-from smpfast.store import MemoryStore
-creds, identity, ctx = load_serving_identity(sys.argv[1], 18)
-port = int(sys.argv[2])
-server = Server(MemoryStore(), identity, ctx, None, ServerSettings(bind="127.0.0.1", ports=(port,)))
-async def main():
-    async with trio.open_nursery() as n:
-        await n.start(server.serve)
-        print(f"Server address: smp://{creds.fingerprint}@127.0.0.1:{port}", flush=True)
-trio.run(main)
-"""
-
-
-class RelayProcess(ServerProcess):
-    def __init__(self, directory, port: int) -> None:
-        super().__init__(directory)
-        self.port = port
-
-    def start(self, timeout: float = 60.0) -> str:
-        import subprocess
-        import sys
-        import time
-
-        self.log_path = self.directory / "relay.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-c", _RELAY_SCRIPT, str(self.directory), str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.log_path.read_text().splitlines():
-                if line.startswith("Server address: "):
-                    self.address = line.split(": ", 1)[1].strip()
-                    return self.address
-            if self.proc.poll() is not None:
-                raise RuntimeError("relay exited:\n" + self.log_path.read_text())
-            time.sleep(0.05)
-        raise TimeoutError("relay did not start")
+def RelayProcess(directory, port: int) -> ServerProcess:
+    """A relay in a child process (so that it can be stopped with SIGSTOP), offering v18."""
+    return ServerProcess(directory, max_version=MAX)
 
 
 def test_a_stopped_relay_times_out_and_a_restarted_one_is_reconnected(smp_server, trio_run, tmp_path):

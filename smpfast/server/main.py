@@ -319,12 +319,13 @@ def load_serving_identity(
     return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
 
 
-def build_server(config: Config) -> tuple[Server, str]:
+def build_server(config: Config, max_version: int | None = None) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
-    address line."""
+    address line. ``max_version``: offer up to it instead of what smpfast announces
+    (tests and benchmarks of features beyond the announced range)."""
     from ..store.lmdb import LMDBStore
 
-    creds, identity, ctx = load_serving_identity(config.config_dir)
+    creds, identity, ctx = load_serving_identity(config.config_dir, max_version)
     sc = config.store
     store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
@@ -377,7 +378,7 @@ def build_server(config: Config) -> tuple[Server, str]:
     return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
 
 
-def run(config: Config, *, debug: bool = False) -> int:
+def run(config: Config, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
     Start-up failures propagate (the command turns them into one line)."""
     logging.basicConfig(
@@ -385,7 +386,7 @@ def run(config: Config, *, debug: bool = False) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     open_files = raise_open_files_limit()
-    server, address = build_server(config)
+    server, address = build_server(config, max_version)
 
     async def main() -> None:
         # Signals are caught before the address is out: whoever waits for it may stop us.
