@@ -412,7 +412,7 @@ def run_e2e(args: argparse.Namespace, rng: random.Random) -> list[CaseResult]:
                     owner_ids[alg] = ids
             session = await open_session(address)
             assert session.version == VERSION and session.server_session_key is not None
-            conn, enc, dec = session.conn, session.encryptor, session.decryptor
+            conn, enc, dec = session.conn, session.blocks.encryptor, session.blocks.decryptor
             clock = time.perf_counter_ns
             try:
                 for command in args.commands:

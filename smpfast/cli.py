@@ -162,17 +162,19 @@ def initialize(
     if target.exists() and not _is_empty_dir(target):
         raise CliError(f"{target} already exists and is not empty; refusing to overwrite it")
     try:
-        ip_addr = ipaddress.ip_address(ip)
+        ips = parse_hosts(ip)
+        ip_addrs = [ipaddress.ip_address(h.strip("[]")) for h in ips]
     except ValueError:
-        raise CliError(f"--ip: {ip!r} is not an IP address") from None
+        raise CliError(f"--ip: {ip!r} is not an IP address or a comma-separated list of them") from None
     try:
-        hosts = parse_hosts(fqdn) if fqdn else (ip,)
+        hosts = parse_hosts(fqdn) if fqdn else ips
     except ValueError as e:
         raise CliError(f"--fqdn: {e}") from None
     if bind is None:
         # Like the reference, a public --ip names the server (certificate, address) and the
         # server listens on all interfaces: behind NAT the public IP is not on any interface.
-        bind = "::" if not ip_addr.is_loopback else ip
+        public = any(not a.is_loopback for a in ip_addrs)
+        bind = "::" if public else str(ip_addrs[0])
     else:
         try:
             ipaddress.ip_address(bind)
@@ -217,9 +219,9 @@ def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ip",
         default=DEFAULT_BIND,
-        help="server IP address, used in the certificate and address unless --fqdn is given; "
-        "a non-loopback address also makes the server listen on all interfaces "
-        f"(default: {DEFAULT_BIND})",
+        help="server IP address(es), comma-separated (e.g. 203.0.113.5,2001:db8::5), used in "
+        "the certificate (the first) and the address unless --fqdn is given; a non-loopback "
+        f"address also makes the server listen on all interfaces (default: {DEFAULT_BIND})",
     )
     p.add_argument(
         "--fqdn", help="server host name(s), comma-separated; the first is the certificate CN"
@@ -363,6 +365,29 @@ def _address_of(directory: str | os.PathLike[str]) -> tuple[Config, str]:
 def _cmd_address(args: argparse.Namespace) -> int:
     _, address = _address_of(args.dir)
     print(address)
+    return 0
+
+
+# --- info -------------------------------------------------------------------------------------
+
+
+@subcommand("info", "print the server's public information ([INFORMATION]) and address", _add_dir_argument)
+def _cmd_info(args: argparse.Namespace) -> int:
+    from smpfast.server.web import information_rows  # lazily: pulls in h11 and trio
+
+    config, address = _address_of(args.dir)
+    print(f"Server address: {address}")
+    rows = information_rows(config.information)
+    if not rows:
+        print(f"No public information: set [INFORMATION] source_code in {config.ini_path} to publish it.")
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        print(f"{label + ':':<{width + 1}} {value}")
+    web = config.web
+    if web is not None:
+        where = [f"{name} port {port}" for name, port in (("HTTP", web.http), ("HTTPS", web.https)) if port]
+        served = f", served on {' and '.join(where)}" if where else " (not served: set [WEB] http or https)"
+        print(f"Information page: {web.static_path / 'index.html'}{served}")
     return 0
 
 

@@ -90,6 +90,7 @@ class StoreLogConfig:
     expire_messages_on_send: bool = EXPIRE_ON_SEND  # the reference's default when absent; init writes off
     expire_ntfs_hours: int = 24
     log_stats: bool = False
+    prometheus_interval: int | None = None  # seconds between writes of the metrics text file
 
     @property
     def message_ttl_seconds(self) -> int:
@@ -174,9 +175,31 @@ class PrometheusConfig:
     bind: str = DEFAULT_BIND
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     stats_interval: int = 3600  # seconds between one-line stats summaries; 0: none
+    level: str = "info"  # one of LOG_LEVELS
+    format: str = "text"  # one of LOG_FORMATS: json is one object per line
+
+
+DEFAULT_WEB_DIR = "www"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The reference's ``[WEB]``: a generated information page in ``static_path``, served
+    over plain HTTP on ``http``, over HTTPS on ``https`` with ``cert``/``key`` (on an SMP port
+    too: then browsers, which send SNI, get the page and SMP clients, which do not, SMP)."""
+
+    static_path: Path  # resolved against the config directory
+    http: int | None = None
+    https: int | None = None
+    cert: Path | None = None
+    key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +217,7 @@ class Config:
     prometheus: PrometheusConfig = PrometheusConfig()
     log: LogConfig = LogConfig()
     proxy: ProxyConfig = ProxyConfig()
+    web: WebConfig | None = None  # None: no [WEB] static_path, no page
 
     def address(self, fingerprint: str) -> str:
         """``smp://<fingerprint>[:<password>]@<hosts>[:<port>]`` for this configuration."""
@@ -380,6 +404,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "expire_messages_on_send": parse_on_off,
         "expire_ntfs_hours": _int_range(1, 876000),
         "log_stats": parse_on_off,
+        "prometheus_interval": _int_range(1, 2**31 - 1),
     },
     "AUTH": {
         "new_queues": parse_on_off,
@@ -406,6 +431,15 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     },
     "LOG": {
         "stats_interval": _int_range(0, 2**31 - 1),
+        "level": _choice(*LOG_LEVELS),
+        "format": _choice(*LOG_FORMATS),
+    },
+    "WEB": {
+        "static_path": _text,
+        "http": _int_range(1, 65535),
+        "https": _int_range(1, 65535),
+        "cert": _text,
+        "key": _text,
     },
     "STORE": {
         "path": _text,
@@ -517,6 +551,7 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
                 raise ConfigError(str(e), section, key) from None
 
     info = values["INFORMATION"]
+    web = _web_config(values["WEB"], config_dir)
     store = values["STORE"]
     store_path = Path(store.pop("path", DEFAULT_STORE_DIR))
     return Config(
@@ -534,6 +569,28 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         prometheus=PrometheusConfig(**values["PROMETHEUS"]),
         log=LogConfig(**values["LOG"]),
         proxy=ProxyConfig(**values["PROXY"]),
+        web=web,
+    )
+
+
+def _web_config(web: dict[str, Any], config_dir: Path) -> WebConfig | None:
+    """[WEB] as a whole: settings that would be silently unused are errors."""
+    if not web:
+        return None
+    if "static_path" not in web:
+        key = next(iter(web))
+        raise ConfigError("needs `static_path` (the directory of the generated page) in [WEB]", "WEB", key)
+    https_keys = [k for k in ("https", "cert", "key") if k in web]
+    if https_keys and len(https_keys) != 3:
+        missing = ", ".join(f"`{k}`" for k in ("https", "cert", "key") if k not in web)
+        raise ConfigError(f"HTTPS needs `https`, `cert` and `key` together; missing {missing}",
+                          "WEB", https_keys[0])
+    return WebConfig(
+        static_path=config_dir / web["static_path"],
+        http=web.get("http"),
+        https=web.get("https"),
+        cert=config_dir / web["cert"] if "cert" in web else None,
+        key=config_dir / web["key"] if "key" in web else None,
     )
 
 
@@ -635,7 +692,7 @@ def default_ini_text(
 # Accepted for compatibility with a copied smp-server.ini (only these values, they describe
 # what smpfast always does): [STORE_LOG] enable = on, store_queues = memory,
 # store_messages = memory, restore_messages = on; [TRANSPORT] websockets = off. Other
-# reference keys ([WEB], database, ...) are not supported.
+# reference keys (database, websockets, ...) are not supported.
 
 [INFORMATION]
 # Public information about this server. Nothing here is published unless source_code is set.
@@ -671,8 +728,13 @@ expire_messages_on_send = off
 # How long undelivered notifications are kept.
 expire_ntfs_hours = 24
 # Daily statistics: `on` appends one line a day at 00:00 UTC to smp-server-stats.daily.log in
-# this directory, with the reference's columns (counters for the day, then totals).
+# this directory, with the reference's columns (counters for the day, then totals). The
+# counts of the day so far are saved to smp-server-stats.log on stop and read back on start.
 log_stats = off
+# Seconds between writes of the Prometheus text file smp-server-metrics.txt in this
+# directory (as the reference; for node_exporter's textfile collector, say). Commented out:
+# no file. See also [PROMETHEUS] for scraping over HTTP.
+# prometheus_interval = 60
 
 [AUTH]
 # `off` refuses to create new queues (e.g. while decommissioning the server); existing
@@ -735,6 +797,26 @@ log_tls_errors = off
 # Seconds between one-line statistics summaries in the log (0: none). The log never contains
 # IP addresses or queue ids.
 stats_interval = 3600
+# Least severe messages logged: debug, info, warn or error (`smpfast start --debug`: debug).
+level = info
+# text: one line per message; json: one JSON object per line (time, level, logger, message).
+format = text
+
+[WEB]
+# A small information page: the [INFORMATION] fields, the address and this server's
+# settings, generated as index.html in static_path (relative to this directory) at every
+# start. Commented out: no page. Other files put in static_path are served too.
+# static_path = www
+# Serve it over plain HTTP on this port (e.g. behind a reverse proxy, or for an onion site).
+# http = 8000
+# Serve it over HTTPS on this port, with a certificate and key for your domain (PEM,
+# 4096-bit RSA as the reference requires, e.g. from Let's Encrypt: certbot certonly
+# --standalone -d your.domain --key-type rsa --rsa-key-size 4096). When this port is also an
+# SMP port (443 with `port = 5223,443`), it is shared: browsers, which send the domain name
+# (SNI), get the page; SMP clients, which do not, get SMP.
+# https = 443
+# cert = /etc/letsencrypt/live/your.domain/fullchain.pem
+# key = /etc/letsencrypt/live/your.domain/privkey.pem
 
 [INACTIVE_CLIENTS]
 # Disconnect clients that have no subscriptions and have neither sent nor received

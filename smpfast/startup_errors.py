@@ -10,6 +10,7 @@ import errno
 import ssl
 from typing import Iterator
 
+from smpfast.server.stats import StatsBackupError
 from smpfast.store.errors import StoreError, StoreFormatError, StoreFullError
 
 ROOT_OWNS_HINT = "run smpfast as the user that owns the server directory, or fix its owner (chown -R)"
@@ -20,7 +21,7 @@ class ListenError(OSError):
 
     def __init__(self, what: str, host: str | None, port: int, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror)
-        self.what = what  # "SMP", "control" or "metrics"
+        self.what = what  # "SMP", "control", "metrics" or "web"
         self.host = host
         self.port = port
         self.cause = cause
@@ -50,6 +51,8 @@ def _listen_message(e: ListenError) -> str:
         setting, option = "[TRANSPORT] control_port", "another control_port"
     elif e.what == "metrics":
         setting, option = "[PROMETHEUS] port", "another port"
+    elif e.what == "web":
+        setting, option = "[WEB] http / https", "another port"
     else:
         setting, option = "[TRANSPORT] port", "another port with `smpfast start --port N`"
     if e.errno == errno.EADDRINUSE:
@@ -97,6 +100,8 @@ def _os_message(e: OSError) -> str | None:
 def _explain_one(e: BaseException) -> str | None:
     if isinstance(e, ListenError):
         return _listen_message(e)
+    if isinstance(e, StatsBackupError):
+        return f"{e}; move it away to start with new counts"
     if isinstance(e, StoreFormatError):
         return f"{e}; restore the store from a backup, or point [STORE] path at the right directory"
     if isinstance(e, StoreFullError):

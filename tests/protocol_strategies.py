@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
+from smpfast.protocol import names as N
 from smpfast.protocol import versions as V
 from smpfast.protocol.address import QueueMode, SMPServer
 from smpfast.protocol.encoding import (
@@ -90,8 +91,43 @@ _leaf_errors = st.one_of(
     ]),
     st.builds(lambda b: E.ErrorType("BLOCKED", b), blocking),
     st.builds(lambda t: E.ErrorType("STORE", t), st.text(max_size=40)),
+    st.sampled_from([E.NAME_NO_RESOLVER, E.NAME_NOT_FOUND]),
+    st.builds(E.name_resolver, st.text(max_size=40)),
 )
 error_types = st.recursive(_leaf_errors, _error_types, max_leaves=4)
+
+
+# ---- v19/v20 values ----
+ids_hashes = st.one_of(st.binary(min_size=16, max_size=16), short)  # the wire takes any shortString
+_label = st.from_regex(r"[a-z0-9]{1,12}(-[a-z0-9]{1,6}){0,2}", fullmatch=True)
+domains = st.one_of(
+    st.builds(lambda labels, tld: N.SimplexDomain((*labels, tld)),
+              st.lists(_label, min_size=1, max_size=4), st.sampled_from(["simplex", "testing"])),
+    st.lists(_label, min_size=2, max_size=5).map(lambda labels: N.SimplexDomain(tuple(labels))),
+)
+_json_text = st.text(max_size=30)  # any code point except lone surrogates round-trips through JSON
+name_records = st.builds(
+    N.NameRecord,
+    _json_text, _json_text, _json_text, _json_text,
+    st.lists(_json_text, max_size=3).map(tuple), st.lists(_json_text, max_size=3).map(tuple),
+    st.one_of(st.none(), _json_text), st.one_of(st.none(), _json_text),
+    st.one_of(st.none(), _json_text), st.one_of(st.none(), _json_text),
+    _json_text, _json_text,
+)
+
+
+def service_subscribes(cls, version: int):
+    """SUBS/NSUBS as they survive the version (below v19: count -1 and the zero hash)."""
+    if version >= V.RCV_SERVICE:
+        return st.builds(cls, int64, ids_hashes)
+    return st.just(cls())
+
+
+def service_counts(cls, version: int):
+    """SOKS/ENDS as they survive the version (below v19 the hash is not sent)."""
+    if version >= V.RCV_SERVICE:
+        return st.builds(cls, int64, ids_hashes)
+    return st.builds(cls, int64)
 
 
 # ---- commands ----
@@ -126,8 +162,11 @@ def new_commands(version: int):
 def commands(version: int):
     return st.one_of(
         new_commands(version),
-        st.sampled_from([C.Sub(), C.Subs(), C.Ldel(), C.Ndel(), C.Get(), C.Off(), C.Del(), C.Que(), C.Ping(),
-                         C.Lget(), C.Nsub(), C.Nsubs()]),
+        st.sampled_from([C.Sub(), C.Ldel(), C.Ndel(), C.Get(), C.Off(), C.Del(), C.Que(), C.Ping(),
+                         C.Lget(), C.Nsub()]),
+        service_subscribes(C.Subs, version),
+        service_subscribes(C.Nsubs, version),
+        st.builds(C.Rslv, domains),
         st.builds(C.Key, auth_keys),
         st.builds(C.Rkey, st.lists(auth_keys, min_size=1, max_size=4)),
         st.builds(C.Lset, ids, link_data),
@@ -184,16 +223,17 @@ def responses(version: int):
         ids_responses(version),
         st.builds(C.Lnk, ids, link_data),
         st.builds(C.Sok, st.one_of(st.none(), ids)) if version >= V.SERVICE_CERTS else st.just(C.Ok()),
-        st.builds(C.Soks, int64),
+        service_counts(C.Soks, version),
         st.builds(C.Msg, ids, st.binary(max_size=400)),
         st.builds(C.Nid, ids, x25519),
         st.builds(C.Nmsg, st.binary(min_size=24, max_size=24), st.binary(max_size=255)),
         st.builds(C.Pkey, ids, version_ranges(), cert_keys),
         st.builds(C.Rres, st.binary(max_size=300)),
         st.builds(C.Pres, st.binary(max_size=300)),
-        st.builds(C.Ends, int64),
+        service_counts(C.Ends, version),
         st.just(C.Deld()) if version >= V.DELETED_EVENT else st.just(C.End()),
         st.builds(C.Info, info_json),
-        st.sampled_from([C.End(), C.Ok(), C.Pong()]),
+        st.sampled_from([C.End(), C.Ok(), C.Pong(), C.Alls()]),
+        st.builds(C.Rname, name_records),
         _err_for(version),
     )

@@ -75,6 +75,9 @@ from smpfast.store.memory import MemoryStore
 from transcripts import load, plaintext, raw_transmissions
 
 
+# the top of the range the reference that recorded the transcripts offered (6.5.5)
+RECORDED_MAX_VERSION = V.CLIENT_NOTICES
+
 
 class ReplayMismatch(AssertionError):
     """smpfast answered differently from the reference (or the replay could not proceed)."""
@@ -183,9 +186,10 @@ class Replay:
         server = self.t["servers"][c["server"]]
         chain = [bytes.fromhex(d) for d in server["cert_chain_der"]]
         # The server's own key hash (the fingerprint of its CA certificate), whatever the
-        # client expected; the reference offers 6..18 with ALPN and 6..6 without.
+        # client expected; the reference that recorded the transcripts (simplexmq 6.5.5)
+        # offers 6..18 with ALPN and 6..6 without.
         key_hash = hashlib.sha256(chain[-1]).digest()
-        vrange = V.VersionRange(V.MIN_VERSION, V.MAX_VERSION if c.get("alpn_negotiated") else V.MIN_VERSION)
+        vrange = V.VersionRange(V.MIN_VERSION, RECORDED_MAX_VERSION if c.get("alpn_negotiated") else V.MIN_VERSION)
         session_private = os.urandom(32)
         session = ServerSession(session_id, key_hash, chain, generate_private_key(Alg.ED25519),
                                 vrange, session_private)

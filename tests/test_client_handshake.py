@@ -15,7 +15,7 @@ from smpfast.crypto.keys import Alg, PublicKey, generate_private_key
 from smpfast.crypto.session_key import sign_session_key
 from smpfast.protocol.commands import CertChainPubKey
 from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
-from smpfast.protocol.versions import VersionRange
+from smpfast.protocol.versions import MAX_VERSION, VersionRange
 from smpfast.transport import serve_blocks, server_context
 
 
@@ -93,7 +93,7 @@ def _bad_cases(creds, other):
         ),
         "HANDSHAKE BAD_AUTH (signed by the other server)": lambda conn: _hello(conn, creds, signer=other.private_key),
         "HANDSHAKE BAD_AUTH (no key at v7)": lambda conn: _hello(conn, creds, with_key=False),
-        "VERSION": lambda conn: _hello(conn, creds, vrange=VersionRange(19, 20)),
+        "VERSION": lambda conn: _hello(conn, creds, vrange=VersionRange(MAX_VERSION + 1, MAX_VERSION + 2)),
         "HANDSHAKE PARSE": lambda conn: b"\x00\x01" + bytes(16382),
         "HANDSHAKE CLOSED": lambda conn: None,
     }

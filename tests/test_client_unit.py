@@ -378,7 +378,9 @@ def test_block_encryption_pads_to_16368_and_chains():
                          V.VersionRange(6, 11), os.urandom(32))
     from smpfast.crypto.blockcrypt import client_block_ciphers
 
-    session.encryptor, session.decryptor = client_block_ciphers(SESSION_ID, secret)
+    from smpfast.protocol.session import BlockLayer
+
+    session.blocks = BlockLayer(*client_block_ciphers(SESSION_ID, secret), drop_oversize=False)
     client = sc.SMPClient(session)
     s_enc, s_dec = server_block_ciphers(SESSION_ID, secret)
     assert isinstance(client, ClientBase) and client.block_encryption

@@ -20,6 +20,7 @@ from smpfast.config import (
     PrometheusConfig,
     StoreLogConfig,
     TransportConfig,
+    WebConfig,
     default_ini_text,
     load_config,
     parse_config,
@@ -78,6 +79,7 @@ expire_messages_on_start = off
 expire_messages_on_send = off
 expire_ntfs_hours = 12
 log_stats = off
+prometheus_interval = 30
 
 [AUTH]
 new_queues = off
@@ -104,6 +106,15 @@ bind = ::1
 
 [LOG]
 stats_interval = 0
+level = error
+format = json
+
+[WEB]
+static_path = /srv/www
+http = 8080
+https = 443
+cert = web.crt
+key = web.key
 
 [STORE]
 path = /var/lib/smpfast
@@ -153,7 +164,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         hosting_country="NL",
         hosting_type="dedicated",
     )
-    assert cfg.store_log == StoreLogConfig(7, False, False, 12, False)
+    assert cfg.store_log == StoreLogConfig(7, False, False, 12, False, 30)
     assert cfg.auth == AuthConfig(new_queues=False, create_password="s3cret!#;=", control_port_admin_password="adm1n",
                                   control_port_user_password="us3r", daily_block_queue_quota=-1)
     assert cfg.transport == TransportConfig(
@@ -176,7 +187,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         client_concurrency=8,
     )
     assert cfg.prometheus == PrometheusConfig(port=9091, bind="::1")
-    assert cfg.log == LogConfig(stats_interval=0)
+    assert cfg.log == LogConfig(stats_interval=0, level="error", format="json")
+    assert cfg.web == WebConfig(Path("/srv/www"), 8080, 443, tmp_path.absolute() / "web.crt", tmp_path.absolute() / "web.key")
 
 
 def test_every_schema_key_is_covered_by_full_ini(tmp_path: Path) -> None:
@@ -220,8 +232,42 @@ def test_unknown_section_and_key(tmp_path: Path) -> None:
     assert "[TRANSPORT] prot" in msg and "unknown key" in msg
     # Keys are case-sensitive, like the reference.
     assert "[TRANSPORT] Port" in _error("[TRANSPORT]\nPort = 1\n", tmp_path)
-    assert "[WEB]: unknown section" in _error("[WEB]\nstatic_path = /x\n", tmp_path)
-    assert "[STORE_LOG] prometheus_interval" in _error("[STORE_LOG]\nprometheus_interval = 60\n", tmp_path)
+    assert "[WEBS]: unknown section" in _error("[WEBS]\nstatic_path = /x\n", tmp_path)
+    assert "did you mean `prometheus_interval`" in _error("[STORE_LOG]\nprometheus_intervall = 60\n", tmp_path)
+
+
+def test_prometheus_interval_log_and_web_keys(tmp_path: Path) -> None:
+    """The reference's prometheus_interval and [WEB], and our [LOG] level and format."""
+    cfg = parse_config(
+        "[STORE_LOG]\nprometheus_interval = 60\n[LOG]\nlevel = warn\nformat = json\n"
+        "[WEB]\nstatic_path = www\nhttp = 8000\nhttps = 443\ncert = web.crt\nkey = /etc/web.key\n",
+        tmp_path,
+    )
+    assert cfg.store_log.prometheus_interval == 60
+    assert (cfg.log.level, cfg.log.format) == ("warn", "json")
+    web = cfg.web
+    assert web is not None
+    assert web.static_path == tmp_path.absolute() / "www"  # relative to the config directory
+    assert (web.http, web.https) == (8000, 443)
+    assert web.cert == tmp_path.absolute() / "web.crt" and web.key == Path("/etc/web.key")
+    default = parse_config("", tmp_path)
+    assert default.web is None and default.store_log.prometheus_interval is None
+    assert (default.log.level, default.log.format) == ("info", "text")
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[LOG]\nlevel = verbose\n", "[LOG] level: must be one of debug, info, warn, error, not 'verbose'"),
+        ("[LOG]\nformat = xml\n", "[LOG] format: must be one of text, json, not 'xml'"),
+        ("[STORE_LOG]\nprometheus_interval = 0\n", "[STORE_LOG] prometheus_interval: must be between 1"),
+        ("[WEB]\nhttp = 80\n", "[WEB] http: needs `static_path`"),
+        ("[WEB]\nstatic_path = www\nhttps = 443\n", "missing `cert`, `key`"),
+        ("[WEB]\nstatic_path = www\ncert = a\nkey = b\n", "missing `https`"),
+    ],
+)
+def test_log_and_web_errors(tmp_path: Path, text: str, words: str) -> None:
+    assert words in _error(text, tmp_path)
 
 
 def test_control_port_keys(tmp_path: Path) -> None:

@@ -250,6 +250,7 @@ def test_parties_and_roles() -> None:
     assert {c.TAG for c in C.COMMAND_CLASSES} == {
         b"NEW", b"SUB", b"SUBS", b"KEY", b"RKEY", b"LSET", b"LDEL", b"NKEY", b"NDEL", b"GET", b"ACK", b"OFF",
         b"DEL", b"QUE", b"SKEY", b"SEND", b"PING", b"LKEY", b"LGET", b"NSUB", b"NSUBS", b"PRXY", b"PFWD", b"RFWD",
+        b"RSLV",
     }
 
 
@@ -258,7 +259,7 @@ def test_parties_and_roles() -> None:
 _TAGS = [c.TAG for c in C.COMMAND_CLASSES] + [c.TAG for c in C.RESPONSE_CLASSES]
 
 
-@pytest.mark.parametrize("version", [6, 9, 15, 16, 17, 18])
+@pytest.mark.parametrize("version", [6, 9, 15, 16, 17, 18, 19, 20])
 @settings(max_examples=300, deadline=None)
 @given(tag=st.sampled_from(_TAGS), params=st.binary(max_size=120))
 def test_arbitrary_params_raise_only_parse_errors(version: int, tag: bytes, params: bytes) -> None:
@@ -270,7 +271,7 @@ def test_arbitrary_params_raise_only_parse_errors(version: int, tag: bytes, para
                 pass
 
 
-@pytest.mark.parametrize("version", [7, 15, 18])
+@pytest.mark.parametrize("version", [7, 15, 18, 20])
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), cut=st.integers(0, 1000))
 def test_truncated_and_trailing(version: int, data: st.DataObject, cut: int) -> None:

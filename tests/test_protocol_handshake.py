@@ -117,17 +117,18 @@ def test_third_block_wire() -> None:
 
 
 def test_negotiation() -> None:
-    assert H.server_vrange(True) == VersionRange(6, 18)
+    assert H.server_vrange(True) == VersionRange(6, 20)  # the codecs' range (simplexmq 7.x offers 6..20)
     assert H.server_vrange(False) == VersionRange(6, 6)
     assert H.client_version(VersionRange(6, 18)) == 18
     assert H.client_version(VersionRange(6, 6)) == 6
     assert H.client_version(VersionRange(6, 18), VersionRange(6, 7)) == 7
-    assert H.client_version(VersionRange(19, 20)) is None
+    assert H.client_version(VersionRange(19, 20)) == 20
+    assert H.client_version(VersionRange(21, 22)) is None
     # a proxy caps its max at 10 towards relays older than v14
     assert H.client_version(VersionRange(6, 12), proxy_server=True) == 10
     assert H.client_version(VersionRange(6, 14), proxy_server=True) == 14
     assert H.client_version(VersionRange(6, 12), VersionRange(12, 18), proxy_server=True) == 12
-    assert all(H.server_accepts(VersionRange(6, 18), v) for v in ALL_VERSIONS)
+    assert all(H.server_accepts(VersionRange(6, 20), v) for v in ALL_VERSIONS)
     assert not H.server_accepts(VersionRange(6, 18), 19) and not H.server_accepts(VersionRange(6, 6), 7)
     assert H.block_encryption(11, True, False) and not H.block_encryption(10, True, False)
     assert not H.block_encryption(18, False, False) and not H.block_encryption(18, True, True)

@@ -184,7 +184,7 @@ def test_client_decode_round_trip(version: int, data: st.DataObject) -> None:
     msgs = data.draw(st.lists(responses(version), min_size=1, max_size=6))
     ts, expect = [], []
     for i, msg in enumerate(msgs):
-        ent = b"" if msg.TAG in (b"PONG", b"PKEY", b"RRES") else b"q" * 24
+        ent = b"" if msg.TAG in (b"PONG", b"PKEY", b"RRES", b"ALLS", b"RNAME") else b"q" * 24
         ts.append(T.Transmission(bytes([i]), ent, msg).encode_server(version, SESSION))
         expect.append((bytes([i]), ent, msg))
     got = [(r.corr_id, r.entity_id, r.response) for b in T.batch_blocks(ts) for r in T.decode_client_transmissions(b, version, SESSION)]

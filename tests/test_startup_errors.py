@@ -159,6 +159,46 @@ def test_bad_value(server_dir: Path) -> None:
     assert "[INACTIVE_CLIENTS] disconnect" in line and "on or off" in line
 
 
+@pytest.mark.parametrize(
+    "old, new, words",
+    [
+        ("level = info", "level = verbose", "[LOG] level: must be one of debug, info, warn, error, not 'verbose'"),
+        ("format = text", "format = yaml", "[LOG] format: must be one of text, json, not 'yaml'"),
+    ],
+)
+def test_bad_log_setting(server_dir: Path, old: str, new: str, words: str) -> None:
+    set_ini(server_dir, old, new)
+    line = one_error_line(start(server_dir))
+    assert words in line
+
+
+def test_web_certificate_not_rsa_4096(server_dir: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from smpfast.testing.throwaway_certs import key_pem, make_cert, pem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (server_dir / "web.crt").write_bytes(pem(make_cert(key, "localhost", ca=False)))
+    (server_dir / "web.key").write_bytes(key_pem(key))
+    set_ini(server_dir, "# static_path = www", "static_path = www")
+    set_ini(server_dir, "# https = 443", f"https = {free_port()}")
+    set_ini(server_dir, "# cert = /etc/letsencrypt/live/your.domain/fullchain.pem", "cert = web.crt")
+    set_ini(server_dir, "# key = /etc/letsencrypt/live/your.domain/privkey.pem", "key = web.key")
+    line = one_error_line(start(server_dir))
+    assert "[WEB] cert:" in line and "must have a 4096-bit RSA key" in line and "certbot" in line
+
+
+def test_web_port_in_use(server_dir: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        set_ini(server_dir, "# static_path = www", "static_path = www")
+        set_ini(server_dir, "# http = 8000", f"http = {taken}")
+        line = one_error_line(start(server_dir))
+    assert f"127.0.0.1 port {taken} (web)" in line and "[WEB] http / https" in line
+
+
 def test_mistyped_dir_is_not_initialised(tmp_path: Path) -> None:
     line = one_error_line(start(tmp_path / "op3-typo"))
     assert "does not exist" in line and "--init" in line

@@ -15,14 +15,11 @@ from collections.abc import Sequence
 import trio
 
 from .. import _core as core
-from ..crypto import CryptoError
 from ..crypto.auth import cb_nonce
 from ..crypto.keys import Alg, PrivateKey, as_private_key, dh_box_key
-from ..protocol import versions as V
 from ..protocol.commands import Command, Response
 from ..protocol.errors import BLOCK
 from ..protocol.transmission import (
-    batch_blocks,
     decode_client_transmissions,
     encode_client_transmission,
     t_for_auth,
@@ -70,10 +67,7 @@ class ClientBase:
         self.via_socks: bool = session.via_socks
         self.session_box_key: bytes | None = session.session_box_key
         self.server_cert_key = session.server_cert_key
-        self._encryptor = session.encryptor
-        self._decryptor = session.decryptor
-        # Plaintext blocks are padded to 16368 when they are then encrypted.
-        self._padded_size = V.ENCRYPTED_BLOCK_PAD if self._encryptor is not None else V.BLOCK_SIZE
+        self._blocks = session.blocks
         self._pending: dict[bytes, tuple[_Waiter, int]] = {}
         self._box_keys: dict[bytes, bytes] = {}
         self._event_send, self.events = trio.open_memory_channel[Event](event_buffer)
@@ -97,7 +91,7 @@ class ClientBase:
 
     @property
     def block_encryption(self) -> bool:
-        return self._encryptor is not None
+        return self._blocks.encryptor is not None
 
     @property
     def connection(self):
@@ -249,7 +243,9 @@ class ClientBase:
         encode = self._encode
         transmissions = [encode(corr, *req) for corr, req in zip(corr_ids, requests)]
         try:
-            blocks = batch_blocks(transmissions, self._padded_size)
+            # Packed (and encrypted) now; sent below before any other task runs, so the
+            # block-encryption chain's order is the wire order.
+            blocks = self._blocks.pack((transmissions,))
         except core.FramingError as e:
             raise TransmissionTooLarge(str(e)) from None
         waiter = _Waiter(n)
@@ -296,11 +292,7 @@ class ClientBase:
         return core.box_seal(box, cb_nonce(corr_id), hashlib.sha512(authorized).digest())
 
     async def _send_blocks(self, blocks: list[bytes], transmissions: int) -> None:
-        enc = self._encryptor
-        if enc is not None:
-            # Chain order = wire order: send_blocks hands the blocks to TLS before its
-            # first checkpoint, so no other sender can interleave after encryption.
-            blocks = [enc.encrypt(b) for b in blocks]
+        # send_blocks hands the blocks to TLS before its first checkpoint.
         try:
             await self._conn.send_blocks(blocks)
         except TransportError as e:
@@ -318,16 +310,14 @@ class ClientBase:
         events: list[Event] = []
         pending = self._pending
         version, session_id = self.version, self.session_id
-        dec = self._decryptor
+        unpack = self._blocks.unpack
         for block in blocks:
             self.blocks_received += 1
-            if dec is not None:
-                try:
-                    block = dec.decrypt(block)
-                except CryptoError:
-                    self.bad_transmissions += 1
-                    events.append(Event(b"", BadResponse(BLOCK)))
-                    continue
+            block = unpack(block)
+            if not block:  # did not decrypt
+                self.bad_transmissions += 1
+                events.append(Event(b"", BadResponse(BLOCK)))
+                continue
             for r in decode_client_transmissions(block, version, session_id):
                 self.transmissions_received += 1
                 if r.error is None:

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor
 from ..crypto.keys import Alg, PrivateKey
 from ..protocol import versions as V
 from ..protocol.commands import CertChainPubKey
 from ..protocol.address import DEFAULT_PORT, SMPServer, parse_server_address
-from ..protocol.session import ClientSession, HandshakeFailed
+from ..protocol.session import BlockLayer, ClientSession, HandshakeFailed
 from ..protocol.versions import VersionRange
 from ..transport.hosts import NoUsableHost, routes
 from ..transport.socks import SocksProxy, parse_socks_proxy
@@ -41,8 +40,9 @@ class Session:
     session_id: bytes
     server_vrange: VersionRange
     server_session_key: bytes | None  # raw X25519 key the server signed (v >= 7)
-    encryptor: BlockEncryptor | None = None
-    decryptor: BlockDecryptor | None = None
+    # The session's block layer: packing (and v11 encryption) of requests, decryption of
+    # answers; a request too large for a block raises instead of being dropped.
+    blocks: BlockLayer = field(default_factory=lambda: BlockLayer(drop_oversize=False))
     leftover: list[bytes] = field(default_factory=list)  # blocks received with the hello
     host: str = ""  # the host of the address that was reached
     via_socks: bool = False
@@ -154,7 +154,7 @@ async def _handshake(
     except TransportError as e:
         raise HandshakeError("HANDSHAKE CLOSED", str(e)) from e
     assert proto.server_vrange is not None
-    encryptor, decryptor = proto.ciphers
+    assert proto.blocks is not None
     return Session(conn, server, basic_auth, proto.version, session_id, proto.server_vrange,
-                   proto.server_session_key, encryptor, decryptor, leftover=blocks[1:],
+                   proto.server_session_key, proto.blocks, leftover=blocks[1:],
                    session_box_key=proto.session_box_key, server_cert_key=proto.server_cert_key)

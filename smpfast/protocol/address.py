@@ -43,7 +43,7 @@ class SMPServer:
 
 # ---- hosts (TransportHost) ----
 
-_DOMAIN_STOP = frozenset(":#,;/ \n\r\t")
+_DOMAIN_STOP = frozenset(":#,;/ \n\r\t[]")  # brackets excluded since 7.x (#1807)
 _HEX = frozenset("0123456789abcdefABCDEF")
 _LOWER_DIGIT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 

@@ -16,7 +16,10 @@ API: ``encode_command``, ``parse_command``, ``encode_response``, ``parse_respons
 
 Version adaptations done by the encoders, as the reference does (silently):
 NEW and IDS layouts per version; DELD → END below v10; SOK → OK below v16;
-ERR BLOCKED → ERR AUTH below v12 and without its notice below v18.
+ERR BLOCKED → ERR AUTH below v12 and without its notice below v18; SUBS/NSUBS without
+their count and hash, and SOKS/ENDS without their hash, below v19 (parsed there as count
+-1 / the zero hash). ALLS, RSLV, RNAME and ERR NAME have no down-conversion (the
+reference parses and sends them at any version). Layouts: docs/protocol-v19-v20.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Callable, ClassVar, Union
 from . import versions as V
 from .address import QueueMode, SMPServer, encode_server_binary, read_server
 from .encoding import Reader, key_algorithm, AUTH_KEY_ALGORITHMS, X25519_SPKI_PREFIX
+from .ids_hash import EMPTY_IDS_HASH
+from .names import NameRecord, SimplexDomain, read_domain
 from .errors import (
     AUTH,
     CMD_HAS_AUTH,
@@ -58,6 +63,7 @@ class Party(enum.Enum):
     LINK_CLIENT = "link_client"
     PROXIED_CLIENT = "proxied_client"
     PROXY_SERVICE = "proxy_service"
+    RESOLVER = "resolver"  # RSLV (v20)
 
 
 class ServiceRole(enum.Enum):
@@ -81,6 +87,7 @@ PARTY_SERVICE_ROLE: dict[Party, ServiceRole | None] = {
     Party.LINK_CLIENT: ServiceRole.MESSAGING,
     Party.PROXIED_CLIENT: ServiceRole.MESSAGING,
     Party.PROXY_SERVICE: ServiceRole.PROXY,
+    Party.RESOLVER: ServiceRole.MESSAGING,
 }
 
 
@@ -383,11 +390,40 @@ class Sub(Command):
     PARTY: ClassVar[Party] = Party.RECIPIENT
 
 
+class _ServiceSubscribe(Command):
+    """SUBS/NSUBS: subscribe all queues associated with the session's service. From v19
+    they carry the count and IdsHash the service expects (`` ' ' Int64 shortString``);
+    below v19 the tag goes alone and parses as count -1 with the zero hash (the
+    reference's marker for a subscriber too old to say)."""
+
+    __slots__ = ()
+    count: int
+    ids_hash: bytes
+
+    def encode(self, version: int) -> bytes:
+        if not V.service_subs_hash(version):
+            return self.TAG
+        return self.TAG + b" " + _I64.pack(self.count) + _short(self.ids_hash)
+
+    @classmethod
+    def parse(cls, params: bytes, version: int) -> "_ServiceSubscribe":
+        if not V.service_subs_hash(version):
+            _no_params(params)
+            return cls()
+        r = _reader(params)
+        n = r.int64()
+        h = r.short_string()
+        r.end()
+        return cls(n, h)
+
+
 @dataclass(slots=True)
-class Subs(Command):
+class Subs(_ServiceSubscribe):
     TAG: ClassVar[bytes] = b"SUBS"
     PARTY: ClassVar[Party] = Party.RECIPIENT_SERVICE
     MIN_VERSION: ClassVar[int] = V.SERVICE_CERTS
+    count: int = -1
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(slots=True)
@@ -608,10 +644,12 @@ class Nsub(Command):
 
 
 @dataclass(slots=True)
-class Nsubs(Command):
+class Nsubs(_ServiceSubscribe):
     TAG: ClassVar[bytes] = b"NSUBS"
     PARTY: ClassVar[Party] = Party.NOTIFIER_SERVICE
     MIN_VERSION: ClassVar[int] = V.SERVICE_CERTS
+    count: int = -1
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(slots=True)
@@ -679,6 +717,26 @@ class Rfwd(Command):
         if not params or params[0] != 0x20:
             raise _fail("expected space")
         return cls(params[1:])
+
+
+@dataclass(slots=True)
+class Rslv(Command):
+    """RSLV (v20): resolve a name. Sent directly or forwarded inside PFWD; neither
+    authorization nor entity. The parser reads the name up to whitespace and ignores
+    whatever follows it, as the reference does."""
+
+    TAG: ClassVar[bytes] = b"RSLV"
+    PARTY: ClassVar[Party] = Party.RESOLVER
+    CRED: ClassVar[int] = CRED_NONE
+    MIN_VERSION: ClassVar[int] = V.NAMES
+    domain: SimplexDomain
+
+    def encode(self, version: int) -> bytes:
+        return b"RSLV " + self.domain.encode()
+
+    @classmethod
+    def parse(cls, params: bytes, version: int) -> "Rslv":
+        return cls(read_domain(_reader(params)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -799,23 +857,34 @@ class Sok(Response):
         return cls(s)
 
 
-@dataclass(slots=True)
-class Soks(Response):
-    TAG: ClassVar[bytes] = b"SOKS"
+class _ServiceCount(Response):
+    """SOKS/ENDS: a service's queue count and, from v19, their IdsHash
+    (`` ' ' Int64 shortString``; below v19 `` ' ' Int64`` and the hash parses as zero)."""
+
+    __slots__ = ()
     count: int
+    ids_hash: bytes
 
     def encode(self, version: int) -> bytes:
-        return b"SOKS " + _I64.pack(self.count)
+        out = self.TAG + b" " + _I64.pack(self.count)
+        return out + _short(self.ids_hash) if V.service_subs_hash(version) else out
 
     @classmethod
-    def parse(cls, params: bytes, version: int) -> "Soks":
-        return cls(_int64_param(params))
+    def parse(cls, params: bytes, version: int) -> "_ServiceCount":
+        r = _reader(params)
+        n = r.int64()
+        h = r.short_string() if V.service_subs_hash(version) else EMPTY_IDS_HASH
+        r.end()
+        return cls(n, h)
 
 
-def _int64_param(params: bytes) -> int:
-    if len(params) != 9 or params[0] != 0x20:
-        raise _fail("bad Int64 parameter")
-    return _I64.unpack_from(params, 1)[0]
+@dataclass(slots=True)
+class Soks(_ServiceCount):
+    """SOKS (answer to SUBS/NSUBS): the queues the server has associated with the service."""
+
+    TAG: ClassVar[bytes] = b"SOKS"
+    count: int
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(slots=True)
@@ -947,16 +1016,36 @@ class End(Response):
 
 
 @dataclass(slots=True)
-class Ends(Response):
+class Ends(_ServiceCount):
+    """ENDS (event): another session of the service took over these subscriptions."""
+
     TAG: ClassVar[bytes] = b"ENDS"
     count: int
+    ids_hash: bytes = EMPTY_IDS_HASH
+
+
+@dataclass(slots=True)
+class Alls(Response):
+    """ALLS (event, v19): the messages pending when SUBS subscribed have all been delivered."""
+
+    TAG: ClassVar[bytes] = b"ALLS"
+
+
+@dataclass(slots=True)
+class Rname(Response):
+    """RNAME (answer to RSLV, v20): the resolved record as JSON taking the rest."""
+
+    TAG: ClassVar[bytes] = b"RNAME"
+    record: NameRecord
 
     def encode(self, version: int) -> bytes:
-        return b"ENDS " + _I64.pack(self.count)
+        return b"RNAME " + self.record.to_json()
 
     @classmethod
-    def parse(cls, params: bytes, version: int) -> "Ends":
-        return cls(_int64_param(params))
+    def parse(cls, params: bytes, version: int) -> "Rname":
+        if not params or params[0] != 0x20:
+            raise _fail("expected space")
+        return cls(NameRecord.from_json(params[1:]))
 
 
 @dataclass(slots=True)
@@ -1075,15 +1164,20 @@ class FwdResponse:
 
 COMMAND_CLASSES: tuple[type[Command], ...] = (
     New, Sub, Subs, Key, Rkey, Lset, Ldel, Nkey, Ndel, Get, Ack, Off, Del, Que, Skey, Send, Ping,
-    Lkey, Lget, Nsub, Nsubs, Prxy, Pfwd, Rfwd,
+    Lkey, Lget, Nsub, Nsubs, Prxy, Pfwd, Rfwd, Rslv,
 )
 RESPONSE_CLASSES: tuple[type[Response], ...] = (
-    Ids, Lnk, Sok, Soks, Msg, Nid, Nmsg, Pkey, Rres, Pres, End, Ends, Deld, Info, Ok, Err, Pong,
+    Ids, Lnk, Sok, Soks, Msg, Alls, Nid, Nmsg, Pkey, Rres, Pres, End, Ends, Deld, Info, Ok, Err,
+    Pong, Rname,
 )
+# The commands a relay executes when they arrive forwarded (RFWD); any other inner command
+# is answered ERR CMD PROHIBITED (the reference's rejectOrVerify).
+FORWARDED_COMMANDS: frozenset[type[Command]] = frozenset((Send, Skey, Lkey, Lget, Rslv))
 COMMAND_TAGS: dict[bytes, type[Command]] = {c.TAG: c for c in COMMAND_CLASSES}
 RESPONSE_TAGS: dict[bytes, type[Response]] = {c.TAG: c for c in RESPONSE_CLASSES}
 
-# Commands without fields never change: parse returns these shared instances.
+# Commands without fields never change: parse returns these shared instances. (SUBS/NSUBS
+# have fields whose parse depends on the version, so they always go through parse.)
 _NO_FIELD_COMMANDS = {c.TAG: c() for c in COMMAND_CLASSES if not fields(c)}  # type: ignore[arg-type]
 _NO_FIELD_RESPONSES = {c.TAG: c() for c in RESPONSE_CLASSES if not fields(c)}  # type: ignore[arg-type]
 
@@ -1093,13 +1187,15 @@ OK = _NO_FIELD_RESPONSES[b"OK"]
 PONG = _NO_FIELD_RESPONSES[b"PONG"]
 END = _NO_FIELD_RESPONSES[b"END"]
 DELD = _NO_FIELD_RESPONSES[b"DELD"]
+ALLS = _NO_FIELD_RESPONSES[b"ALLS"]
 
 AnyCommand = Union[
     New, Sub, Subs, Key, Rkey, Lset, Ldel, Nkey, Ndel, Get, Ack, Off, Del, Que, Skey, Send, Ping,
-    Lkey, Lget, Nsub, Nsubs, Prxy, Pfwd, Rfwd,
+    Lkey, Lget, Nsub, Nsubs, Prxy, Pfwd, Rfwd, Rslv,
 ]
 AnyResponse = Union[
-    Ids, Lnk, Sok, Soks, Msg, Nid, Nmsg, Pkey, Rres, Pres, End, Ends, Deld, Info, Ok, Err, Pong,
+    Ids, Lnk, Sok, Soks, Msg, Alls, Nid, Nmsg, Pkey, Rres, Pres, End, Ends, Deld, Info, Ok, Err,
+    Pong, Rname,
 ]
 
 
@@ -1194,13 +1290,13 @@ def check_credentials(cmd: Command, has_auth: bool, entity_id: bytes) -> ErrorTy
 
 
 _ANY_ENTITY_RESPONSES = frozenset((b"IDS", b"ERR"))
-_NO_ENTITY_RESPONSES = frozenset((b"PONG", b"PKEY", b"RRES"))
+_NO_ENTITY_RESPONSES = frozenset((b"PONG", b"PKEY", b"RRES", b"ALLS", b"RNAME"))
 
 
 def check_response_entity(msg: Response, entity_id: bytes) -> ErrorType | None:
     """The client's acceptance rule (checkCredentials for BrokerMsg): IDS and ERR may have
-    any entity; PONG, PKEY, RRES must have none (else CMD HAS_AUTH); all others need one
-    (else CMD NO_ENTITY)."""
+    any entity; PONG, PKEY, RRES, ALLS and RNAME must have none (else CMD HAS_AUTH); all
+    others need one (else CMD NO_ENTITY)."""
     tag = msg.TAG
     if tag in _ANY_ENTITY_RESPONSES:
         return None

@@ -3,7 +3,7 @@
 ``ErrorType`` is what ``ERR`` carries. Its wire form is ASCII words separated by single
 spaces, except three binary spots the reference has: the shortString inside
 ``BROKER RESPONSE``/``BROKER UNEXPECTED`` and inside ``NETWORK CONNECT/TLS/SUBSCRIBE``.
-``STORE`` and the ``BLOCKED`` notice take the rest of the input.
+``STORE``, ``NAME RESOLVER`` (v20) and the ``BLOCKED`` notice take the rest of the input.
 
 Every value class is a frozen dataclass (hashable), so the ready constants below can be
 shared freely.
@@ -11,6 +11,7 @@ shared freely.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from dataclasses import dataclass
@@ -31,7 +32,20 @@ _ERROR_SIMPLE = (
     "INTERNAL", "DUPLICATE_",
 )
 BLOCKING_REASONS = ("spam", "content")
+NAME_CODES = ("NO_RESOLVER", "NOT_FOUND", "RESOLVER")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _qmark_each_byte(err: UnicodeDecodeError) -> tuple[str, int]:
+    return "?" * (err.end - err.start), err.end
+
+
+codecs.register_error("smpfast-qmark", _qmark_each_byte)
+
+
+def safe_utf8(raw: bytes) -> str:
+    """UTF-8 text as the reference's safeDecodeUtf8 reads it: each invalid byte becomes '?'."""
+    return raw.decode("utf-8", "smpfast-qmark")
 
 
 def _short_text(text: str) -> bytes:
@@ -156,6 +170,31 @@ class ProxyError:
 
 
 @dataclass(frozen=True, slots=True)
+class NameResolutionError:
+    """The v20 ``NAME`` error (the reference's NameErrorType): ``code`` NO_RESOLVER (no
+    resolver configured), NOT_FOUND (the name is not registered), or RESOLVER with ``text``,
+    the resolver failure (UTF-8, taking the rest of the input)."""
+
+    code: str
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code == "RESOLVER":
+            if not isinstance(self.text, str):
+                raise ValueError("RESOLVER needs text")
+        elif self.code not in NAME_CODES or self.text is not None:
+            raise ValueError(f"bad name error {self.code!r}")
+
+    def encode(self) -> bytes:
+        if self.text is not None:
+            return b"RESOLVER " + self.text.encode("utf-8")
+        return self.code.encode()
+
+    def __str__(self) -> str:
+        return self.code if self.text is None else f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
 class ClientNotice:
     """The JSON notice of ``ERR BLOCKED`` (v18): ``{"ttl":<seconds>}`` or ``{}``."""
 
@@ -191,13 +230,14 @@ class ErrorType:
     """An SMP error (the payload of ``ERR``).
 
     ``code`` is one of BLOCK, SESSION, CMD, PROXY, AUTH, BLOCKED, SERVICE, CRYPTO, QUOTA,
-    STORE, EXPIRED, NO_MSG, LARGE_MSG, INTERNAL, DUPLICATE_. ``detail`` is: for CMD the
-    sub-code (UNKNOWN, SYNTAX, PROHIBITED, NO_AUTH, HAS_AUTH, NO_ENTITY), for PROXY a
-    ProxyError, for BLOCKED a BlockingInfo, for STORE the text; otherwise None.
+    STORE, EXPIRED, NO_MSG, LARGE_MSG, INTERNAL, NAME (v20), DUPLICATE_. ``detail`` is: for
+    CMD the sub-code (UNKNOWN, SYNTAX, PROHIBITED, NO_AUTH, HAS_AUTH, NO_ENTITY), for PROXY a
+    ProxyError, for BLOCKED a BlockingInfo, for STORE the text, for NAME a
+    NameResolutionError; otherwise None.
     """
 
     code: str
-    detail: "str | ProxyError | BlockingInfo | None" = None
+    detail: "str | ProxyError | BlockingInfo | NameResolutionError | None" = None
 
     def __post_init__(self) -> None:
         c, d = self.code, self.detail
@@ -207,6 +247,7 @@ class ErrorType:
             or (c == "PROXY" and isinstance(d, ProxyError))
             or (c == "BLOCKED" and isinstance(d, BlockingInfo))
             or (c == "STORE" and isinstance(d, str))
+            or (c == "NAME" and isinstance(d, NameResolutionError))
         )
         if not ok:
             raise ValueError(f"bad error type {c!r} {d!r}")
@@ -381,8 +422,22 @@ def _error_p(r: Reader) -> ErrorType:
         return ErrorType("BLOCKED", _blocking_p(r))
     if name == b"STORE":
         _space(r)
-        return ErrorType("STORE", r.rest().decode("utf-8", errors="replace"))
+        return ErrorType("STORE", safe_utf8(r.rest()))
+    if name == b"NAME":
+        _space(r)
+        return ErrorType("NAME", _name_p(r))
     raise _fail("bad ErrorType")
+
+
+def _name_p(r: Reader) -> NameResolutionError:
+    code = r.word()
+    if code == b"RESOLVER":
+        _space(r)
+        return NameResolutionError("RESOLVER", safe_utf8(r.rest()))
+    err = _NAME_ERRORS.get(code)
+    if err is None:
+        raise _fail("bad NameErrorType")
+    return err
 
 
 def parse_error_type(data: bytes) -> ErrorType:
@@ -432,6 +487,13 @@ PROXY_BASIC_AUTH = ErrorType("PROXY", ProxyError("BASIC_AUTH"))
 PROXY_NO_SESSION = ErrorType("PROXY", ProxyError("NO_SESSION"))
 BLOCKED_SPAM = ErrorType("BLOCKED", BlockingInfo("spam"))
 BLOCKED_CONTENT = ErrorType("BLOCKED", BlockingInfo("content"))
+NAME_NO_RESOLVER = ErrorType("NAME", NameResolutionError("NO_RESOLVER"))
+NAME_NOT_FOUND = ErrorType("NAME", NameResolutionError("NOT_FOUND"))
+
+
+def name_resolver(text: str) -> ErrorType:
+    """``NAME RESOLVER <text>``: the resolver behind a names server failed."""
+    return ErrorType("NAME", NameResolutionError("RESOLVER", text))
 
 
 def proxy_protocol(err: ErrorType) -> ErrorType:
@@ -450,3 +512,4 @@ _SIMPLE_ERRORS.update({e.code.encode(): e for e in (
 _CMD_ERRORS = {e.detail.encode(): e for e in (  # type: ignore[union-attr]
     CMD_UNKNOWN, CMD_SYNTAX, CMD_PROHIBITED, CMD_NO_AUTH, CMD_HAS_AUTH, CMD_NO_ENTITY,
 )}
+_NAME_ERRORS = {e.detail.code.encode(): e.detail for e in (NAME_NO_RESOLVER, NAME_NOT_FOUND)}  # type: ignore[union-attr]

@@ -28,7 +28,15 @@ HANDSHAKE_BLOCK = V.BLOCK_SIZE
 SERVER_VRANGE = VersionRange(V.MIN_VERSION, V.MAX_VERSION)  # offered when ALPN was negotiated
 LEGACY_SERVER_VRANGE = VersionRange(V.MIN_VERSION, V.MIN_VERSION)  # offered without ALPN
 CLIENT_VRANGE = VersionRange(V.MIN_VERSION, V.MAX_VERSION)
-PROXIED_VRANGE = VersionRange(V.SENDING_PROXY, V.NEW_NTF_CREDS)  # a proxy's PKEY range cap
+
+
+def proxied_vrange(server_max: int) -> VersionRange:
+    """The cap on the relay range a proxy returns in PKEY, for a proxy whose announced
+    max is ``server_max`` (8..17 at 18, 8..20 at 20: versions.proxied_max_version)."""
+    return VersionRange(V.SENDING_PROXY, V.proxied_max_version(server_max))
+
+
+PROXIED_VRANGE = proxied_vrange(V.CLIENT_NOTICES)  # a proxy's PKEY range cap while it announces 18
 
 
 def _short(b: bytes) -> bytes:
@@ -228,6 +236,16 @@ def client_version(server: VersionRange, client: VersionRange = CLIENT_VRANGE, p
         client = VersionRange(client.min, max(client.min, V.DELETED_EVENT))
     both = server.intersect(client)
     return None if both is None else both.max
+
+
+def client_sends_service(role: ServiceRole, version: int) -> bool:
+    """Whether a client with service credentials puts them in its hello at ``version``: a
+    messaging service from v19, a notifier or proxy service from v16. A client that does
+    not send them must not wait for the server's service block either (the reference's
+    fix #1790 for new messaging services talking to v16-18 servers)."""
+    if role is ServiceRole.MESSAGING:
+        return version >= V.RCV_SERVICE
+    return version >= V.SERVICE_CERTS
 
 
 def server_accepts(server: VersionRange, version: int) -> bool:

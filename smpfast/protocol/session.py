@@ -88,10 +88,70 @@ class BlockReceived:
 Event = Established | HandshakeFailed | BlockReceived
 
 
+class BlockLayer:
+    """An established session's blocks, the one block <-> transmission codec of both ends:
+    encoded transmissions, batch by batch, into padded blocks (16368 bytes then encrypted
+    into 16384 when v11 block encryption is on), and received blocks back into padded
+    plaintext batches.
+
+    ``drop_oversize``: a transmission too large for any block is left out and counted in
+    ``dropped`` (what the reference server does with such an answer); otherwise packing
+    raises ``_core.FramingError`` before anything of that batch is queued (what a client
+    wants: the caller learns its request cannot be sent)."""
+
+    __slots__ = ("encryptor", "decryptor", "drop_oversize", "dropped")
+
+    def __init__(
+        self,
+        encryptor: BlockEncryptor | None = None,
+        decryptor: BlockDecryptor | None = None,
+        drop_oversize: bool = True,
+    ) -> None:
+        self.encryptor = encryptor
+        self.decryptor = decryptor
+        self.drop_oversize = drop_oversize
+        self.dropped = 0
+
+    def pack(self, batches: Iterable[Sequence[bytes]]) -> list[bytes]:
+        """Each batch packs into as few blocks as fit; two batches never share a block (as
+        the reference writes them)."""
+        size = V.ENCRYPTED_BLOCK_PAD if self.encryptor is not None else V.BLOCK_SIZE
+        encrypt = self.encryptor.encrypt if self.encryptor is not None else None
+        out = []
+        for transmissions in batches:
+            sizes = [len(t) for t in transmissions]
+            try:
+                counts = core.group_transmissions(sizes)
+            except core.FramingError:
+                if not self.drop_oversize:
+                    raise
+                # The reference drops an answer too large for a block (e.g. a MSG answering a
+                # request with a 188+ byte corrId) and keeps the connection.
+                transmissions = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
+                self.dropped += len(sizes) - len(transmissions)
+                counts = core.group_transmissions([len(t) for t in transmissions])
+            start = 0
+            for count in counts:
+                block = core.encode_batch(transmissions[start : start + count], size)
+                start += count
+                out.append(encrypt(block) if encrypt is not None else block)
+        return out
+
+    def unpack(self, block: bytes) -> bytes:
+        """The padded plaintext batch of a received block; b"" when it does not decrypt
+        (the chain has advanced all the same, so the session goes on)."""
+        if self.decryptor is None:
+            return block
+        try:
+            return self.decryptor.decrypt(block)
+        except Exception:
+            return b""
+
+
 class _Session:
     """What both ends share: state, the block layer and the output buffer."""
 
-    def __init__(self, session_id: bytes, deadline: float | None) -> None:
+    def __init__(self, session_id: bytes, deadline: float | None, drop_oversize: bool = True) -> None:
         self.session_id = session_id
         self.state = State.AWAITING_HELLO
         self.version = 0
@@ -102,7 +162,8 @@ class _Session:
         # X25519(client handshake key, server session key): block encryption's secret, and
         # the proxy link's (RFWD/RRES) box key; None when the client sent no key.
         self.session_secret: bytes | None = None
-        self.dropped = 0  # transmissions too large for any block, left out (see send_batches)
+        self._drop_oversize = drop_oversize
+        self.blocks: BlockLayer | None = None  # once established
 
     # --- state
 
@@ -129,9 +190,13 @@ class _Session:
         return self._encryptor is not None
 
     @property
-    def ciphers(self) -> tuple[BlockEncryptor | None, BlockDecryptor | None]:
-        """The v11 block ciphers (sending, receiving), for a shell that packs blocks itself."""
-        return self._encryptor, self._decryptor
+    def dropped(self) -> int:
+        """Transmissions too large for any block, left out (see BlockLayer)."""
+        return 0 if self.blocks is None else self.blocks.dropped
+
+    def _establish(self) -> None:
+        self._to(State.ESTABLISHED)
+        self.blocks = BlockLayer(self._encryptor, self._decryptor, self._drop_oversize)
 
     @property
     def session_box_key(self) -> bytes | None:
@@ -153,6 +218,11 @@ class _Session:
         out, self._outgoing = self._outgoing, []
         return b"".join(out)
 
+    def blocks_to_send(self) -> list[bytes]:
+        """Everything queued for the wire, once, as 16 KB blocks."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
     def receive_block(self, block: bytes) -> list[Event]:
         """One 16 KB block from the peer: the hello while the handshake runs, afterwards a
         block of transmissions (decrypted when the session encrypts blocks)."""
@@ -170,36 +240,13 @@ class _Session:
         return [HandshakeFailed(reason, detail)]
 
     def _established_block(self, block: bytes) -> list[Event]:
-        if self._decryptor is not None:
-            try:
-                block = self._decryptor.decrypt(block)
-            except Exception:
-                block = b""  # the chain advanced; the block is answered ERR BLOCK
-        return [BlockReceived(block)]
+        return [BlockReceived(self.blocks.unpack(block))]  # b"": answered ERR BLOCK
 
     def send_batches(self, batches: Iterable[Sequence[bytes]]) -> None:
-        """Queue encoded transmissions, batch by batch: each batch packs into as few blocks
-        as fit, and two batches never share a block (as the reference writes them)."""
+        """Queue encoded transmissions, batch by batch (see BlockLayer.pack)."""
         if self.state is not State.ESTABLISHED:
             raise SessionError(f"cannot send transmissions while {self.state.value}")
-        size = V.ENCRYPTED_BLOCK_PAD if self._encryptor is not None else V.BLOCK_SIZE
-        encrypt = self._encryptor.encrypt if self._encryptor is not None else None
-        out = self._outgoing
-        for transmissions in batches:
-            sizes = [len(t) for t in transmissions]
-            try:
-                counts = core.group_transmissions(sizes)
-            except core.FramingError:
-                # The reference drops an answer too large for a block (e.g. a MSG answering a
-                # request with a 188+ byte corrId) and keeps the connection.
-                transmissions = [t for t in transmissions if len(t) <= _MAX_TRANSMISSION]
-                self.dropped += len(sizes) - len(transmissions)
-                counts = core.group_transmissions([len(t) for t in transmissions])
-            start = 0
-            for count in counts:
-                block = core.encode_batch(transmissions[start : start + count], size)
-                start += count
-                out.append(encrypt(block) if encrypt is not None else block)
+        self._outgoing.extend(self.blocks.pack(batches))
 
 
 class ServerSession(_Session):
@@ -247,7 +294,7 @@ class ServerSession(_Session):
         if hello.block_encryption:
             assert self.session_secret is not None
             self._encryptor, self._decryptor = server_block_ciphers(self.session_id, self.session_secret)
-        self._to(State.ESTABLISHED)
+        self._establish()
         return [Established(self.version, self.session_id, self._encryptor is not None, None)]
 
     @property
@@ -275,8 +322,9 @@ class ClientSession(_Session):
         """``verify_chain(chain, key_hash)`` raises for a handshake chain that is not the
         pinned server's; ``peer_leaf_der`` is the TLS leaf that must have signed the
         session key; ``client_private`` random X25519 bytes from the caller (None: send
-        no key, so no X25519 DH and no block encryption)."""
-        super().__init__(session_id, deadline)
+        no key, so no X25519 DH and no block encryption). A request too large for any
+        block makes ``send_batches`` raise ``_core.FramingError`` (nothing is dropped)."""
+        super().__init__(session_id, deadline, drop_oversize=False)
         self.key_hash = key_hash
         self.wanted = wanted
         self.verify_chain = verify_chain
@@ -324,7 +372,7 @@ class ClientSession(_Session):
         if block_encryption(version, public is not None, self.proxy_server):
             assert self.session_secret is not None
             self._encryptor, self._decryptor = client_block_ciphers(self.session_id, self.session_secret)
-        self._to(State.ESTABLISHED)
+        self._establish()
         return [Established(version, self.session_id, self._encryptor is not None, server_key)]
 
     def _verify_server_key(self, cert_key: CertChainPubKey) -> bytes:

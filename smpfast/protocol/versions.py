@@ -1,6 +1,7 @@
 """SMP relay protocol versions (the numbers the handshake negotiates).
 
 There is no version 13: the reference went from 12 to 14 and gates nothing on 13.
+Versions 19 and 20 are those of simplexmq 7.x (docs/protocol-v19-v20.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ SHORT_LINKS = 15  # NEW QueueReqData, IDS queue mode + link id, LSET/LKEY/LGET/L
 SERVICE_CERTS = 16  # service signatures, SOK, IDS serviceId
 NEW_NTF_CREDS = 17  # NEW/IDS notifier credentials
 CLIENT_NOTICES = 18  # ERR BLOCKED notice
-MAX_VERSION = 18  # the highest version the codecs speak
+RCV_SERVICE = 19  # SUBS/NSUBS carry count + IdsHash, SOKS/ENDS the hash; messaging services
+NAMES = 20  # RSLV/RNAME name resolution, ERR NAME; proxied range pinned to 20
+MAX_VERSION = 20  # the highest version the codecs speak
 # The highest version all of whose features this server implements (v8 adds proxying): what
 # it announces. Raised as the proxy role and the v9-18 features land.
 SERVER_MAX_VERSION = 7
@@ -49,6 +52,19 @@ def implied_session(version: int) -> bool:
 def service_auth(version: int) -> bool:
     """From v16 a non-empty authorization is followed by a Maybe service signature."""
     return version >= SERVICE_CERTS
+
+
+def service_subs_hash(version: int) -> bool:
+    """From v19 SUBS/NSUBS carry a count and IdsHash, and SOKS/ENDS the hash after the count."""
+    return version >= RCV_SERVICE
+
+
+def proxied_max_version(server_max: int) -> int:
+    """The top of the range a proxy returns in PKEY (the reference's proxiedSMPRelayVersion)
+    for a server whose current version is ``server_max``: one below it, so that relays
+    cannot tell clients' versions apart, except from v20, where forwarded RSLV needs 20
+    itself (6.5.5: 18 -> 17; 7.0.0.0-.2: 19 -> 18; 7.0.0.3: 20 -> 20)."""
+    return server_max if server_max >= NAMES else server_max - 1
 
 
 class VersionRange:

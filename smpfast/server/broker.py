@@ -40,6 +40,7 @@ from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from ..protocol.proxy import ProxyLayerError, open_forwarded, seal_forwarded
 from .delivery import Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, Subscription
+from .stats import ActiveQueues
 from ..store.records import (
     MODE_CONTACT,
     MODE_MESSAGING,
@@ -193,6 +194,7 @@ class Broker:
         self.subscriptions = self.delivery.subscriptions
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
         self.stats: dict[str, int] = {}
+        self.active_queues = ActiveQueues()  # the server shares its own (daily stats)
         self._ids = itertools.count(1)
         # While a block executes: the effects being made, the pushes for other connections
         # (made part of the effects only once the block's writes joined the transaction)
@@ -763,6 +765,7 @@ class Broker:
         self._set_delivered(sub, None)
         if self.store.delete_message(rid, target):
             self._count("msgRecv")
+            self.active_queues.record(rid)
             if sub.prohibited:
                 self._count("msgRecvGet")
         if sub.prohibited:
@@ -934,6 +937,7 @@ class Broker:
             self._count("msgSentQuota")
             return C.Err(E.QUOTA)
         self._count("msgSent")
+        self.active_queues.record(rid, cmd.flags.notification)
         if cmd.flags.notification:
             self._count("msgSentNtf")
         if result.was_empty:

@@ -1,12 +1,14 @@
 """The server process: store, broker, group committer, listeners and background tasks.
 
 ``run(config)`` serves in the foreground until SIGINT or SIGTERM, then stops accepting,
-lets in-flight commits finish, closes the connections and returns 0.
+lets in-flight commits finish, closes the connections, saves the statistics (with the daily
+stats on) and returns 0.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import signal
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config import DEFAULT_CLIENT_CONCURRENCY, Config
+from ..config import DEFAULT_CLIENT_CONCURRENCY, Config, server_address
 from ..proxy.relays import RelayPool, RelayPoolConfig
 from ..proxy.service import ProxyService
 from ..credentials import CredentialPaths, ServerCredentials, load_server_credentials
@@ -32,9 +34,20 @@ from .connection import OUTBOX_LIMIT, Connection, Identity
 from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
-from .metrics import make_registry, serve_metrics
-from .stats import STATS_FILE, StatsLog, seconds_until
+from .metrics import METRICS_FILE, make_registry, metrics_text, serve_metrics, write_metrics_file
+from .stats import (
+    STATS_BACKUP_FILE,
+    STATS_FILE,
+    ActiveQueues,
+    StatsBackup,
+    StatsBackupError,
+    StatsLog,
+    decode_backup,
+    encode_backup,
+    seconds_until,
+)
 from .stats import summary as stats_summary
+from .web import ServerFacts, WebServer, render_page, share_port
 
 log = logging.getLogger("smpfast.server")
 
@@ -71,6 +84,9 @@ class ServerSettings:
     metrics_bind: str = "127.0.0.1"
     relays: RelayPoolConfig = field(default_factory=RelayPoolConfig)  # the proxy role's links
     proxy_client_concurrency: int = DEFAULT_CLIENT_CONCURRENCY  # [PROXY] client_concurrency
+    metrics_file: str | None = None  # the Prometheus text file; None: off
+    metrics_file_interval: float = 60.0  # [STORE_LOG] prometheus_interval
+    stats_backup_file: str | None = None  # counters saved on stop, restored on start
 
 
 def verification_threads() -> int:
@@ -92,6 +108,8 @@ class Server:
         ssl_context,
         broker_config: BrokerConfig | None = None,
         settings: ServerSettings | None = None,
+        web: WebServer | None = None,
+        port_contexts: dict[int, ssl.SSLContext] | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -108,6 +126,17 @@ class Server:
         self.ports: list[int] = []
         self.metrics_port: int | None = None
         self.started_at = self.broker.clock()
+        self.stats_from = self.started_at  # what the counters count from (a restored period's start)
+        # Queues active per day/week/month; the broker records into it where it has the hook.
+        self.active_queues = ActiveQueues()
+        self.broker.active_queues = self.active_queues
+        self.stats_log: StatsLog | None = None
+        if self.settings.stats_file is not None:
+            self.stats_log = StatsLog(
+                self.settings.stats_file, self.broker.stats, self.stats_gauges, self.started_at, self.active_queues
+            )
+        self.web = web
+        self.port_contexts = port_contexts or {}  # a port's own context (the one shared with HTTPS)
         self._stop = trio.Event()
         self.relays = RelayPool(self.settings.relays)  # the proxy role's links to relays
         self.proxy = ProxyService(self.relays, self.broker.count)
@@ -119,6 +148,8 @@ class Server:
         """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
         s = self.settings
         self._verify_limiter = trio.CapacityLimiter(verification_threads())
+        if s.stats_backup_file is not None:
+            self.restore_stats(s.stats_backup_file)
         async with trio.open_nursery() as background:
             background.start_soon(self.committer.run)
             background.start_soon(self._release_memory)
@@ -130,11 +161,15 @@ class Server:
                 background.start_soon(self._write_daily_stats)
             if s.stats_summary_interval is not None:
                 background.start_soon(self._log_stats_summary)
+            if s.metrics_file is not None:
+                background.start_soon(self._write_metrics_file)
             async with self.relays:  # closed once no connection is left to use it
                 await self._serve_connections(task_status)
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
             background.cancel_scope.cancel()
+        if s.stats_backup_file is not None:
+            self.save_stats(s.stats_backup_file)
 
     async def _serve_connections(self, task_status: trio.TaskStatus) -> None:
         """Listen and serve connections until ``stop()``."""
@@ -147,7 +182,7 @@ class Server:
                         lambda task_status, port=port: serve_blocks(
                             self._handle,
                             port,
-                            self.ssl_context,
+                            self.port_contexts.get(port, self.ssl_context),
                             host=s.bind,
                             handshake_timeout=s.tls_handshake_timeout,
                             on_handshake_error=self._tls_error,
@@ -167,6 +202,8 @@ class Server:
                     )
                 except OSError as e:
                     raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
+            if self.web is not None:
+                await connections.start(self.web.serve, s.bind)
             if self.control is not None:
                 try:
                     await connections.start(self.control.serve)
@@ -190,18 +227,77 @@ class Server:
 
     def stats_values(self) -> dict[str, int]:
         """Counters since start, gauges now, and the connected clients (for /metrics)."""
-        return {**self.broker.stats, **self.stats_gauges(), "clients": len(self.connections)}
+        return {
+            **self.broker.stats,
+            **self.stats_gauges(),
+            **self.active_queues.gauges(),
+            "clients": len(self.connections),
+        }
+
+    def save_stats(self, path: str) -> None:
+        """The counters of the daily line in progress, as the reference's stats backup."""
+        stats_log = self.stats_log
+        counters = stats_log.since_last_line() if stats_log is not None else dict(self.broker.stats)
+        backup = StatsBackup(
+            stats_log.from_time if stats_log is not None else self.stats_from,
+            {**counters, **self.stats_gauges()},
+            self.active_queues.all,
+            self.active_queues.ntf,
+        )
+        try:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(encode_backup(backup))
+            os.replace(tmp, path)
+            log.info("statistics saved to %s", path)
+        except OSError as e:
+            log.error("cannot save the statistics to %s: %s", path, e)
+
+    def restore_stats(self, path: str) -> None:
+        """Continue the counts saved by the previous run, then rename the file ``.bak``."""
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return
+        try:
+            backup = decode_backup(text)
+        except StatsBackupError as e:
+            raise StatsBackupError(f"cannot read the saved statistics {path}: {e}") from None
+        gauges = self.stats_gauges()
+        for name, n in backup.counters.items():
+            if name not in gauges:  # sizes are read from the store, never restored
+                self.broker.stats[name] = self.broker.stats.get(name, 0) + n
+        self.active_queues.all, self.active_queues.ntf = backup.active, backup.active_ntf
+        self.stats_from = backup.from_time
+        if self.stats_log is not None:
+            self.stats_log.restore(backup)
+        os.replace(path, f"{path}.bak")
+        log.info("statistics restored from %s", path)
+        for name in ("qCount", "msgCount"):
+            if name in backup.counters and backup.counters[name] != gauges[name]:
+                log.warning("%s differs: saved statistics %d, store %d", name, backup.counters[name], gauges[name])
 
     async def _write_daily_stats(self) -> None:
         s = self.settings
-        stats_log = StatsLog(s.stats_file, self.broker.stats, self.stats_gauges, self.started_at)
+        assert self.stats_log is not None
         log.info("daily stats in %s", s.stats_file)
         while True:
             await trio.sleep(seconds_until(self.broker.clock(), s.stats_start, s.stats_interval))
             try:
-                stats_log.write(self.broker.clock())
+                self.stats_log.write(self.broker.clock())
             except OSError as e:
                 log.error("cannot write the daily stats to %s: %s", s.stats_file, e)
+
+    async def _write_metrics_file(self) -> None:
+        s = self.settings
+        log.info("Prometheus metrics written every %g s to %s", s.metrics_file_interval, s.metrics_file)
+        while True:
+            await trio.sleep(s.metrics_file_interval)
+            try:
+                write_metrics_file(s.metrics_file, metrics_text(self.stats_values(), self.broker.clock(), self.stats_from))
+            except OSError as e:
+                log.error("cannot write the metrics to %s: %s", s.metrics_file, e)
 
     async def _log_stats_summary(self) -> None:
         while True:
@@ -217,6 +313,9 @@ class Server:
 
     async def _handle(self, conn) -> None:
         s = self.settings
+        if self.web is not None and self.web.is_web(conn):
+            await self.web.serve_shared(conn)  # a browser on the port shared with HTTPS
+            return
         connection = Connection(
             conn,
             self.broker,
@@ -326,6 +425,7 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
     from ..store.lmdb import LMDBStore
 
     creds, identity, ctx = load_serving_identity(config.config_dir, max_version)
+    address = config.address(creds.fingerprint)
     sc = config.store
     store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
     sl = config.store_log
@@ -374,17 +474,76 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
             max_relays=config.limits.proxy_relay_connections,
         ),
         proxy_client_concurrency=config.proxy.client_concurrency,
+        metrics_file=str(config.config_dir / METRICS_FILE) if sl.prometheus_interval else None,
+        metrics_file_interval=float(sl.prometheus_interval or 60),
+        # As the reference: the counters are saved across restarts with the daily stats on.
+        stats_backup_file=str(config.config_dir / STATS_BACKUP_FILE) if sl.log_stats else None,
     )
-    return Server(store, identity, ctx, broker_config, settings), config.address(creds.fingerprint)
+    web, port_contexts = _web_server(config, creds.fingerprint)
+    server = Server(store, identity, ctx, broker_config, settings, web=web, port_contexts=port_contexts)
+    return server, address
+
+
+def _web_server(config: Config, fingerprint: str) -> tuple[WebServer | None, dict[int, ssl.SSLContext]]:
+    """[WEB]: the page written, and the SMP port shared with HTTPS given its own context."""
+    if config.web is None:
+        return None, {}
+    from .. import __version__
+    from ..transport.tls import server_context
+
+    facts = ServerFacts(
+        # Never the queue-creation password: the page is public.
+        address=server_address(fingerprint, config.transport.host, config.transport.port),
+        message_expiration_days=config.store_log.expire_messages_days,
+        stats_enabled=config.store_log.log_stats,
+        new_queues_allowed=config.auth.new_queues,
+        password_required=config.auth.create_password is not None,
+        version=__version__,
+    )
+    web = WebServer(config.web, render_page(config.information, facts), config.transport.port)
+    contexts: dict[int, ssl.SSLContext] = {}
+    if web.shared_port is not None and web.tls is not None:
+        files = config.files
+        shared = server_context(str(files.server_cert), str(files.server_key), cafile=str(files.ca_cert))
+        share_port(shared, web.tls)
+        contexts[web.shared_port] = shared
+    return web, contexts
+
+
+class JsonLogFormatter(logging.Formatter):
+    """[LOG] format = json: one object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, fmt: str, *, debug: bool = False) -> None:
+    """The root logger as [LOG] says (``--debug`` forces debug), on standard error."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else logging.Formatter(TEXT_LOG_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else LOG_LEVELS[level])
 
 
 def run(config: Config, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
     Start-up failures propagate (the command turns them into one line)."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log.level, config.log.format, debug=debug)
     open_files = raise_open_files_limit()
     server, address = build_server(config, max_version)
 

@@ -1,25 +1,34 @@
-"""Prometheus ``/metrics`` over HTTP, with the reference's metric names.
+"""Prometheus metrics with the reference's names: ``/metrics`` over HTTP, and the text file
+the reference writes every ``[STORE_LOG] prometheus_interval`` seconds (``metrics_text``).
 
 The metric families are built by prometheus-client (a collector reading the broker's
 counters and the store's gauges at scrape time) and served by a tiny HTTP/1.0 handler in the
 server's trio loop: a scrape reads a few dicts and LMDB entry counts, so it never blocks.
 Names and labels are those of the reference's ``Server/Prometheus.hs`` (its text file), so
 queries made for ``smp-server`` work unchanged; its counters are exposed untyped, because
-prometheus-client would rename a counter to ``<name>_total``.
+prometheus-client would rename a counter to ``<name>_total``. The text file, like the
+reference's ``smp-server-metrics.txt``, types them ``counter`` and stamps every sample with
+the time of writing (milliseconds), each followed by a comment naming its counter.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, Metric
 
+from ..transport.listen import open_listeners
+from .stats import format_utc
+
 log = logging.getLogger("smpfast.server.metrics")
 
 DEFAULT_METRICS_BIND = "127.0.0.1"
+METRICS_FILE = "smp-server-metrics.txt"  # the reference's name, in the server directory
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT = 10.0
 
@@ -33,6 +42,12 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[tuple[dict[str, str], str], ...]], .
     ("simplex_smp_queues_blocked", "counter", "Blocked queues", (({}, "qBlocked"),)),
     ("simplex_smp_queues_total1", "gauge", "Total number of stored queues (first type of count).", (({}, "qCount"),)),
     ("simplex_smp_queues_total2", "gauge", "Total number of stored queues (second type of count).", (({}, "queueCount"),)),
+    ("simplex_smp_queues_daily", "gauge", "Daily active queues.", (({}, "dayMsgQueues"),)),
+    ("simplex_smp_queues_weekly", "gauge", "Weekly active queues.", (({}, "weekMsgQueues"),)),
+    ("simplex_smp_queues_monthly", "gauge", "Monthly active queues.", (({}, "monthMsgQueues"),)),
+    ("simplex_smp_queues_notify_daily", "gauge", "Daily active queues with notifications.", (({}, "dayCountNtf"),)),
+    ("simplex_smp_queues_notify_weekly", "gauge", "Weekly active queues with notifications.", (({}, "weekCountNtf"),)),
+    ("simplex_smp_queues_notify_monthly", "gauge", "Monthly active queues with notifications.", (({}, "monthCountNtf"),)),
     ("simplex_smp_subscribtion_successes", "counter", "Successful subscriptions.", (({}, "qSub"),)),
     ("simplex_smp_subscribtion_end", "counter", "Ended subscriptions.", (({}, "qSubEnd"),)),
     ("simplex_smp_subscribtion_errors", "counter", "Subscription errors.", (
@@ -82,6 +97,30 @@ class StatsCollector:
             for labels, source in samples:
                 family.add_sample(name, labels, float(values.get(source, 0)))
             yield family
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+def metrics_text(values: Mapping[str, int], now: float, stats_from: float) -> str:
+    """The Prometheus text file: the same families as /metrics, as the reference writes it."""
+    stamp = int(now * 1000)
+    out = [f"# Recorded at: {format_utc(now)}", f"# Stats from: {format_utc(stats_from)}", ""]
+    for name, typ, doc, samples in _FAMILIES:
+        out += [f"# HELP {name} {doc}", f"# TYPE {name} {typ}"]
+        for labels, source in samples:
+            out += [f"{name}{_labels(labels)} {int(values.get(source, 0))} {stamp}", f"# {source}"]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def write_metrics_file(path: str | os.PathLike[str], text: str) -> None:
+    """Replace the file at once, so that a collector never reads half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def make_registry(values: Callable[[], Mapping[str, int]]) -> CollectorRegistry:
@@ -140,7 +179,7 @@ async def serve_metrics(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics`` on ``host``:``port`` until cancelled; ``started`` gets the port."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(port, host)
     bound = listeners[0].socket.getsockname()[1]
     log.info("Prometheus metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
     task_status.started(bound)

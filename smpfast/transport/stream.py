@@ -25,6 +25,7 @@ from ..protocol.versions import BLOCK_SIZE
 from . import identity
 from .errors import HandshakeTimeout, TransportClosed, TransportError
 from .limit import ConnectionLimit
+from .listen import open_listeners
 from .tls import CLIENT_ALPN, client_context
 
 if TYPE_CHECKING:
@@ -155,6 +156,48 @@ class BlockConnection:
     @property
     def blocks_out(self) -> int:
         return self.app_bytes_out // BLOCK_SIZE
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context the session runs on: a server's SNI callback may have replaced the
+        one it was created with (smpfast.server.web shares the port with HTTPS that way)."""
+        return self._ssl.context
+
+    async def receive_some(self) -> bytes:
+        """Plaintext received so far, any length, not cut into blocks (for a protocol other
+        than SMP on this connection); b"" once the peer closed. Not to be mixed with
+        receive_blocks on one connection."""
+        if self._closed:
+            raise TransportClosed("connection closed")
+        if not self._handshake_done:
+            raise TransportError("receive_some before the TLS handshake")
+        while True:
+            chunks = []
+            while not self._eof and (self._incoming.pending or self._ssl.pending()):
+                try:
+                    chunk = self._ssl.read(RECEIVE_SIZE)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    self._eof = True
+                    break
+                except ssl.SSLError as e:
+                    raise TransportError(f"TLS error: {e}") from None
+                if not chunk:
+                    self._eof = True
+                    break
+                chunks.append(chunk)
+            if self._outgoing.pending and not self._sending:
+                await self._flush()
+            if chunks:
+                return b"".join(chunks)
+            if self._eof:
+                return b""
+            data = await self._receive_raw()
+            if not data:
+                self._eof = True
+                return b""
+            self._incoming.write(data)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -392,7 +435,7 @@ async def serve_blocks(
     included: over it a new connection's socket is closed before any TLS.
     ``task_status.started`` gets the listeners (read the port from
     ``listeners[0].socket.getsockname()[1]``). Runs until cancelled."""
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    listeners = await open_listeners(port, host, backlog)
 
     async def connection_task(stream: trio.SocketStream) -> None:
         if limit is None:
