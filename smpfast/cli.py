@@ -51,6 +51,7 @@ from smpfast.credentials import (
 from smpfast.crypto.certs import SignAlgorithm, encode_fingerprint
 from smpfast.startup_errors import explain, leaf_exceptions
 from smpfast.server.admin import DEFAULT_CONTROL_PORT
+from smpfast.transport.socks import SocksProxy, parse_socks_proxy
 
 DEFAULT_DIR = "smpfast-data"
 RANDOM_PASSWORD_BYTES = 32
@@ -150,6 +151,8 @@ def initialize(
     algorithm: SignAlgorithm = SignAlgorithm.ED25519,
     control_port: int | None = None,
     bind: str | None = None,
+    socks_proxy: str | None = None,
+    own_domains: Sequence[str] = (),
 ) -> InitResult:
     """Create a server directory: credentials, ``smpfast.ini``, ``fingerprint``, store.
 
@@ -177,12 +180,18 @@ def initialize(
             ipaddress.ip_address(bind)
         except ValueError:
             raise CliError(f"--bind: {bind!r} is not an IP address (such as ::, 0.0.0.0 or 127.0.0.1)") from None
+    if socks_proxy is not None:
+        try:
+            socks_proxy = str(parse_socks_proxy(socks_proxy))
+        except ValueError as e:
+            raise CliError(f"--socks-proxy: {e}") from None
     control_passwords = None
     if control_port is not None:
         control_passwords = (make_control_password(), make_control_password())
     ini_text = default_ini_text(
         hosts=hosts, ports=ports, bind=bind, create_password=password,
         control_port=control_port, control_passwords=control_passwords,
+        socks_proxy=socks_proxy, own_domains=own_domains,
     )
 
     existed = target.exists()
@@ -251,6 +260,17 @@ def _init_args(p: argparse.ArgumentParser) -> None:
         help=f"enable the control port on 127.0.0.1 (default port {DEFAULT_CONTROL_PORT}) with "
         "random admin and user passwords",
     )
+    p.add_argument(
+        "--socks-proxy",
+        nargs="?",
+        const=str(SocksProxy()),
+        default=None,
+        metavar="PROXY",
+        help="SOCKS5 proxy ([user:pass@]IP[:port], default 127.0.0.1:9050) for the connections "
+        "to .onion relays of messages this server forwards as a proxy",
+    )
+    p.add_argument("--own-domains", metavar="DOMAINS",
+                   help="domain names of the relays you operate, comma-separated (proxy statistics)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
 
@@ -279,6 +299,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
         algorithm=SignAlgorithm.parse(args.sign_algorithm),
         control_port=args.control_port,
         bind=args.bind,
+        socks_proxy=args.socks_proxy,
+        own_domains=tuple(d.strip() for d in args.own_domains.split(",") if d.strip()) if args.own_domains else (),
     )
     _print_init_report(result)
     return 0

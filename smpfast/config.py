@@ -32,6 +32,8 @@ from smpfast.protocol.address import DEFAULT_PORT
 from smpfast.server.admin import DEFAULT_CONTROL_PORT, DEFAULT_DAILY_BLOCK_QUOTA
 from smpfast.server.broker import EXPIRE_ON_SEND
 from smpfast.store.lmdb import DEFAULT_MAP_SIZE
+from smpfast.transport.hosts import HOST_MODES, SOCKS_MODES
+from smpfast.transport.socks import SocksProxy, parse_socks_proxy
 
 INI_FILE = "smpfast.ini"
 DEFAULT_BIND = "127.0.0.1"
@@ -145,6 +147,27 @@ class LimitsConfig:
     tls_handshake_timeout: int = 60  # seconds, reference tlsSetupTimeout
     smp_handshake_timeout: int = 120  # seconds, reference smpHandshakeTimeout
     outbox_limit: int = 128  # answer batches per connection, reference tbqSize
+    # Ours, the proxy role's outbound links (the reference has no limit; its timeouts are
+    # these defaults): relay connections open at once, and seconds for one to connect
+    # (TCP, SOCKS, TLS, SMP handshake) and for a relay to answer a forwarded command.
+    proxy_relay_connections: int = 10000
+    proxy_connect_timeout: int = 45
+    proxy_request_timeout: int = 30
+
+
+DEFAULT_CLIENT_CONCURRENCY = 32  # the reference's defaultProxyClientConcurrency
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The SMP proxy role's outbound links to destination relays (reference names)."""
+
+    socks_proxy: SocksProxy | None = None  # None: direct connections only
+    socks_mode: str = "onion"  # onion: SOCKS for .onion hosts only; always: for every host
+    host_mode: str = "public"  # which host of a relay with several to prefer
+    required_host_mode: bool = False  # no host of that kind: PROXY BROKER HOST
+    own_server_domains: tuple[str, ...] = ()  # counted apart in the proxy statistics
+    client_concurrency: int = DEFAULT_CLIENT_CONCURRENCY  # proxied commands in flight per client
 
 
 @dataclass(frozen=True)
@@ -196,6 +219,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
     log: LogConfig = LogConfig()
+    proxy: ProxyConfig = ProxyConfig()
     web: WebConfig | None = None  # None: no [WEB] static_path, no page
 
     def address(self, fingerprint: str) -> str:
@@ -339,6 +363,19 @@ def _not_yet(parse: Callable[[str], Any], supported: Any, why: str) -> Callable[
     return check
 
 
+def _socks_proxy(value: str) -> SocksProxy:
+    return parse_socks_proxy(value)
+
+
+def _domains(value: str) -> tuple[str, ...]:
+    """Space-separated domain suffixes (the reference splits on white space)."""
+    out = tuple(value.split())
+    for d in out:
+        if _HOST_FORBIDDEN & set(d):
+            raise ValueError(f"invalid domain {d!r}")
+    return out
+
+
 # --- schema -----------------------------------------------------------------------------------
 
 _INFORMATION_KEYS: dict[str, Callable[[str], Any]] = {
@@ -420,6 +457,17 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "tls_handshake_timeout": _int_range(1, 3600),
         "smp_handshake_timeout": _int_range(1, 3600),
         "outbox_limit": _int_range(1, 65536),
+        "proxy_relay_connections": _int_range(1, 10_000_000),
+        "proxy_connect_timeout": _int_range(1, 3600),
+        "proxy_request_timeout": _int_range(1, 3600),
+    },
+    "PROXY": {
+        "socks_proxy": _socks_proxy,
+        "socks_mode": _choice(*SOCKS_MODES),
+        "host_mode": _choice(*HOST_MODES),
+        "required_host_mode": parse_on_off,
+        "own_server_domains": _domains,
+        "client_concurrency": _int_range(1, 65536),
     },
 }
 
@@ -437,7 +485,7 @@ _COMPAT: dict[str, dict[str, str]] = {
 }
 
 # Sections the reference's `init` writes that smpfast accepts only when empty of keys.
-_EMPTY_ONLY_SECTIONS = ("PROXY",)
+_EMPTY_ONLY_SECTIONS: tuple[str, ...] = ()
 
 
 def _did_you_mean(name: str, known: Sequence[str], form: str) -> str:
@@ -524,6 +572,7 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         limits=LimitsConfig(**values["LIMITS"]),
         prometheus=PrometheusConfig(**values["PROMETHEUS"]),
         log=LogConfig(**values["LOG"]),
+        proxy=ProxyConfig(**values["PROXY"]),
         web=web,
     )
 
@@ -601,6 +650,8 @@ def default_ini_text(
     source_code: str | None = None,
     control_port: int | None = None,
     control_passwords: tuple[str, str] | None = None,
+    socks_proxy: str | None = None,
+    own_domains: Sequence[str] = (),
 ) -> str:
     """A complete, commented ``smpfast.ini``; parsing it gives exactly these settings.
     ``control_passwords`` is (admin, user); with ``control_port`` None the control-port
@@ -622,6 +673,10 @@ def default_ini_text(
     control_line = (
         f"control_port = {control_port}" if control_port is not None else f"# control_port = {DEFAULT_CONTROL_PORT}"
     )
+    socks_line = f"socks_proxy = {socks_proxy}" if socks_proxy else "# socks_proxy = 127.0.0.1:9050"
+    domains_line = (
+        f"own_server_domains = {' '.join(own_domains)}" if own_domains else "# own_server_domains = example.com"
+    )
     if public:
         bind_comment = (
             "# Listen address. `::` accepts connections on every interface (IPv6 and, on most\n"
@@ -640,8 +695,8 @@ def default_ini_text(
 #
 # Accepted for compatibility with a copied smp-server.ini (only these values, they describe
 # what smpfast always does): [STORE_LOG] enable = on, store_queues = memory,
-# store_messages = memory, restore_messages = on; [TRANSPORT] websockets = off; an empty
-# [PROXY] section. Other reference keys (database, proxy, websockets, ...) are not supported.
+# store_messages = memory, restore_messages = on; [TRANSPORT] websockets = off. Other
+# reference keys (database, websockets, ...) are not supported.
 
 [INFORMATION]
 # Public information about this server. Nothing here is published unless source_code is set.
@@ -716,6 +771,26 @@ log_tls_errors = off
 # <port>`, then `help`). Commented out: no control port.
 {control_line}
 
+[PROXY]
+# The server is also an SMP proxy for private message routing: a client sends each message
+# to a proxy it uses, which forwards it to the recipient's relay over one connection per
+# relay, so the relay does not see the sender's address (PRXY and PFWD need the
+# create_password of [AUTH] when one is set).
+# A SOCKS5 proxy (such as Tor, [user:pass@]IP[:port]) for the connections to relays; without
+# `user:pass@` each connection asks for its own Tor circuit by its credentials, with `@` it
+# sends none.
+{socks_line}
+# `onion`: use it for .onion relays only; `always`: for every relay.
+# socks_mode = onion
+# Which host of a relay with several to prefer: `public` or `onion` (when socks_proxy is set).
+# host_mode = public
+# `on`: a relay without a host of that kind is an error, instead of trying its other hosts.
+# required_host_mode = off
+# Domain suffixes of the relays you operate (space-separated), counted apart in the statistics.
+{domains_line}
+# Proxied commands one client may have in flight at once.
+# client_concurrency = {DEFAULT_CLIENT_CONCURRENCY}
+
 [PROMETHEUS]
 # Prometheus metrics over HTTP at http://<bind>:<port>/metrics, with the reference's metric
 # names. Commented out: no endpoint. The bind address is loopback unless you change it.
@@ -782,4 +857,10 @@ smp_handshake_timeout = 120
 # Answer batches waiting for a connection whose client does not read them; at this many
 # the server stops reading that connection's commands until the client catches up.
 outbox_limit = 128
+# The proxy role's connections to relays: how many may be open at once, and the seconds one
+# may take to connect (TCP, SOCKS, TLS, SMP handshake) and a relay to answer a forwarded
+# message.
+proxy_relay_connections = 10000
+proxy_connect_timeout = 45
+proxy_request_timeout = 30
 """

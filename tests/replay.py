@@ -119,7 +119,10 @@ class Replay:
     """Replay one transcript. ``skip_conns``: connections not replayed (see the tests).
     ``hooks``: seq -> callable(replay) run just before that recorded block (to fill in
     elided parts with ``send``/``take``). ``transcript`` replaces the file's content
-    (tests of the replay itself)."""
+    (tests of the replay itself). ``relay_server``: the recorded server that PRXY reaches
+    (the v18-proxy transcript's B): the broker then also plays the proxy role, its relay
+    links in memory (``replay_proxy.MemoryRelays``); PFWDs are re-encrypted for smpfast's
+    relay session and PKEY/PRES compared through their bindings and decryptions."""
 
     def __init__(
         self,
@@ -130,6 +133,7 @@ class Replay:
         config: BrokerConfig | None = None,
         transcript: dict | None = None,
         tolerate: dict[int, str] | None = None,
+        relay_server: str | None = None,
     ) -> None:
         self.name = name
         self.t = load(name) if transcript is None else transcript
@@ -141,6 +145,11 @@ class Replay:
         self.now = float(self.base_time)
         self.broker = Broker(MemoryStore(), config or BrokerConfig(), clock=lambda: self.now)
         self.harness = BrokerHarness(self.broker)
+        self.relays = None
+        if relay_server is not None:
+            self._play_proxy(relay_server)
+        # PFWD corrId -> (recorded cmd box key, smpfast cmd box key, recorded relay, smpfast relay)
+        self.proxied: dict[bytes, tuple] = {}
         self.where = "setup"
         # recorded -> smpfast values of server-chosen fields, and the reverse
         self.subst: dict[bytes, bytes] = {}
@@ -205,6 +214,69 @@ class Replay:
                     recorded_session_key=recorded_session_key)
         self.conns[name] = conn
         return conn
+
+    def _play_proxy(self, relay_server: str) -> None:
+        import trio
+
+        from replay_proxy import MemoryRelays
+        from smpfast.proxy.service import ProxyService
+
+        srv = self.t["servers"][relay_server]
+        self.relays = MemoryRelays(self.harness, str(srv["port"]), bytes.fromhex(srv["key_hash"]))
+        service = ProxyService(self.relays, self.broker.count)  # type: ignore[arg-type]
+        self.harness.proxy = lambda r: trio.run(service.answer, r.corr_id, r.entity_id, r.command)
+
+    def _rebuild_pfwd(self, conn: Conn, corr: bytes, pfwd: C.Pfwd) -> bytes:
+        """A recorded PFWD made again for smpfast's relay session: the recorded inner
+        transmission with its ids substituted, re-signed for the new session and sealed
+        with the recorded per-command key against smpfast's relay session key (a recorded
+        corruption is applied again, byte for byte)."""
+        from smpfast.crypto import proxy as cp
+        from smpfast.protocol.proxy import ProxiedRelay, proxied_command
+
+        p = next((p for p in self.t["proxied_commands"] if p["nonce_corr_id"] == corr.hex()), None)
+        link = None if self.relays is None else self.relays.link
+        if p is None or link is None:
+            self.fail("a PFWD the transcript does not describe, or before any PKEY")
+        rec_sid = bytes.fromhex(p["relay_session_id"])
+        rec_key = cmsg.precompute(bytes.fromhex(p["cmd_secret"]))
+        inner = bytes.fromhex(p["inner_transmission_hex"])
+        [(_s, auth, _g, icorr, ient, icmd, tfa)] = core.split_block(
+            core.encode_batch([inner], cp.PROXIED_PADDED), rec_sid, True, p["version"] >= V.SERVICE_CERTS)
+        signer = None
+        if auth:
+            signer = next((k for k in self.auth_keys if k.alg is Alg.ED25519 and k.sign(tfa) == auth), None)
+            if signer is None:
+                self.fail("no recorded key signed the proxied transmission")
+        ours = ProxiedRelay(link.session_id, p["version"], link.client.server_session_key)
+        cmd_private = self.dh_keys[pfwd.dh_key].raw
+        sent = proxied_command(ours, self.mapped(ient), icmd, signer, cmd_private=cmd_private, nonce=icorr)
+        enc = sent.pfwd.enc_transmission
+        if p["corrupted"]:
+            correct = cp.seal_command(rec_key, corr, core.unpad(core.encode_batch([inner], cp.PROXIED_PADDED)))
+            enc = bytes(a ^ b ^ c for a, b, c in zip(enc, correct, pfwd.enc_transmission))
+        elif cp.seal_command(rec_key, corr, core.unpad(core.encode_batch([inner], cp.PROXIED_PADDED))) != pfwd.enc_transmission:
+            self.fail("the recorded PFWD is not its recorded inner transmission sealed with its recorded key")
+        recorded_relay = ProxiedRelay(rec_sid, p["version"], bytes.fromhex(self.t["proxied_relay"]["relay_session_key_x25519"]))
+        self.proxied[corr] = (rec_key, sent.cmd_key, recorded_relay, ours)
+        return C.Pfwd(pfwd.version, pfwd.dh_key, enc).encode(conn.version)
+
+    def _compare_pres(self, here: str, corr: bytes, rec: C.Pres, ours: C.Pres) -> None:
+        from smpfast.protocol.proxy import ProxiedCommand, proxied_response
+
+        keys = self.proxied.get(corr)
+        if keys is None:
+            self.fail(f"{here}: PRES to a PFWD the replay did not send")
+        rec_key, our_key, rec_relay, our_relay = keys
+        r = proxied_response(rec_relay, ProxiedCommand(None, corr, rec_key), rec)  # type: ignore[arg-type]
+        try:
+            o = proxied_response(our_relay, ProxiedCommand(None, corr, our_key), ours)  # type: ignore[arg-type]
+        except Exception as e:
+            self.fail(f"{here}: smpfast's PRES does not open with the client's key ({e!r})")
+        v = our_relay.version
+        if o.error is not None or o.corr_id != r.corr_id or o.entity_id != self.mapped(r.entity_id) \
+                or o.response.encode(v) != r.response.encode(v):
+            self.fail(f"{here}: the relay answered {o} through smpfast, {r} through the reference")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -367,6 +439,8 @@ class Replay:
                 if C.Ack(cmd.msg_id).encode(conn.version) != command:
                     self.fail(f"ACK does not re-encode: {command.hex()}")
                 new_command = C.Ack(self.subst[cmd.msg_id]).encode(conn.version)
+            elif isinstance(cmd, C.Pfwd) and self.relays is not None:
+                new_command = self._rebuild_pfwd(conn, corr, cmd)
             elif isinstance(cmd, C.Lset) and cmd.link_id in self.subst:  # a server-chosen link id
                 if cmd.encode(conn.version) != command:
                     self.fail(f"LSET does not re-encode: {command.hex()}")
@@ -481,6 +555,15 @@ class Replay:
         elif isinstance(rec, C.Nmsg):
             self._compare_nmsg(here, entity, rec, ours)
             comparable = C.Nmsg(rec.nonce, rec.enc_meta)
+        elif isinstance(rec, C.Pkey):
+            # the relay session and its chain are smpfast's; the range is the reference's
+            self.bind(rec.session_id, ours.session_id, "PKEY relay session id")
+            if len(ours.cert_key.chain) != len(rec.cert_key.chain):
+                self.fail(f"{here}: PKEY with {len(ours.cert_key.chain)} certificates, the reference's {len(rec.cert_key.chain)}")
+            comparable = C.Pkey(rec.session_id, ours.vrange, rec.cert_key)
+        elif isinstance(rec, C.Pres):
+            self._compare_pres(here, corr, rec, ours)
+            comparable = rec
         else:
             comparable = ours
         if comparable.encode(v) != rec_bytes:

@@ -372,3 +372,23 @@ def test_init_control_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         cli.main(["init", "--dir", str(tmp_path / "d"), "--control-port", "70000"])
     assert "--control-port" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_init_socks_proxy_and_own_domains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the reference's init: --socks-proxy alone is 127.0.0.1:9050, --own-domains is
+    comma-separated; both land in [PROXY]; the printed onion address is one the client reads."""
+    from smpfast.client import parse_address
+    from smpfast.transport.socks import SocksProxy
+
+    onion = "c" * 56 + ".onion"
+    d = tmp_path / "a"
+    m = init(capsys, d, "--fqdn", f"smp.example.com,{onion}", "--socks-proxy", "--own-domains", "example.com,example.net")
+    cfg = load_config(d)
+    assert cfg.proxy.socks_proxy == SocksProxy("127.0.0.1", 9050)
+    assert cfg.proxy.own_server_domains == ("example.com", "example.net")
+    server, _ = parse_address(m.group(0))
+    assert server.hosts == ("smp.example.com", onion)
+    init(capsys, tmp_path / "b", "--socks-proxy", "@10.1.2.3:9150")
+    assert load_config(tmp_path / "b").proxy.socks_proxy == SocksProxy("10.1.2.3", 9150, isolate=False)
+    code, _, err = run(capsys, "init", "--dir", str(tmp_path / "c"), "--socks-proxy", "localhost:9050")
+    assert code == 1 and "--socks-proxy" in err and not (tmp_path / "c").exists()

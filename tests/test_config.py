@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from smpfast.transport.socks import SocksProxy
 from smpfast.config import (
+    ProxyConfig,
     DEFAULT_MAP_SIZE,
     AuthConfig,
     ConfigError,
@@ -127,6 +129,17 @@ max_connections = 500
 tls_handshake_timeout = 5
 smp_handshake_timeout = 7
 outbox_limit = 16
+proxy_relay_connections = 3
+proxy_connect_timeout = 4
+proxy_request_timeout = 6
+
+[PROXY]
+socks_proxy = alice:pw@[::1]:9150
+socks_mode = always
+host_mode = onion
+required_host_mode = on
+own_server_domains = example.com  example.net
+client_concurrency = 8
 """
 
 
@@ -166,7 +179,13 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert cfg.store.durability == "none"
     assert cfg.store.commit_interval_ms == 0
     assert cfg.limits == LimitsConfig(
-        max_connections=500, tls_handshake_timeout=5, smp_handshake_timeout=7, outbox_limit=16
+        max_connections=500, tls_handshake_timeout=5, smp_handshake_timeout=7, outbox_limit=16,
+        proxy_relay_connections=3, proxy_connect_timeout=4, proxy_request_timeout=6,
+    )
+    assert cfg.proxy == ProxyConfig(
+        socks_proxy=SocksProxy("::1", 9150, b"alice", b"pw", isolate=False), socks_mode="always",
+        host_mode="onion", required_host_mode=True, own_server_domains=("example.com", "example.net"),
+        client_concurrency=8,
     )
     assert cfg.prometheus == PrometheusConfig(port=9091, bind="::1")
     assert cfg.log == LogConfig(stats_interval=0, level="error", format="json")
@@ -449,3 +468,29 @@ def test_server_address() -> None:
 def test_config_address(tmp_path: Path) -> None:
     cfg = parse_config(FULL_INI, tmp_path)
     assert cfg.address(FP) == f"smp://{FP}:s3cret!#;=@smp.example.com,[2001:db8::1],192.0.2.1:5224"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("127.0.0.1:9050", SocksProxy("127.0.0.1", 9050)),
+    ("9150", None),
+    (":9150", SocksProxy("127.0.0.1", 9150)),
+    ("@127.0.0.1", SocksProxy("127.0.0.1", 9050, isolate=False)),
+    ("u:p@10.0.0.1:1", SocksProxy("10.0.0.1", 1, b"u", b"p", isolate=False)),
+    ("::1", SocksProxy("::1", 9050)),
+    ("[::1]:9050", SocksProxy("::1", 9050)),
+    ("localhost:9050", None),  # the reference accepts IP addresses only
+    ("127.0.0.1:0", None),
+    ("nopass@127.0.0.1", None),
+])
+def test_socks_proxy_values(tmp_path: Path, value: str, expected: SocksProxy | None) -> None:
+    text = f"[PROXY]\nsocks_proxy = {value}\n"
+    if expected is None:
+        assert "[PROXY] socks_proxy" in _error(text, tmp_path)
+    else:
+        assert parse_config(text, tmp_path).proxy.socks_proxy == expected
+
+
+def test_proxy_defaults_are_the_references(tmp_path: Path) -> None:
+    assert parse_config("", tmp_path).proxy == ProxyConfig(None, "onion", "public", False, (), 32)
+    assert "must be one of" in _error("[PROXY]\nsocks_mode = never\n", tmp_path)
+    assert "must be one of" in _error("[PROXY]\nhost_mode = tor\n", tmp_path)

@@ -196,3 +196,27 @@ def test_an_answer_too_large_for_a_block_is_dropped_alone(smp_credentials):
     [event] = client.receive_block(block)
     answers = decode_client_transmissions(event.plaintext, 7, SESSION_ID)
     assert [(a.corr_id, a.response) for a in answers] == [(b"a", C.PONG), (b"a", C.PONG)]
+
+
+@pytest.mark.parametrize(("server_max", "version"), [(18, 18), (12, 10), (11, 10), (10, 10), (8, 8), (7, 7)])
+def test_a_proxy_link_shares_the_session_secret_without_block_encryption(smp_credentials, server_max, version):
+    """A proxy (proxy_server, v14 flag) gets no block encryption, caps at v10 towards relays
+    below v14, and both ends hold the same session secret (the RFWD/RRES layer's key)."""
+    server = _server(smp_credentials, VersionRange(V.MIN_VERSION, server_max))
+    client = _client(smp_credentials, proxy_server=True)
+    [hello] = _blocks(server.data_to_send())
+    [c_event] = client.receive_block(hello)
+    [client_hello] = _blocks(client.data_to_send())
+    assert ClientHandshake.parse(client_hello).proxy_server is (version >= V.PROXY_SERVER_HANDSHAKE)
+    [s_event] = server.receive_block(client_hello)
+    assert c_event.version == s_event.version == version
+    assert not c_event.block_encryption and not server.encrypts_blocks and not client.encrypts_blocks
+    assert client.session_box_key is not None and client.session_box_key == server.session_box_key
+
+
+def test_a_client_without_a_key_has_no_session_secret(smp_credentials):
+    server = _server(smp_credentials)
+    client = ClientSession(SESSION_ID, smp_credentials.creds.key_hash, VersionRange(6, 18), verify_server_chain,
+                           smp_credentials.creds.chain_der[0], None)
+    _handshake(server, client)
+    assert server.state is State.ESTABLISHED and server.session_box_key is None and client.session_box_key is None

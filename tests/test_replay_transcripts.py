@@ -174,85 +174,57 @@ def test_every_transcript_is_replayed() -> None:
 
 
 def test_the_announced_range_stays_6_to_7() -> None:
-    """The replays speak up to 18; the server announces 6..7 until the proxy (v8) exists."""
+    """The replays speak up to 18; the server announces 6..7 until the versions 9-18 work
+    (service certificates) lands, then 6..18 (the proxy role, v8, exists)."""
     assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (7, 7)
 
 
 # ---------------------------------------------------------------- v18-proxy
-# Server A is the proxy (PRXY/PFWD, the v8 sending-proxy role smpfast does not have yet),
-# server B the relay, whose side of the exchange is replayed: its recipient's NEW, MSG,
-# ACK and DEL. The proxy's link to B (RFWD) is not recorded; the recorded inner
-# transmissions of the forwarded SEND, SKEY and signed SEND (made over the relay session)
-# are executed on a connection with that session id, their answers compared with the
-# decrypted inner responses the proxy returned, so B's queue and recipient see what they
-# saw. Every answer that only a proxy can give is an expected failure, one per step.
+# Server A is the proxy (PRXY/PFWD), server B the relay: the replay's one broker plays both
+# (one server in both roles), the proxy's links to B in memory (tests/replay_proxy.py).
+# PRXY names B by its recorded port and fingerprint; every other relay is unreachable. The
+# recorded PFWDs are sealed again for smpfast's relay session (inner transmissions re-signed
+# for it); PKEY is compared through the session id binding (range 8..17 byte for byte),
+# PRES decrypted on both sides (the relay's inner answers compared), and B's queue and
+# recipient see the forwarded SEND, SKEY and signed SEND as the reference's did.
 
 PROXY = "v18-proxy.json"
-_NEEDS_PROXY = "smpfast has no SMP proxy role yet (v8 PRXY/PFWD, the proxy issue)"
 PROXY_STEPS = {
-    6: "PRXY -> PKEY (relay session to B): " + _NEEDS_PROXY,
-    8: "repeated PRXY -> PKEY of the same relay session: " + _NEEDS_PROXY,
-    12: "PFWD unsigned SEND -> PRES: " + _NEEDS_PROXY,
-    17: "PFWD SKEY -> PRES: " + _NEEDS_PROXY,
-    19: "PFWD signed SEND -> PRES: " + _NEEDS_PROXY,
-    24: "PFWD SUB -> PRES(ERR CMD PROHIBITED), a relay refusing recipient commands over RFWD: " + _NEEDS_PROXY,
-    26: "PFWD with an unknown relay session -> ERR PROXY NO_SESSION: " + _NEEDS_PROXY,
-    28: "corrupted PFWD -> ERR PROXY PROTOCOL CRYPTO: " + _NEEDS_PROXY,
-    30: "PRXY to a closed port -> ERR PROXY BROKER NETWORK: " + _NEEDS_PROXY,
-    32: "PRXY with a wrong relay key hash -> ERR PROXY BROKER NETWORK: " + _NEEDS_PROXY,
+    6: "PRXY -> PKEY (relay session to B)",
+    8: "repeated PRXY -> PKEY of the same relay session",
+    12: "PFWD unsigned SEND -> PRES",
+    17: "PFWD SKEY -> PRES",
+    19: "PFWD signed SEND -> PRES",
+    24: "PFWD SUB -> PRES(ERR CMD PROHIBITED), a relay refusing recipient commands over RFWD",
+    26: "PFWD with an unknown relay session -> ERR PROXY NO_SESSION",
+    28: "corrupted PFWD -> ERR PROXY PROTOCOL CRYPTO",
+    30: "PRXY to a closed port -> ERR PROXY BROKER NETWORK",
+    32: "PRXY with a wrong relay key hash -> ERR PROXY BROKER NETWORK",
 }
-RELAY_LINK = "proxy-relay link"
-
-
-def _forwarded(label: str, answer_seq: int):
-    """A hook: the inner transmission of PFWD ``label`` executed at the relay, its answer
-    compared with the inner response the proxy returned at ``answer_seq``."""
-
-    def hook(r: Replay) -> None:
-        if RELAY_LINK not in r.conns:
-            relay = r.t["proxied_relay"]
-            r.add_connection(RELAY_LINK, relay["version"], bytes.fromhex(relay["session_id"]),
-                             bytes.fromhex(relay["relay_session_key_x25519"]))
-        p = next(p for p in r.t["proxied_commands"] if p["label"] == label)
-        r.replay_transmission(RELAY_LINK, bytes.fromhex(p["inner_transmission_hex"]), label)
-        answer = next(b for b in r.t["blocks"] if b["seq"] == answer_seq)
-        [inner_rec] = [t["fields"]["decrypted"]["inner"] for t in answer["summary"]["transmissions"]]
-        expected = b"ERR " + inner_rec["fields"]["err"].encode() if inner_rec["tag"] == "ERR" else inner_rec["tag"].encode()
-        got = r.take(RELAY_LINK)
-        if [[(t.corr_id, t.entity_id, t.command) for t in b] for b in got] != [[(
-                bytes.fromhex(inner_rec["corr_id"]), r.mapped(bytes.fromhex(inner_rec["entity_id"])), expected)]]:
-            r.fail(f"{label}: the relay answered {got}, the reference's relay {expected!r}")
-
-    return hook
 
 
 @functools.cache
 def proxy_replay() -> Replay:
-    hooks = {
-        12: _forwarded("PFWD: unsigned SEND (confirmation) via proxy", 12),
-        17: _forwarded("PFWD: SKEY via proxy", 17),
-        19: _forwarded("PFWD: signed SEND via proxy", 19),
-    }
-    r = Replay(PROXY, hooks=hooks, tolerate=PROXY_STEPS)
+    r = Replay(PROXY, relay_server="B", tolerate=PROXY_STEPS)
     r.run()
     return r
 
 
-def test_replay_v18_proxy_relay_side() -> None:
-    """Everything but the proxy's answers, strictly: handshakes and block encryption of both
-    connections, B's NEW/IDS, the forwarded commands' effect at B (MSG x2, ACK), the signed
-    PRXY refused by syntax (CMD HAS_AUTH), DEL."""
-    r = proxy_replay()
-    assert set(r.mismatches) <= set(PROXY_STEPS)
-    assert RELAY_LINK in r.conns and r.resigned >= 2
+def test_replay_v18_proxy() -> None:
+    """The whole transcript, strictly: handshakes and block encryption of both
+    connections, B's NEW/IDS, the proxy's answers, the forwarded commands' effect at B
+    (MSG x2, ACK), the signed PRXY refused by syntax (CMD HAS_AUTH), DEL."""
+    r = Replay(PROXY, relay_server="B")
+    r.run()
+    assert r.relays is not None and r.relays.opened == 1  # one relay session, reused
+    assert len(r.proxied) == 6 and r.resigned >= 3
+    # SEND, SKEY, signed SEND, SUB reached the relay; the corrupted one it refused (CRYPTO)
+    assert r.broker.stats["pMsgFwdsRecv"] == 4 and r.broker.stats["pRelays.successes"] == 2
 
 
-@pytest.mark.parametrize(
-    "seq",
-    [pytest.param(seq, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason), id=f"seq{seq}")
-     for seq, reason in PROXY_STEPS.items()],
-)
+@pytest.mark.parametrize("seq", [pytest.param(seq, id=f"seq{seq}") for seq in PROXY_STEPS])
 def test_replay_v18_proxy_step(seq: int) -> None:
+    """Each proxy step on its own (a mismatch names the step)."""
     r = proxy_replay()
     assert seq not in r.mismatches, r.mismatches[seq]
 
@@ -319,3 +291,21 @@ def test_replay_detects_a_wrong_notification(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cmsg, "encrypt_ntf_meta", lambda key, msg_id, ts, nonce=None: real(key, msg_id[::-1], ts, nonce))
     with pytest.raises(ReplayMismatch, match=r"seq 24 .*NMSG names msg"):
         make_replay("v7-notifications.json").run()
+
+
+def test_replay_detects_a_wrong_proxied_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relay that refused forwarded SENDs would answer ERR CMD PROHIBITED inside PRES:
+    the replay opens the PRES and fails at that step."""
+    import smpfast.server.broker as broker_module
+
+    monkeypatch.setattr(broker_module, "_FORWARDED_COMMANDS", (C.Skey, C.Lkey, C.Lget))
+    with pytest.raises(ReplayMismatch, match=r"seq 12 .*the relay answered"):
+        Replay(PROXY, relay_server="B").run()
+
+
+def test_replay_detects_a_wrong_pkey_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    import smpfast.proxy.service as service
+
+    monkeypatch.setattr(service, "relay_vrange", lambda vr: V.VersionRange(8, 18))
+    with pytest.raises(ReplayMismatch, match=r"seq 6 "):
+        Replay(PROXY, relay_server="B").run()

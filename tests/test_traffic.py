@@ -172,3 +172,19 @@ def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
 def test_bad_arguments(args, message, capsys):
     assert main(["traffic", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_private_routing_row(tmp_path, capsys):
+    """The in-process server in both roles: a proxied message costs the sender what a
+    direct one does, plus one block each way on the proxy's link to the relay."""
+    out_json = tmp_path / "t.json"
+    assert main(["traffic", "--sweep", "1", "--versions", "18", "--private-routing", "5",
+                 "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    cost = json.loads(out_json.read_text())["private_routing"]
+    assert (cost["messages"], cost["version"], cost["proxied_version"]) == (5, 18, 17)
+    for side in ("direct", "proxied", "link"):
+        assert (cost[side]["blocks_up"], cost[side]["blocks_down"]) == (1.0, 1.0), side
+    assert cost["link"]["tls_bytes_up"] > 16384 and cost["proxied"]["tls_bytes_up"] > 16384
+    assert "private routing (5 messages" in printed and "2.00x the blocks" in printed
+    assert main(["traffic", "--private-routing", "-1"]) == 1

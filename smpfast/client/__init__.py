@@ -5,9 +5,15 @@ The API below is a contract; change it only with the people who use it.
 Connecting
     ``client = await SMPClient.connect(address, *, max_version=None, min_version=6,
             alpn=["smp/1"], timeout=30.0, block_encryption=True, event_buffer=inf,
-            service=None)``
+            service=None, socks=None, socks_mode="always", host_mode="public", proxy_server=False)``
         ``address``: ``"smp://<fingerprint>[:<password>]@<host>[,<host>...][:<port>]"``
-        (default port 5223; hosts tried in order) or an ``SMPServer``. TLS pins the CA
+        (default port 5223) or an ``SMPServer``. Hosts are tried until one connects,
+        public ones first (``host_mode="onion"``: ``.onion`` ones first when ``socks``
+        is set); ``.onion`` hosts only through ``socks``, a SOCKS5 proxy such as Tor
+        (``"[user:pass@|@]IP[:port]"`` or a ``transport.socks.SocksProxy``; without
+        ``@`` connections are isolated by credentials), used for every host
+        (``socks_mode="always"``) or only for ``.onion`` ones ("onion").
+        ``proxy_server``: the v14 handshake flag an SMP proxy sets towards relays. TLS pins the CA
         fingerprint; the server hello's session id must equal tls-unique; its signed X25519
         session key (v7+) must verify with the TLS leaf certificate and its chain must
         prove the fingerprint. Version = max of (server range) ∩ [min_version,
@@ -21,7 +27,8 @@ Connecting
         ``client.service`` (a ``ServiceIdentity``: service_id, role, cert_hash, key). NEW,
         SUB and NSUB are then authorized twice (queue key over cert_hash || t_for_auth,
         service key over t_for_auth). HANDSHAKE BAD_AUTH / BAD_SERVICE raise HandshakeError.
-        Raises ConnectError (HandshakeError for SMP handshake failures, with ``.code``).
+        Raises ConnectError (``.code`` NETWORK, TIMEOUT or HOST; HandshakeError for SMP
+        handshake failures, ``.code`` as the reference's transport error).
         The returned client's reader is not running yet; run it with either
     ``async with client:`` -- the reader runs in a nursery owned by the block; on exit
         the connection is closed. Exceptions from the body pass through unchanged.
@@ -34,6 +41,8 @@ Properties
     ``version``, ``session_id`` (tls-unique), ``server_vrange``, ``server`` (SMPServer),
     ``basic_auth``, ``server_session_key`` (raw X25519 or None), ``block_encryption``,
     ``service`` (ServiceIdentity of a service session, else None),
+    ``host`` (the host reached), ``via_socks``, ``session_box_key`` (box key of the
+    handshake DH: the RFWD/RRES layer of a proxy link; None without a client key),
     ``connection`` (the BlockConnection), ``closed``, ``close_reason``.
     Traffic: ``blocks_in``, ``blocks_out``, ``tls_bytes_in``, ``tls_bytes_out`` (the TLS
     connection's counters, hello blocks included); SMP level (hello blocks excluded):
@@ -41,15 +50,16 @@ Properties
     ``blocks_received``, ``events_received``, ``events_dropped``, ``bad_transmissions``,
     ``unmatched_responses``.
 
-Raw requests (every request gets a fresh 24-byte random corrId)
-    ``await client.request(entity_id, command, key=None) -> Response``
+Raw requests (every request gets a fresh 24-byte random corrId, unless ``corr_id``/
+``corr_ids`` give the corrIds, distinct and not pending: RFWD uses its nonce as corrId)
+    ``await client.request(entity_id, command, key=None, *, corr_id=None) -> Response``
         ``command``: a ``smpfast.protocol.commands`` Command (or its encoded bytes);
         ``key``: the authorizing ``smpfast.crypto.keys.PrivateKey`` -- Ed25519/Ed448 sign
         ``t_for_auth``, X25519 makes the 80-byte authenticator with the server session key
         (v7+, else UnsupportedByVersion). Returns the response, ``Err`` included (not
         raised). Raises ResponseError when the matching server transmission was
         unusable.
-    ``await client.batch([(entity_id, command, key), ...]) -> list[Response | BadResponse]``
+    ``await client.batch([(entity_id, command, key), ...], *, corr_ids=None) -> list[Response | BadResponse]``
         All transmissions packed into as few blocks as possible (at most 255 and 16365
         bytes per block, padded to 16368 under block encryption), sent with one write;
         replies in request order, whatever order the server answered in. Nothing is
@@ -90,6 +100,15 @@ UnexpectedResponse, an unusable one ResponseError)
         outside a service session
     ``ping()``
     SUB/NSUB accept OK (v<16) and SOK (v16+).
+
+Private message routing (v8+: this server as an SMP proxy)
+    ``proxy_relay(relay_address, basic_auth=None) -> ProxiedRelay`` (PRXY → PKEY, checked
+        against the relay's fingerprint; ``protocol.proxy.ProxiedRelay``: session_id,
+        version, server_key)
+    ``proxied(relay, entity_id, command, key=None) -> Response`` (PFWD → PRES: the relay's
+        answer, Err included; the proxy's ERR PROXY ... raises SMPError)
+    ``proxied_send(relay, snd_id, body, sender_key=None, notification=False)``,
+    ``proxied_sender_secure(relay, snd_id, sender_key)``
 
 Values (``types``)
     ``RecipientQueue(rcv_id, snd_id, rcv_auth_key, rcv_dh_key, srv_dh_key, box_key,

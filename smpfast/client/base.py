@@ -71,6 +71,10 @@ class ClientBase:
         # A service session's service: NEW, SUB and NSUB are then authorized twice.
         self.service = session.service
         self._service_key = None if self.service is None else PrivateKey(Alg.ED25519, self.service.key)
+        self.host: str = session.host
+        self.via_socks: bool = session.via_socks
+        self.session_box_key: bytes | None = session.session_box_key
+        self.server_cert_key = session.server_cert_key
         self._blocks = session.blocks
         self._pending: dict[bytes, tuple[_Waiter, int]] = {}
         self._box_keys: dict[bytes, bytes] = {}
@@ -217,27 +221,33 @@ class ClientBase:
 
     # ------------------------------------------------------------------ requests
 
-    async def request(self, entity_id: bytes, command: Command | bytes, key: PrivateKey | None = None) -> Response:
+    async def request(self, entity_id: bytes, command: Command | bytes, key: PrivateKey | None = None,
+                      *, corr_id: bytes | None = None) -> Response:
         """Send one command and return its response (``Err`` included: the typed calls
         raise SMPError for it, this does not). ``key`` authorizes the command: Ed25519 /
         Ed448 sign, X25519 makes an authenticator with the server session key (v7+).
-        Raises ClientClosed, ResponseError (unusable response), TransmissionTooLarge."""
-        [reply] = await self.batch([(entity_id, command, key)])
+        Raises ClientClosed, ResponseError (unusable response), TransmissionTooLarge.
+        ``corr_id``: the request's corrId when a layer needs it (RFWD: the nonce), else random."""
+        [reply] = await self.batch([(entity_id, command, key)], corr_ids=None if corr_id is None else [corr_id])
         if isinstance(reply, BadResponse):
             raise ResponseError(reply.error)
         return reply
 
-    async def batch(self, requests: Sequence[Request]) -> list[Reply]:
+    async def batch(self, requests: Sequence[Request], *, corr_ids: Sequence[bytes] | None = None) -> list[Reply]:
         """Send all requests packed into as few blocks as possible, in order, with one
         socket write, and return their replies in request order (responses may arrive in
         any order: they are matched by corrId). ``Err`` and ``BadResponse`` are returned,
-        not raised. Raises ClientClosed, TransmissionTooLarge."""
+        not raised. Raises ClientClosed, TransmissionTooLarge. ``corr_ids``: one per request
+        (none pending already), else random 24-byte ones."""
         self._check_open()
         n = len(requests)
         if n == 0:
             return []
-        ids = os.urandom(CORR_ID_LEN * n)
-        corr_ids = [ids[i : i + CORR_ID_LEN] for i in range(0, CORR_ID_LEN * n, CORR_ID_LEN)]
+        if corr_ids is None:
+            ids = os.urandom(CORR_ID_LEN * n)
+            corr_ids = [ids[i : i + CORR_ID_LEN] for i in range(0, CORR_ID_LEN * n, CORR_ID_LEN)]
+        elif len(corr_ids) != n or len(set(corr_ids)) != n or any(c in self._pending or not c for c in corr_ids):
+            raise ValueError("corr_ids: one distinct, non-empty corrId per request, none pending")
         encode = self._encode
         transmissions = [encode(corr, *req) for corr, req in zip(corr_ids, requests)]
         try:

@@ -15,9 +15,13 @@ from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
 from ..protocol.session import ServiceCredentials
 from ..transport import CLIENT_ALPN
+from ..transport.socks import SocksProxy
 from .base import ClientBase, Request
 from .errors import ResponseError, SMPError, UnexpectedResponse, UnsupportedByVersion
-from .session import CONNECT_TIMEOUT, open_session
+from ..crypto import CryptoError
+from ..protocol import errors as E
+from ..protocol.proxy import ProxiedRelay, ProxyLayerError, proxied_command, proxied_response, relay_from_pkey
+from .session import CONNECT_TIMEOUT, open_session, parse_address
 from .types import BadResponse, NotifierCreds, RecipientQueue, Reply, decrypt_msg, decrypt_nmsg
 from .types import auth_alg as _alg
 
@@ -55,6 +59,10 @@ class SMPClient(ClientBase):
         block_encryption: bool = True,
         event_buffer: float = math.inf,
         service: ServiceCredentials | None = None,
+        socks: SocksProxy | str | None = None,
+        socks_mode: str = "always",
+        host_mode: str = "public",
+        proxy_server: bool = False,
     ) -> SMPClient:
         """TLS + SMP handshake; the returned client's reader is not running yet. With
         ``service`` (role, TLS certificate chain, leaf key) the client presents that
@@ -68,6 +76,10 @@ class SMPClient(ClientBase):
             timeout=timeout,
             block_encryption=block_encryption,
             service=service,
+            socks=socks,
+            socks_mode=socks_mode,
+            host_mode=host_mode,
+            proxy_server=proxy_server,
         )
         return cls(session, event_buffer=event_buffer)
 
@@ -277,6 +289,54 @@ class SMPClient(ClientBase):
     async def ping(self) -> None:
         """PING → PONG."""
         await self._call(b"", C.PING, None, C.Pong)
+
+    # ------------------------------------------------------------------ private routing
+
+    async def proxy_relay(self, relay: str | SMPServer, basic_auth: bytes | str | None = None) -> ProxiedRelay:
+        """PRXY (v8+): this server, as an SMP proxy, opens (or reuses) its session with
+        ``relay`` and returns it (PKEY, checked against the relay's fingerprint).
+        ``basic_auth`` defaults to this server's address password (a proxy with a
+        create_password requires it). Raises SMPError (ERR PROXY ...)."""
+        if self.version < V.SENDING_PROXY:
+            raise UnsupportedByVersion("PRXY needs v8+")
+        server = relay if isinstance(relay, SMPServer) else parse_address(relay)[0]
+        if basic_auth is None:
+            basic_auth = self.basic_auth
+        elif isinstance(basic_auth, str):
+            basic_auth = basic_auth.encode("latin-1")
+        pkey = await self._call(b"", C.Prxy(server, basic_auth), None, C.Pkey)
+        try:
+            return relay_from_pkey(pkey, server.key_hash, basic_auth=basic_auth)  # type: ignore[arg-type]
+        except ProxyLayerError as e:
+            raise SMPError(e.error) from None
+
+    async def proxied(self, relay: ProxiedRelay, entity_id: bytes, command: C.Command,
+                      key: PrivateKey | None = None) -> Response:
+        """PFWD → PRES: ``command`` for ``entity_id`` at the relay, through this proxy; the
+        relay's answer (``Err`` included) is returned. The proxy's own ERR (PROXY ...)
+        raises SMPError; a PRES that does not open raises ResponseError(CRYPTO)."""
+        sent = proxied_command(relay, entity_id, command, key)
+        reply = await self.request(relay.session_id, sent.pfwd, corr_id=sent.nonce)
+        pres = _check(reply, C.Pres)
+        try:
+            answer = proxied_response(relay, sent, pres)  # type: ignore[arg-type]
+        except CryptoError:
+            raise ResponseError(E.CRYPTO) from None
+        except ProxyLayerError as e:
+            raise ResponseError(e.error) from None
+        if answer.error is not None:
+            raise ResponseError(answer.error)
+        return answer.response  # type: ignore[return-value]
+
+    async def proxied_send(self, relay: ProxiedRelay, snd_id: bytes, body: bytes,
+                           sender_key: PrivateKey | None = None, notification: bool = False) -> None:
+        """SEND through this proxy (private message routing); ERR from the relay raises SMPError."""
+        answer = await self.proxied(relay, snd_id, C.Send(C.MsgFlags(notification), bytes(body)), sender_key)
+        _check(answer, C.Ok)
+
+    async def proxied_sender_secure(self, relay: ProxiedRelay, snd_id: bytes, sender_key: PrivateKey) -> None:
+        """SKEY through this proxy."""
+        _check(await self.proxied(relay, snd_id, C.Skey(sender_key.public.der), sender_key), C.Ok)
 
 
 def _sok_service(reply: Response) -> bytes | None:

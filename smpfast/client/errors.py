@@ -12,7 +12,13 @@ class ClientError(Exception):
 
 class ConnectError(ClientError):
     """Connecting failed: TCP, TLS, the server identity (the original TransportError is
-    the ``__cause__``) or the timeout."""
+    the ``__cause__``) or the timeout. ``code``: "NETWORK" (TCP, SOCKS, TLS, identity),
+    "TIMEOUT", "HOST" (no host of the address may be tried, e.g. only ``.onion`` hosts
+    and no SOCKS proxy), or the handshake's code (HandshakeError)."""
+
+    def __init__(self, message: str, code: str = "NETWORK") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class HandshakeError(ConnectError):
@@ -23,8 +29,7 @@ class HandshakeError(ConnectError):
     CLOSED"`` (the server closed the connection during the handshake)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
+        super().__init__(f"{code}: {detail}" if detail else code, code)
         self.detail = detail
 
 

@@ -74,6 +74,8 @@ class LoadConfig:
     hgrm_path: str | None = None
     json_path: str | None = None
     quiet: bool = False
+    socks5: str | None = None  # --socks5: connect through this SOCKS5 proxy (e.g. Tor)
+    proxy: str | None = None  # --proxied: the SMP proxy senders route messages through
 
     @property
     def open_loop(self) -> bool:
@@ -201,6 +203,8 @@ class LoadConfig:
             "stage_target": self.stage_target if self.stages else None,
             "workers": self.workers,
             "allow_errors": self.allow_errors,
+            "socks5": self.socks5,
+            "proxy": None if self.proxy is None else re.sub(r"^(smp://[^:@/]+):[^@]*@", r"\1:***@", self.proxy),
         }
 
     def validate(self) -> None:
@@ -236,6 +240,19 @@ class LoadConfig:
                 raise UsageError("--stages has no warm-up (the first stage ramps up)")
             if all(s.target == 0 for s in self.stages):
                 raise UsageError("--stages: every target is 0, nothing would be sent")
+        if self.proxy is not None:
+            if self.scenario != "messaging":
+                raise UsageError("--proxied routes the messaging scenario's messages (give --scenario messaging)")
+            from .diagnose import check_address
+
+            check_address(self.proxy)
+        if self.socks5 is not None:
+            from ..transport.socks import parse_socks_proxy
+
+            try:
+                parse_socks_proxy(self.socks5)
+            except ValueError as e:
+                raise UsageError(f"--socks5: {e}") from None
         if self.workers > 1:
             self._validate_workers()
         if self.rate is not None and not self.rate > 0:

@@ -13,8 +13,9 @@ import ssl
 
 import trio
 
-from ..client import ClientClosed, HandshakeError, SMPError, parse_address
+from ..client import ClientClosed, ConnectError, HandshakeError, SMPError, parse_address
 from ..transport.errors import HandshakeTimeout, TLSIdentityError
+from ..transport.socks import SocksError
 from .config import UsageError
 
 FINGERPRINT_BYTES = 32  # SHA-256 of the CA certificate
@@ -97,6 +98,12 @@ def explain(e: BaseException, address: str, *, phase: str = "connect", connect_t
             return ("the server refused to create a queue (ERR AUTH): it needs a password; put it in the "
                     f"address: {ADDRESS_FORM} (or the server creates no new queues at all)")
         return f"the server answered ERR {e.error} during {phase}"
+    socks = find(SocksError)
+    if socks is not None:
+        return f"through the SOCKS5 proxy (--socks5): {socks}"
+    if isinstance(e, ConnectError) and e.code == "HOST":
+        return (f"{where} has only .onion hosts, which only Tor reaches: give --socks5 with the address of "
+                "its SOCKS5 port (usually 127.0.0.1:9050)")
     if find(ConnectionRefusedError) is not None:
         return f"connection refused by {where}: no server is listening there (is it running? is the port right?)"
     if find(socket.gaierror) is not None:

@@ -45,7 +45,7 @@ async def execute(cfg: LoadConfig, progress: Progress,
     control = control or Control()
     phases = Phases(progress)
     pool = Pool(cfg.address, max_version=cfg.max_version, timeout=cfg.connect_timeout,
-                parallel=cfg.connect_parallel)
+                parallel=cfg.connect_parallel, socks=cfg.socks5)
     error: BaseException | None = None
     result = None
     async with trio.open_nursery() as nursery:

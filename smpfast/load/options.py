@@ -138,6 +138,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--connect-parallel", type=int, default=64, metavar="N",
                    help="handshakes in progress at once (default 64)")
 
+    g.add_argument("--proxied", nargs="?", const="", metavar="PROXY",
+                   help="private message routing: senders send every message through the SMP proxy "
+                   "at PROXY (default: ADDRESS itself, in both roles) to the relay at ADDRESS")
+    g.add_argument("--socks5", metavar="HOST:PORT",
+                   help="connect through this SOCKS5 proxy, such as Tor (127.0.0.1:9050); "
+                   "needed for a .onion address; [user:pass@]HOST:PORT, HOST an IP address")
     g = p.add_argument_group("workload")
     g.add_argument("--pairs", "-p", type=int, default=1, metavar="P", help="messaging: sender->recipient pairs (default 1)")
     g.add_argument("--queues", type=int, metavar="Q",
@@ -217,4 +223,6 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         hgrm_path=args.hgrm,
         json_path=args.json,
         quiet=args.quiet,
+        socks5=args.socks5,
+        proxy=None if args.proxied is None else (args.proxied or args.address),
     )

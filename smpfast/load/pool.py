@@ -50,8 +50,9 @@ class Pool:
     ``parallel`` handshakes at a time) and starts their readers in ``nursery``."""
 
     def __init__(self, address: str, *, max_version: int | None, timeout: float,
-                 parallel: int = 64) -> None:
+                 parallel: int = 64, socks: str | None = None) -> None:
         self.address = address
+        self.socks = socks  # --socks5: every connection through this SOCKS5 proxy
         self.max_version = max_version
         self.timeout = timeout
         self.limiter = trio.CapacityLimiter(parallel)
@@ -59,12 +60,15 @@ class Pool:
         self.connect_latency = Latency()
         self.opened = 0
 
-    async def connect_one(self, nursery: trio.Nursery, latency: Latency | None = None) -> SMPClient:
-        """One client, its reader running in ``nursery``; raises ConnectError. The
-        handshake time (not the wait for a free handshake slot) goes to ``latency``."""
+    async def connect_one(self, nursery: trio.Nursery, latency: Latency | None = None,
+                          address: str | None = None) -> SMPClient:
+        """One client (to ``address``, default the run's), its reader running in
+        ``nursery``; raises ConnectError. The handshake time (not the wait for a free
+        handshake slot) goes to ``latency``."""
         async with self.limiter:
             t = time.perf_counter()
-            client = await SMPClient.connect(self.address, max_version=self.max_version, timeout=self.timeout)
+            client = await SMPClient.connect(address or self.address, max_version=self.max_version, timeout=self.timeout,
+                                             socks=self.socks)
             took = time.perf_counter() - t
         self.connect_latency.record(took)
         if latency is not None:
@@ -75,12 +79,12 @@ class Pool:
         return client
 
     async def open(self, n: int, nursery: trio.Nursery,
-                   on_progress: Callable[[int], None] | None = None) -> list[SMPClient]:
+                   on_progress: Callable[[int], None] | None = None, address: str | None = None) -> list[SMPClient]:
         """``n`` clients in order; the first connect error cancels the others and is raised."""
         out: list[SMPClient | None] = [None] * n
 
         async def one(i: int) -> None:
-            out[i] = await self.connect_one(nursery)
+            out[i] = await self.connect_one(nursery, address=address)
             if on_progress is not None:
                 on_progress(1)
 

@@ -38,7 +38,7 @@ from .. import _core as core
 from ..crypto import chains
 from ..crypto.blockcrypt import BlockDecryptor, BlockEncryptor, client_block_ciphers, server_block_ciphers
 from ..crypto import session_key as skey
-from ..crypto.keys import Alg, KeyFormatError, PrivateKey, PublicKey, x25519_dh
+from ..crypto.keys import Alg, KeyFormatError, PrivateKey, x25519_dh
 from . import versions as V
 from .commands import CertChainPubKey, ServiceRole
 from .errors import ParseError, TransportError
@@ -227,6 +227,9 @@ class _Session:
         self._encryptor: BlockEncryptor | None = None
         self._decryptor: BlockDecryptor | None = None
         self._outgoing: list[bytes] = []
+        # X25519(client handshake key, server session key): block encryption's secret, and
+        # the proxy link's (RFWD/RRES) box key; None when the client sent no key.
+        self.session_secret: bytes | None = None
         self._drop_oversize = drop_oversize
         self.blocks: BlockLayer | None = None  # once established
 
@@ -262,6 +265,11 @@ class _Session:
     def _establish(self) -> None:
         self._to(State.ESTABLISHED)
         self.blocks = BlockLayer(self._encryptor, self._decryptor, self._drop_oversize)
+
+    @property
+    def session_box_key(self) -> bytes | None:
+        """The precomputed box key of ``session_secret`` (the p2r/r2p layers), or None."""
+        return None if self.session_secret is None else core.hsalsa20_key(self.session_secret)
 
     @property
     def implied_session(self) -> bool:
@@ -373,9 +381,11 @@ class ServerSession(_Session):
         return self._establish_with(hello)
 
     def _establish_with(self, hello: ClientHandshake) -> list[Event]:
+        if hello.client_key is not None:
+            self.session_secret = x25519_dh(self.session_private, hello.client_key[-32:])
         if hello.block_encryption:
-            secret = x25519_dh(self.session_private, hello.client_key[-32:])  # type: ignore[index]
-            self._encryptor, self._decryptor = server_block_ciphers(self.session_id, secret)
+            assert self.session_secret is not None
+            self._encryptor, self._decryptor = server_block_ciphers(self.session_id, self.session_secret)
         self._establish()
         return [Established(self.version, self.session_id, self._encryptor is not None, None, self.service)]
 
@@ -468,6 +478,7 @@ class ClientSession(_Session):
         self.proxy_server = proxy_server
         self.server_vrange: VersionRange | None = None
         self.server_session_key: bytes | None = None
+        self.server_cert_key: CertChainPubKey | None = None  # chain + signed key (a proxy's PKEY)
 
     def _receive_hello(self, block: bytes) -> list[Event]:
         try:
@@ -503,9 +514,12 @@ class ClientSession(_Session):
         self.version = version
         self.server_vrange = hello.vrange
         self.server_session_key = server_key
+        self.server_cert_key = hello.cert_key if server_key is not None else None
+        if server_key is not None and private is not None:
+            self.session_secret = x25519_dh(private, server_key)
         if block_encryption(version, public is not None, self.proxy_server):
-            assert server_key is not None and private is not None
-            self._encryptor, self._decryptor = client_block_ciphers(self.session_id, x25519_dh(private, server_key))
+            assert self.session_secret is not None
+            self._encryptor, self._decryptor = client_block_ciphers(self.session_id, self.session_secret)
         established = Established(version, self.session_id, self._encryptor is not None, server_key)
         if service is not None:
             # The server answers a service with a third block: wait for it.

@@ -39,7 +39,8 @@ from ..protocol.session import ServiceIdentity
 from ..protocol.transmission import decode_server_transmissions, encode_server_transmission
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
-from .delivery import NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, Subscription
+from ..protocol.proxy import ProxyLayerError, open_forwarded, seal_forwarded
+from .delivery import NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, Subscription
 from .stats import ActiveQueues
 from ..store.records import (
     MODE_CONTACT,
@@ -119,19 +120,30 @@ class Peer:
     built from it, and the service of a service session. Made by ``Broker.connect``; its
     subscriptions live in the delivery's ``Subscriptions`` under ``id``."""
 
-    __slots__ = ("id", "version", "session_id", "session_private", "verifier", "connected", "service",
-                 "service_key")
+    __slots__ = ("id", "version", "session_id", "session_private", "session_key", "verifier", "connected",
+                 "service", "service_key")
 
     def __init__(self, conn_id: ConnId, version: int, session_id: bytes, session_private: bytes | None,
-                 service: ServiceIdentity | None = None) -> None:
+                 service: ServiceIdentity | None = None, session_key: bytes | None = None) -> None:
         self.id = conn_id
         self.version = version
         self.session_id = session_id
         self.session_private = session_private  # server X25519 session key (v >= 7)
+        # Box key of the client's handshake key with it: the RFWD/RRES layer (None: no key).
+        self.session_key = session_key
         self.verifier = cauth.AuthVerifier(session_private)
         self.connected = True
         self.service = service  # a service session's service (v16+), else None
         self.service_key = None if service is None else PublicKey(Alg.ED25519, service.key)
+
+    def forwarded(self, version: int) -> "Peer":
+        """This connection as a proxied client's command sees it: the version the RFWD
+        carries, the same session (id, keys, verifier)."""
+        other = Peer.__new__(Peer)
+        for name in Peer.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.version = version
+        return other
 
     @property
     def implied_session(self) -> bool:
@@ -206,13 +218,14 @@ class Broker:
         self._deferred: list[tuple[ConnId, list[Answer]]] | None = None
         self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
         self._undo_notes: list[list] | None = None  # notification lists appended to
+        self._proxied: list[ProxyRequest] | None = None  # the block's PRXY/PFWD
 
     # ------------------------------------------------------------------ connections
 
     def connect(self, version: int, session_id: bytes, session_private: bytes | None,
-                service: ServiceIdentity | None = None) -> Peer:
+                service: ServiceIdentity | None = None, session_key: bytes | None = None) -> Peer:
         """A client finished its handshake: the broker's record of it."""
-        peer = Peer(next(self._ids), version, session_id, session_private, service)
+        peer = Peer(next(self._ids), version, session_id, session_private, service, session_key)
         self.subscriptions.open(peer.id)
         return peer
 
@@ -437,7 +450,8 @@ class Broker:
         deferred: list[tuple[ConnId, list[Answer]]] = []
         undo: list[tuple[Subscription, bytes | None]] = []
         undo_notes: list[list] = []
-        self._deferred, self._undo, self._undo_notes = deferred, undo, undo_notes
+        proxied: list[ProxyRequest] = []
+        self._deferred, self._undo, self._undo_notes, self._proxied = deferred, undo, undo_notes, proxied
         try:
             with self.store.unit():
                 for item in verified:
@@ -458,10 +472,12 @@ class Broker:
             responses = [(item.corr_id, item.entity_id, failure) for item in verified]
             events = []
             deferred.clear()
+            proxied.clear()
         finally:
-            self._deferred = self._undo = self._undo_notes = None
+            self._deferred = self._undo = self._undo_notes = self._proxied = None
         for target, items in deferred:
             self._push(target, items)
+        self._effects.proxied.extend(proxied)
         self._reply_responses(responses, events)
 
     def answers_after_failed_commit(self, peer: Peer, answers: list[Answer]) -> tuple[list[Answer], Effects]:
@@ -584,8 +600,11 @@ class Broker:
             if service is None or len(auth) != cauth.ED25519_SIG_LEN or entity != service.service_id:
                 return E.SERVICE
             return [(cauth.AuthRequest(peer.service_key, auth, t_for_auth, corr_id, entity), E.SERVICE)]
+        elif isinstance(cmd, (C.Prxy, C.Pfwd, C.Rfwd)):
+            # PRXY/PFWD: authorized by the proxied client inside; RFWD: the proxy's (p2r layer)
+            check = self._service_checks(peer, cmd, service_sig)
+            return True if check is None else check
         else:
-            # Proxy commands (v8+) are never parsed at the versions this server announces.
             check = self._service_checks(peer, cmd, service_sig)
             return E.CMD_PROHIBITED if check is None else check
         if item.queue is None and not isinstance(cmd, C.New):
@@ -633,6 +652,17 @@ class Broker:
         if isinstance(cmd, C.Ping):
             out.append((corr_id, b"", C.PONG))
             return
+        if isinstance(cmd, (C.Prxy, C.Pfwd)):
+            if isinstance(cmd, C.Prxy) and not self._proxy_allowed(cmd):
+                out.append((corr_id, entity, C.Err(E.PROXY_BASIC_AUTH)))
+            elif self._proxied is not None:
+                self._proxied.append(ProxyRequest(peer.id, corr_id, entity, cmd))
+            else:  # outside a block (never: commands come in blocks); answer, do not hang
+                out.append((corr_id, entity, C.Err(E.INTERNAL)))
+            return
+        if isinstance(cmd, C.Rfwd):
+            out.append((corr_id, b"", self._forwarded(peer, corr_id, cmd)))
+            return
         if isinstance(cmd, C.New):
             out.append((corr_id, entity, self._create_queue(peer, cmd, corr_id)))
             return
@@ -679,6 +709,49 @@ class Broker:
             out.append((corr_id, entity, self._link_response(q, entity)))
         else:
             out.append((corr_id, entity, C.Err(E.CMD_PROHIBITED)))
+
+    # --- proxying (v8+)
+
+    def _proxy_allowed(self, cmd: C.Prxy) -> bool:
+        """The reference's allowProxy: with a create_password, PRXY must carry it."""
+        password = self.config.create_password
+        return password is None or cmd.basic_auth == password
+
+    def _forwarded(self, peer: Peer, rfwd_corr_id: bytes, cmd: C.Rfwd) -> C.Response:
+        """The relay role (processForwardedCommand): open the RFWD, run the client's
+        command as the proxy's session at the version it carries (only SEND, SKEY, LKEY and
+        LGET), and seal its answer into the RRES."""
+        try:
+            fwd = open_forwarded(peer.session_key, peer.session_private, peer.session_id, rfwd_corr_id, cmd)
+        except ProxyLayerError as e:
+            return C.Err(e.error)
+        t = fwd.command
+        corr_id, entity = t.corr_id, t.entity_id
+        client = peer.forwarded(fwd.version)
+        answer: C.Response
+        if t.error is not None:
+            answer = C.Err(t.error)
+        elif not isinstance(t.command, _FORWARDED_COMMANDS):
+            answer = C.Err(E.CMD_PROHIBITED)
+        else:
+            item = _Pending(corr_id, entity, t.command)
+            verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
+            if isinstance(verdict, cauth.AuthRequest):
+                verdict = peer.verifier.verify_batch((verdict,))[0] or E.AUTH
+            if verdict is True:
+                inner: list[Answer] = []
+                self._execute(client, item, inner, [])
+                [(corr_id, entity, answer)] = inner
+            else:
+                if verdict == E.AUTH:
+                    self._count_auth_error(t.command)
+                answer = C.Err(verdict)
+        try:
+            rres = seal_forwarded(peer.session_key, peer.session_id, fwd, corr_id, entity, answer)
+        except ProxyLayerError as e:
+            return C.Err(e.error)
+        self._count("pMsgFwdsRecv")
+        return rres
 
     def _touch(self, q: QueueRecord) -> None:
         """Keep ``updated_at`` (a day number in seconds) current, at most one write a day."""
@@ -1161,6 +1234,9 @@ Broker._RECIPIENT_HANDLERS = {
     C.Que: Broker._que,
 }
 
+
+# What a relay executes of a forwarded transmission (the reference's rejectOrVerify).
+_FORWARDED_COMMANDS = (C.Send, C.Skey, C.Lkey, C.Lget)
 
 _AUTH_COUNTERS: dict[type, str] = {
     C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",

@@ -16,15 +16,21 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
+from ..protocol import commands as C
+from ..protocol import errors as E
 from ..protocol import versions as V
 from ..protocol.session import Established, ServerSession, ServiceRequested
 from ..transport import BlockConnection, TransportError
 from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
-from .delivery import Answer, Batch, Effects, LocalDelivery
+from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
+
+if TYPE_CHECKING:
+    from ..proxy.service import ProxyService
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ OUTBOX_LIMIT = 128
 # blocks since it last yielded. A block is never split (its commands stay atomic), so a
 # 255-command block (~1 ms) is one slice by itself.
 READ_SLICE = 0.0005
+# Proxied commands of one client in flight at once (the reference's client_concurrency).
+DEFAULT_PROXY_CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,8 @@ class Connection:
         verify_limiter: trio.CapacityLimiter | None = None,
         read_slice: float = READ_SLICE,
         delivery: LocalDelivery | None = None,
+        proxy: "ProxyService | None" = None,
+        proxy_concurrency: int = DEFAULT_PROXY_CONCURRENCY,
     ) -> None:
         self.conn = conn
         self.broker = broker
@@ -89,6 +99,11 @@ class Connection:
         self.last_sent = 0.0
         self._wakeup = trio.Event()
         self._drained = trio.Event()
+        # The proxy role: PRXY/PFWD are answered by tasks (they wait for relays), at most
+        # ``proxy_concurrency`` at once; the reader waits for a free slot, as the reference.
+        self.proxy = proxy
+        self._proxy_slots = trio.CapacityLimiter(proxy_concurrency)
+        self._nursery: trio.Nursery | None = None
 
     def put(self, generation: int, answers: list[Answer]) -> None:
         """Queue a batch for the writer (the delivery's ``Outbox``)."""
@@ -114,6 +129,7 @@ class Connection:
         self.delivery.attach(peer.id, self)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 await self._reader(pending)
                 nursery.cancel_scope.cancel()
@@ -158,7 +174,7 @@ class Connection:
                 return None
             self.session = session
             self.peer = self.broker.connect(session.version, session_id, session.server_session_private,
-                                            session.service)
+                                            service=session.service, session_key=session.session_box_key)
             return blocks[1:]
         return None
 
@@ -218,9 +234,29 @@ class Connection:
             results = await trio.to_thread.run_sync(
                 peer.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
             )
-            self._apply(broker.finish_block(peer, prepared, results, reload=True))
+            effects = broker.finish_block(peer, prepared, results, reload=True)
         else:
-            self._apply(broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests)))
+            effects = broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
+        self._apply(effects)
+        for request in effects.proxied:
+            await self._proxy_slots.acquire_on_behalf_of(request)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._answer_proxied, request)
+
+    async def _answer_proxied(self, request: ProxyRequest) -> None:
+        """Answer a PRXY/PFWD once its relay has (the reference's forkProxiedCmd)."""
+        try:
+            if self.proxy is None:
+                answer = C.Err(E.INTERNAL)
+            else:
+                answer = await self.proxy.answer(request.corr_id, request.entity_id, request.command)
+        except Exception:
+            log.exception("proxied command failed")
+            answer = C.Err(E.INTERNAL)
+        finally:
+            self._proxy_slots.release_on_behalf_of(request)
+        # Nothing of this server's state is shown: it waits for nothing but earlier answers.
+        self.put(self.broker.durability.current(), [(request.corr_id, request.entity_id, answer)])
 
     # ------------------------------------------------------------------ writing
 

@@ -208,21 +208,37 @@ class Subscriptions:
 
 RCV = "R"  # the parties of service subscriptions: a messaging service's queues
 NTF = "N"  # a notifier service's notifiers
+class ProxyRequest:
+    """A PRXY or PFWD the connection shell carries out with the proxy's relay links, and
+    answers later (with ``corr_id`` and ``entity_id``) on connection ``conn``."""
+
+    __slots__ = ("conn", "corr_id", "entity_id", "command")
+
+    def __init__(self, conn: ConnId, corr_id: bytes, entity_id: bytes, command: object) -> None:
+        self.conn = conn
+        self.corr_id = corr_id
+        self.entity_id = entity_id
+        self.command = command
+
+    def __repr__(self) -> str:
+        return f"ProxyRequest({self.conn}, {self.corr_id.hex()[:12]}, {type(self.command).__name__})"
 
 
 class Effects:
     """What processing a block (or a server action) requires: ``replies`` for the
     connection that sent the block, ``pushes`` for other connections, in the order they
-    were made. Each batch carries the commit generation it waits for."""
+    were made. Each batch carries the commit generation it waits for. ``proxied``: the
+    block's PRXY/PFWD, answered later by the shell (they need the network)."""
 
-    __slots__ = ("replies", "pushes")
+    __slots__ = ("replies", "pushes", "proxied")
 
     def __init__(self) -> None:
         self.replies: list[Batch] = []
         self.pushes: list[Push] = []
+        self.proxied: list[ProxyRequest] = []
 
     def __bool__(self) -> bool:
-        return bool(self.replies) or bool(self.pushes)
+        return bool(self.replies) or bool(self.pushes) or bool(self.proxied)
 
 
 class Outbox(Protocol):

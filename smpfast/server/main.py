@@ -14,11 +14,13 @@ import os
 import signal
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
-from ..config import Config, server_address
+from ..config import DEFAULT_CLIENT_CONCURRENCY, Config, server_address
+from ..proxy.relays import RelayPool, RelayPoolConfig
+from ..proxy.service import ProxyService
 from ..credentials import CredentialPaths, ServerCredentials, load_server_credentials
 from ..limits import raise_open_files_limit
 from ..protocol.address import DEFAULT_PORT
@@ -80,6 +82,8 @@ class ServerSettings:
     stats_summary_interval: float | None = 3600.0  # the one-line log summary; None: off
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off
     metrics_bind: str = "127.0.0.1"
+    relays: RelayPoolConfig = field(default_factory=RelayPoolConfig)  # the proxy role's links
+    proxy_client_concurrency: int = DEFAULT_CLIENT_CONCURRENCY  # [PROXY] client_concurrency
     metrics_file: str | None = None  # the Prometheus text file; None: off
     metrics_file_interval: float = 60.0  # [STORE_LOG] prometheus_interval
     stats_backup_file: str | None = None  # counters saved on stop, restored on start
@@ -134,6 +138,8 @@ class Server:
         self.web = web
         self.port_contexts = port_contexts or {}  # a port's own context (the one shared with HTTPS)
         self._stop = trio.Event()
+        self.relays = RelayPool(self.settings.relays)  # the proxy role's links to relays
+        self.proxy = ProxyService(self.relays, self.broker.count)
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,50 +163,56 @@ class Server:
                 background.start_soon(self._log_stats_summary)
             if s.metrics_file is not None:
                 background.start_soon(self._write_metrics_file)
-            async with trio.open_nursery() as connections:
-                ports = []
-                for port in s.ports:
-                    try:
-                        listeners = await connections.start(
-                            lambda task_status, port=port: serve_blocks(
-                                self._handle,
-                                port,
-                                self.port_contexts.get(port, self.ssl_context),
-                                host=s.bind,
-                                handshake_timeout=s.tls_handshake_timeout,
-                                on_handshake_error=self._tls_error,
-                                limit=self.limit,
-                                task_status=task_status,
-                            )
-                        )
-                    except OSError as e:  # raised before listening: say which port
-                        raise ListenError("SMP", s.bind, port, e) from e
-                    ports.append(listeners[0].socket.getsockname()[1])
-                self.ports = ports
-                self.registry.watch_ports(ports)
-                if s.metrics_port is not None:
-                    try:
-                        self.metrics_port = await connections.start(
-                            serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
-                        )
-                    except OSError as e:
-                        raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
-                if self.web is not None:
-                    await connections.start(self.web.serve, s.bind)
-                if self.control is not None:
-                    try:
-                        await connections.start(self.control.serve)
-                    except OSError as e:
-                        raise ListenError("control", "127.0.0.1", self.control.settings.port, e) from e
-                task_status.started(ports)
-                await self._stop.wait()
-                # Stop accepting and reading; what was processed is committed below.
-                connections.cancel_scope.cancel()
+            async with self.relays:  # closed once no connection is left to use it
+                await self._serve_connections(task_status)
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
             background.cancel_scope.cancel()
         if s.stats_backup_file is not None:
             self.save_stats(s.stats_backup_file)
+
+    async def _serve_connections(self, task_status: trio.TaskStatus) -> None:
+        """Listen and serve connections until ``stop()``."""
+        s = self.settings
+        async with trio.open_nursery() as connections:
+            ports = []
+            for port in s.ports:
+                try:
+                    listeners = await connections.start(
+                        lambda task_status, port=port: serve_blocks(
+                            self._handle,
+                            port,
+                            self.port_contexts.get(port, self.ssl_context),
+                            host=s.bind,
+                            handshake_timeout=s.tls_handshake_timeout,
+                            on_handshake_error=self._tls_error,
+                            limit=self.limit,
+                            task_status=task_status,
+                        )
+                    )
+                except OSError as e:  # raised before listening: say which port
+                    raise ListenError("SMP", s.bind, port, e) from e
+                ports.append(listeners[0].socket.getsockname()[1])
+            self.ports = ports
+            self.registry.watch_ports(ports)
+            if s.metrics_port is not None:
+                try:
+                    self.metrics_port = await connections.start(
+                        serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
+                    )
+                except OSError as e:
+                    raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
+            if self.web is not None:
+                await connections.start(self.web.serve, s.bind)
+            if self.control is not None:
+                try:
+                    await connections.start(self.control.serve)
+                except OSError as e:
+                    raise ListenError("control", "127.0.0.1", self.control.settings.port, e) from e
+            task_status.started(ports)
+            await self._stop.wait()
+            # Stop accepting and reading; what was processed is committed below.
+            connections.cancel_scope.cancel()
 
     def stats_gauges(self) -> dict[str, int]:
         store = self.store
@@ -313,6 +325,8 @@ class Server:
             outbox_limit=s.outbox_limit,
             verify_limiter=self._verify_limiter,
             delivery=self.delivery,
+            proxy=self.proxy,
+            proxy_concurrency=s.proxy_client_concurrency,
         )
         self.connections.add(connection)
         self.registry.opened(connection, _local_port(conn))
@@ -406,13 +420,14 @@ def load_serving_identity(
     return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
 
 
-def build_server(config: Config) -> tuple[Server, str]:
+def build_server(config: Config, max_version: int | None = None) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
-    address line."""
+    address line. ``max_version``: offer up to it instead of what smpfast announces
+    (tests and benchmarks of features beyond the announced range)."""
     from ..store.lmdb import LMDBStore
 
     creds, identity, ctx = load_serving_identity(
-        config.config_dir, accept_service_credentials=config.transport.accept_service_credentials
+        config.config_dir, max_version, accept_service_credentials=config.transport.accept_service_credentials
     )
     address = config.address(creds.fingerprint)
     sc = config.store
@@ -452,6 +467,17 @@ def build_server(config: Config) -> tuple[Server, str]:
         stats_summary_interval=float(config.log.stats_interval) or None,
         metrics_port=config.prometheus.port,
         metrics_bind=config.prometheus.bind,
+        relays=RelayPoolConfig(
+            socks=config.proxy.socks_proxy,
+            socks_mode=config.proxy.socks_mode,
+            host_mode=config.proxy.host_mode,
+            required_host_mode=config.proxy.required_host_mode,
+            own_server_domains=config.proxy.own_server_domains,
+            connect_timeout=float(config.limits.proxy_connect_timeout),
+            request_timeout=float(config.limits.proxy_request_timeout),
+            max_relays=config.limits.proxy_relay_connections,
+        ),
+        proxy_client_concurrency=config.proxy.client_concurrency,
         metrics_file=str(config.config_dir / METRICS_FILE) if sl.prometheus_interval else None,
         metrics_file_interval=float(sl.prometheus_interval or 60),
         # As the reference: the counters are saved across restarts with the daily stats on.
@@ -518,12 +544,12 @@ def configure_logging(level: str, fmt: str, *, debug: bool = False) -> None:
     root.setLevel(logging.DEBUG if debug else LOG_LEVELS[level])
 
 
-def run(config: Config, *, debug: bool = False) -> int:
+def run(config: Config, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
     Start-up failures propagate (the command turns them into one line)."""
     configure_logging(config.log.level, config.log.format, debug=debug)
     open_files = raise_open_files_limit()
-    server, address = build_server(config)
+    server, address = build_server(config, max_version)
 
     async def main() -> None:
         # Signals are caught before the address is out: whoever waits for it may stop us.

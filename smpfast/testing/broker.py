@@ -3,13 +3,19 @@
 Each connected peer gets a list as its outbox: ``process`` runs a block through the broker
 and applies the effects as the server's connection shell does (replies to the sender's
 outbox, pushes routed by the ``LocalDelivery`` into the others'), so a test reads exactly
-the batches the server would write, each with its commit generation.
+the batches the server would write, each with its commit generation. The PRXY/PFWD a block
+hands over (``Effects.proxied``) are answered by ``proxy(request)`` when one is given (the
+shell's relay links), as one batch each after the block's answers, else refused.
 """
 
 from __future__ import annotations
 
 from ..server.broker import Broker, Peer
-from ..server.delivery import Answer, Batch, Effects, LocalDelivery
+from collections.abc import Callable
+
+from ..protocol import commands as C
+from ..protocol import errors as E
+from ..server.delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
 
 
 class ListOutbox(list):
@@ -22,16 +28,19 @@ class ListOutbox(list):
 class BrokerHarness:
     """A broker whose connections are lists; ``broker.delivery`` must be a LocalDelivery."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, proxy: Callable[[ProxyRequest], C.Response] | None = None) -> None:
         if not isinstance(broker.delivery, LocalDelivery):
             raise TypeError("BrokerHarness needs a broker with a LocalDelivery")
         self.broker = broker
+        self.proxy = proxy
         self.delivery: LocalDelivery = broker.delivery
         self.outboxes: dict[int, ListOutbox] = {}
 
-    def connect(self, version: int, session_id: bytes, session_private: bytes | None, service=None) -> Peer:
-        """``service``: the ServiceIdentity of a service session (v16+)."""
-        peer = self.broker.connect(version, session_id, session_private, service)
+    def connect(self, version: int, session_id: bytes, session_private: bytes | None, service=None,
+                session_key: bytes | None = None) -> Peer:
+        """``service``: the ServiceIdentity of a service session (v16+); ``session_key``: the
+        handshake DH's box key (a proxy's link: RFWD)."""
+        peer = self.broker.connect(version, session_id, session_private, service, session_key)
         box = self.outboxes[peer.id] = ListOutbox()
         self.delivery.attach(peer.id, box)
         return peer
@@ -49,6 +58,11 @@ class BrokerHarness:
         elif effects.replies:
             raise ValueError("replies without a peer to send them to")
         self.delivery.route(effects.pushes)
+        for request in effects.proxied:
+            answer = C.Err(E.INTERNAL) if self.proxy is None else self.proxy(request)
+            box = self.outboxes.get(request.conn)
+            if box is not None:
+                box.put(self.broker.durability.current(), [(request.corr_id, request.entity_id, answer)])
 
     def process(self, peer: Peer, block: bytes) -> None:
         """Process one block of ``peer`` and apply its effects."""

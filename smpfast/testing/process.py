@@ -53,8 +53,10 @@ class ServerProcess:
         directory: str | os.PathLike[str],
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        max_version: int | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.max_version = max_version  # offer up to it (smpfast.testing.serve), not the announced range
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
@@ -64,8 +66,12 @@ class ServerProcess:
         # Output goes to a file, not a pipe: a pipe nobody drains would block the server.
         self.log_path = self.directory / "server.log"
         self._log = open(self.log_path, "w")
+        if self.max_version is None:
+            command = smpfast_command("start", "--dir", str(self.directory))
+        else:
+            command = [sys.executable, "-m", "smpfast.testing.serve", str(self.directory), str(self.max_version)]
         self.proc = subprocess.Popen(
-            smpfast_command("start", "--dir", str(self.directory)),
+            command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,

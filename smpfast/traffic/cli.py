@@ -56,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the measurements and reductions as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw bytes per command against batch size (needs matplotlib: smpfast[plot])")
+    p.add_argument("--private-routing", type=int, default=20, metavar="M",
+                   help="then send M messages directly and M through the server as an SMP proxy "
+                   "(private message routing) and print the cost per message (default: 20; 0: skip; "
+                   "needs a server offering v8+)")
+    p.add_argument("--socks5", metavar="HOST:PORT",
+                   help="connect to ADDRESS through this SOCKS5 proxy, such as Tor (127.0.0.1:9050); "
+                   "needed for a .onion address")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="bound of each row (default: 60)")
 
@@ -69,8 +76,19 @@ def _validate(args: argparse.Namespace) -> None:
         raise CliError(f"--versions: known versions are {','.join(map(str, ALL_VERSIONS))}")
     if args.server_max_version not in ALL_VERSIONS or args.server_max_version < 7:
         raise CliError(f"--server-max-version: 7..{max(ALL_VERSIONS)}")
+    if not 0 <= args.private_routing <= 10000:
+        raise CliError("--private-routing: 0..10000 messages")
     if not 1 <= args.message_size <= 16048:
         raise CliError("--message-size: 1..16048 bytes (the v11+ SEND limit)")
+    if args.socks5 is not None:
+        if not args.address:
+            raise CliError("--socks5 needs an ADDRESS (the in-process server is reached directly)")
+        from smpfast.transport.socks import parse_socks_proxy
+
+        try:
+            parse_socks_proxy(args.socks5)
+        except ValueError as e:
+            raise CliError(f"--socks5: {e}") from None
     if args.plot:
         from .plot import PlotUnavailable, _pyplot
 
@@ -104,14 +122,21 @@ def run(args: argparse.Namespace) -> int:
     from smpfast.client import ClientError, SMPError, parse_address
     from smpfast.protocol.address import format_server
     from .local import local_server
-    from .measure import TrafficError, measure_sweep, server_versions
+    from .measure import SOCKS5, TrafficError, measure_sweep, server_versions
     from .report import detailed_table, document, table, verdict_lines
 
     def progress(version: int, n: int) -> None:
         if sys.stderr.isatty():
             print(f"  v{version} N={n} done", file=sys.stderr, flush=True)
 
+    from .routing import measure_private_routing, routing_lines
+
+    servers: list = []
+    routing: list = []
+
     async def main() -> tuple[dict, list]:
+        SOCKS5.set(args.socks5)
+
         async def measure(address: str, kind: str) -> tuple[dict, list]:
             vmin, vmax = await server_versions(address)
             versions = args.versions or default_versions(vmin, vmax)
@@ -123,13 +148,20 @@ def run(args: argparse.Namespace) -> int:
                 results = await measure_sweep(address, versions, args.sweep, args.message_size,
                                               args.timeout, progress)
             srv, _ = parse_address(address)
-            return document(results, address=format_server(srv), server=kind,
-                            server_versions=(vmin, vmax), versions=versions, sweep=args.sweep,
-                            message_size=args.message_size), results
+            doc = document(results, address=format_server(srv), server=kind,
+                           server_versions=(vmin, vmax), versions=versions, sweep=args.sweep,
+                           message_size=args.message_size)
+            if args.private_routing and vmax >= 8:
+                links = (lambda: servers[0].relays.links) if servers else None
+                with trio.fail_after(args.timeout):
+                    cost = await measure_private_routing(address, args.private_routing, args.message_size, links)
+                routing.append(cost)
+                doc["private_routing"] = cost.to_json()
+            return doc, results
 
         if args.address:
             return await measure(args.address, "external")
-        async with local_server(args.server_max_version) as address:
+        async with local_server(args.server_max_version, on_server=servers.append) as address:
             return await measure(address, "in-process")
 
     try:
@@ -153,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"SEND bodies {doc['message_size']} B; SMP bytes = blocks x 16384; TLS bytes = bytes on the "
           "socket; reduction = unbatched / batched\n")
     print(detailed_table(results) if args.details else table(results))
+    for cost in routing:
+        print()
+        for line in routing_lines(cost):
+            print(line)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)

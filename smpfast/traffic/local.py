@@ -4,7 +4,7 @@ temporary credentials, a MemoryStore, a free port; stopped when the block exits.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -15,9 +15,11 @@ from ..store import MemoryStore
 
 
 @asynccontextmanager
-async def local_server(max_version: int | None = None) -> AsyncIterator[str]:
+async def local_server(max_version: int | None = None,
+                       on_server: Callable[[Server], None] | None = None) -> AsyncIterator[str]:
     """Yields the server's address ``smp://<fingerprint>@127.0.0.1:<port>``; the server
-    offers versions up to ``max_version`` (default: what smpfast announces)."""
+    offers versions up to ``max_version`` (default: what smpfast announces).
+    ``on_server`` is given the running Server (to read its proxy links' counters)."""
     with tempfile.TemporaryDirectory(prefix="smpfast-traffic-") as d:
         create_credentials(d, "127.0.0.1")
         creds, identity, ctx = load_serving_identity(d, max_version)
@@ -30,6 +32,8 @@ async def local_server(max_version: int | None = None) -> AsyncIterator[str]:
             nursery = await nursery_cm.__aenter__()
             try:
                 [port] = await nursery.start(server.serve)
+                if on_server is not None:
+                    on_server(server)
                 yield f"smp://{creds.fingerprint}@127.0.0.1:{port}"
             finally:
                 server.stop()

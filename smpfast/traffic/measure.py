@@ -6,6 +6,7 @@ connection setup (TLS, hello blocks) and queue creation are never counted.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -98,6 +99,11 @@ class _Snapshot:
         return Measurement(version, n, phase, mode, up, down, later.t - self.t)
 
 
+#: ``--socks5``: the SOCKS5 proxy every connection of the measurement goes through (None:
+#: direct). A context variable, so that the tasks of one run see it and nothing else does.
+SOCKS5: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpfast_traffic_socks5", default=None)
+
+
 @asynccontextmanager
 async def open_client(address: str, version: int, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[SMPClient]:
     """A client at exactly ``version``: v6 without ALPN (as pre-v7 clients), else ALPN."""
@@ -105,13 +111,14 @@ async def open_client(address: str, version: int, timeout: float = CONNECT_TIMEO
         kwargs: dict = {"alpn": None}
     else:
         kwargs = {}
-    async with connect(address, min_version=version, max_version=version, timeout=timeout, **kwargs) as c:
+    async with connect(address, min_version=version, max_version=version, timeout=timeout,
+                       socks=SOCKS5.get(), **kwargs) as c:
         yield c
 
 
 async def server_versions(address: str, timeout: float = CONNECT_TIMEOUT) -> tuple[int, int]:
     """The server's version range as announced to an ALPN client."""
-    async with connect(address, timeout=timeout) as c:
+    async with connect(address, timeout=timeout, socks=SOCKS5.get()) as c:
         return c.server_vrange.min, c.server_vrange.max
 
 

@@ -17,6 +17,7 @@ import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,6 +27,9 @@ from .errors import HandshakeTimeout, TransportClosed, TransportError
 from .limit import ConnectionLimit
 from .listen import open_listeners
 from .tls import CLIENT_ALPN, client_context
+
+if TYPE_CHECKING:
+    from .socks import SocksProxy
 
 log = logging.getLogger("smpfast.transport")
 
@@ -373,15 +377,24 @@ async def open_block_connection(
     alpn: Sequence[str] | None = CLIENT_ALPN,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float | None = HANDSHAKE_TIMEOUT,
+    socks: "SocksProxy | None" = None,
+    socks_isolation: str | None = None,
 ) -> BlockConnection:
-    """Client: TCP connect, TLS handshake, then check the server chain against ``key_hash``
-    (identity.verify_server_chain). ``alpn`` is used when ``ssl_context`` is None; a given
-    context is used as is. ``timeout`` covers connect + handshake. Raises TransportError
-    (TLSIdentityError, HandshakeTimeout, TransportClosed) and closes the socket on failure."""
+    """Client: TCP connect (through the SOCKS5 proxy ``socks`` when given, the host name
+    then resolved by the proxy), TLS handshake, then check the server chain against
+    ``key_hash`` (identity.verify_server_chain). ``alpn`` is used when ``ssl_context`` is
+    None; a given context is used as is. ``timeout`` covers connect + handshake. Raises
+    TransportError (TLSIdentityError, HandshakeTimeout, TransportClosed, SocksError) and
+    closes the socket on failure."""
     ctx = ssl_context if ssl_context is not None else client_context(alpn)
     try:
         with trio.fail_after(math.inf if timeout is None else timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            if socks is not None:
+                from .socks import PROCESS_ISOLATION, open_socks5_stream
+
+                stream = await open_socks5_stream(socks, host, port, isolation=socks_isolation or PROCESS_ISOLATION)
+            else:
+                stream = await trio.open_tcp_stream(host, port)
     except trio.TooSlowError:
         raise HandshakeTimeout(f"TCP connect to {host}:{port} not done in {timeout} s") from None
     except OSError as e:

@@ -77,9 +77,9 @@ def check_version(cfg: LoadConfig, c: SMPClient) -> None:
         raise UsageError(f"--size {cfg.size} is over the limit {V.max_message_length(c.version)} of version {c.version}")
 
 
-async def open_connections(ctx: Context, n: int, what: str) -> list[SMPClient]:
+async def open_connections(ctx: Context, n: int, what: str, address: str | None = None) -> list[SMPClient]:
     ctx.phases.enter("connect", n, what)
-    clients = await ctx.pool.open(n, ctx.nursery, ctx.phases.advance)
+    clients = await ctx.pool.open(n, ctx.nursery, ctx.phases.advance, address=address)
     return clients
 
 

@@ -4,7 +4,12 @@ j mod P; pair p sends round-robin over its queues). Senders and recipients each 
 decrypted, checked (payload module) and acknowledged by its recipient.
 
 Latencies: ``end_to_end`` (intended send time → MSG checked at the recipient; the
-primary one), ``service`` (actual send time → MSG), ``send_ok`` (SEND → its OK)."""
+primary one), ``service`` (actual send time → MSG), ``send_ok`` (SEND → its OK).
+
+Proxied (``--proxied [PROXY]``): the senders connect to the proxy server instead (the relay
+itself when no PROXY is given: one server in both roles), ask it once per connection for
+a session with the relay (PRXY) and send every message through it (PFWD: private message
+routing); ``send_ok`` is then PFWD → its PRES."""
 
 from __future__ import annotations
 
@@ -64,9 +69,18 @@ async def run(ctx: Context) -> Result:
 
     recipients = await open_connections(ctx, N, "recipient connections")
     check_version(cfg, recipients[0])
-    senders = await open_connections(ctx, N, "sender connections")
+    senders = await open_connections(ctx, N, "sender connections", address=cfg.proxy)
     for c in senders:
         c.events.close()  # senders only get responses; late ones are discarded
+    relays: dict[int, object] = {}
+    if cfg.proxy is not None:
+        ctx.phases.enter("proxy", N, "relay sessions")
+
+        async def relay_session(i: int) -> None:
+            relays[id(senders[i])] = await senders[i].proxy_relay(cfg.address)
+            ctx.phases.advance(1)
+
+        await each([lambda i=i: relay_session(i) for i in range(N)])
 
     owners: list[list[int]] = [[] for _ in range(N)]
     for j in range(Q):
@@ -101,7 +115,10 @@ async def run(ctx: Context) -> Result:
         key = (s.index, c.seq)
         tracker.expect(key, Send(c.intended, t, c.warm, 1, s.slots.release if closed_loop else None, c.stage))
         try:
-            await s.client.send(q.snd_id, body, q.sender_key)
+            if relays:
+                await s.client.proxied_send(relays[id(s.client)], q.snd_id, body, q.sender_key)  # type: ignore[arg-type]
+            else:
+                await s.client.send(q.snd_id, body, q.sender_key)
         except ClientClosed:
             stats.connection_lost("sender connection closed")
             return False  # the message may still arrive: it stays in flight
@@ -132,7 +149,7 @@ async def run(ctx: Context) -> Result:
         traffic=traffic,
         server=server_info(recipients[0]),
         series=engine.series.rows if engine.series else [],
-        details={**engine.details(), "queues_per_pair": Q / P},
+        details={**engine.details(), "queues_per_pair": Q / P, "proxied": cfg.proxy is not None},
         generator=engine.cpu,
         stages=stage_results(cfg, stats),
         messages_sent=stats.measured.sent,

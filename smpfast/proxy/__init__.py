@@ -1,0 +1,1 @@
+"""The SMP proxy role's I/O: outbound links to destination relays (``relays``)."""
