@@ -531,7 +531,8 @@ def test_smpfast_start_serves_the_control_port_of_its_ini(tmp_path, trio_run):
                 c = await ControlClient.open(cport)
                 assert await c.one(f"auth {admin}") == "Current role is CPRAdmin"
                 assert (await c.one(f"block {b64(q.snd_id)} reason=spam")).startswith("ok, queue blocked")
-                assert await rcv.next_event(5) == (q.rcv_id, C.Err(E.AUTH))  # v7 client
+                # v18: BLOCKED as an event, without a notice (none was given)
+                assert await rcv.next_event(5) == (q.rcv_id, C.Err(E.ErrorType("BLOCKED", E.BlockingInfo("spam"))))
                 values = dict(line.split(": ", 1) for line in await c.cmd("stats"))
                 assert values["qCreated"] == "1"
 

@@ -5,9 +5,8 @@ Each transcript is replayed block by block: handshakes and (v11+) block encrypti
 ``ServerSession`` offering 6..18 as the reference does, transmissions through
 ``Broker.process_block`` (see tests/replay.py for how values are substituted, requests
 re-signed and responses compared); the test fails on the first response that differs from
-the reference's, naming the block seq and step. The server itself still announces 6..7
-(``SERVER_MAX_VERSION``): v8 proxying is missing, so ``v18-proxy`` replays its relay side
-and marks each proxy step as an expected failure.
+the reference's, naming the block seq and step. The server announces the same 6..18
+(``SERVER_MAX_VERSION``); ``v18-proxy`` replays both servers, the proxy and the relay.
 """
 
 from __future__ import annotations
@@ -173,10 +172,10 @@ def test_every_transcript_is_replayed() -> None:
     assert set(CASES) | {"v18-proxy.json"} == set(FILES)
 
 
-def test_the_announced_range_stays_6_to_7() -> None:
-    """The replays speak up to 18; the server announces 6..7 until the versions 9-18 work
-    (service certificates) lands, then 6..18 (the proxy role, v8, exists)."""
-    assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (7, 7)
+def test_the_announced_range_is_the_references_6_to_18() -> None:
+    """The replays speak up to 18 and so does the server: every feature of 6..18 (proxying,
+    service certificates, blocking notices) is served."""
+    assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (18, 18)
 
 
 # ---------------------------------------------------------------- v18-proxy

@@ -128,8 +128,8 @@ def test_external_address(tmp_path, capsys):
         assert code == 0
         printed = capsys.readouterr().out
         # a version the server does not offer is refused before measuring
-        assert main(["traffic", server.address, "--sweep", "1", "--versions", "18"]) == 1
-        assert "the server offers v6-v7, not v18 (--versions)" in capsys.readouterr().err
+        assert main(["traffic", server.address, "--sweep", "1", "--versions", "19"]) == 1
+        assert "the server offers v6-v18, not v19 (--versions)" in capsys.readouterr().err
     doc = json.loads(out_json.read_text())
     assert doc["server"] == "external" and doc["versions"] == [7] and doc["message_size"] == 1000
     assert _one(doc, phase="send", mode="unbatched")["client_to_server"]["blocks"] == 3

@@ -22,9 +22,10 @@ CLIENT_NOTICES = 18  # ERR BLOCKED notice
 RCV_SERVICE = 19  # SUBS/NSUBS carry count + IdsHash, SOKS/ENDS the hash; messaging services
 NAMES = 20  # RSLV/RNAME name resolution, ERR NAME; proxied range pinned to 20
 MAX_VERSION = 20  # the highest version the codecs speak
-# The highest version all of whose features this server implements (v8 adds proxying): what
-# it announces. Raised as the proxy role and the v9-18 features land.
-SERVER_MAX_VERSION = 7
+# The highest version all of whose features this server implements: what it announces, the
+# reference's stable range (simplexmq 6.5). 19 (messaging-service subscriptions) and 20
+# (names) are spoken by the codecs but not served yet.
+SERVER_MAX_VERSION = 18
 
 ALL_VERSIONS = tuple(v for v in range(MIN_VERSION, MAX_VERSION + 1) if v != 13)
 

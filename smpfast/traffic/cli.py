@@ -153,10 +153,19 @@ def run(args: argparse.Namespace) -> int:
                            message_size=args.message_size)
             if args.private_routing and vmax >= 8:
                 links = (lambda: servers[0].relays.links) if servers else None
-                with trio.fail_after(args.timeout):
-                    cost = await measure_private_routing(address, args.private_routing, args.message_size, links)
-                routing.append(cost)
-                doc["private_routing"] = cost.to_json()
+                try:
+                    with trio.fail_after(args.timeout):
+                        cost = await measure_private_routing(address, args.private_routing, args.message_size,
+                                                             links)
+                except SMPError as e:
+                    # The server, as a proxy, cannot reach itself at this address (e.g. a
+                    # .onion one without its own SOCKS proxy): the direct figures stand.
+                    routing.append(f"private routing not measured: the server as an SMP proxy answered "
+                                   f"{e} (--private-routing 0 skips it)")
+                    doc["private_routing"] = None
+                else:
+                    routing.append(cost)
+                    doc["private_routing"] = cost.to_json()
             return doc, results
 
         if args.address:
@@ -187,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     print(detailed_table(results) if args.details else table(results))
     for cost in routing:
         print()
-        for line in routing_lines(cost):
+        for line in [cost] if isinstance(cost, str) else routing_lines(cost):
             print(line)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
