@@ -133,8 +133,7 @@ def _log_judge_error(e: Exception) -> None:
     log.error("checking a client certificate failed: %r", e)
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_client_context(alpn: tuple[str, ...] | None) -> ssl.SSLContext:
+def _new_client_context(alpn: Sequence[str] | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _apply_profile(ctx)
     # The server is authenticated by its key hash, not by a CA store or a host name.
@@ -143,6 +142,11 @@ def _cached_client_context(alpn: tuple[str, ...] | None) -> ssl.SSLContext:
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client_context(alpn: tuple[str, ...] | None) -> ssl.SSLContext:
+    return _new_client_context(alpn)
 
 
 def client_context(alpn: Sequence[str] | None = CLIENT_ALPN) -> ssl.SSLContext:
@@ -164,12 +168,7 @@ class ClientCertificateContext:
         private_key: object,
         alpn: Sequence[str] | None = CLIENT_ALPN,
     ) -> None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        _apply_profile(ctx)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if alpn:
-            ctx.set_alpn_protocols(list(alpn))
+        ctx = _new_client_context(alpn)
         pem = b"".join(
             x509.load_der_x509_certificate(bytes(c)).public_bytes(serialization.Encoding.PEM)
             for c in chain_der
