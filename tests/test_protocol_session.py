@@ -28,6 +28,7 @@ from smpfast.protocol.transmission import (
 )
 from smpfast.protocol.versions import VersionRange
 from smpfast.transport import verify_server_chain
+from session_support import exchange_hellos, split_blocks
 
 SESSION_ID = bytes(range(32))
 
@@ -45,18 +46,6 @@ def _client(creds, wanted=VersionRange(V.MIN_VERSION, V.MAX_VERSION), key_hash=N
                          os.urandom(32), **kw)
 
 
-def _blocks(data: bytes) -> list[bytes]:
-    assert len(data) % V.BLOCK_SIZE == 0
-    return [data[i : i + V.BLOCK_SIZE] for i in range(0, len(data), V.BLOCK_SIZE)]
-
-
-def _handshake(server: ServerSession, client: ClientSession) -> tuple[list, list]:
-    [hello] = _blocks(server.data_to_send())
-    client_events = client.receive_block(hello)
-    server_events = []
-    for block in _blocks(client.data_to_send()):
-        server_events += server.receive_block(block)
-    return client_events, server_events
 
 
 @pytest.mark.parametrize("version", V.ALL_VERSIONS)
@@ -64,7 +53,7 @@ def _handshake(server: ServerSession, client: ClientSession) -> tuple[list, list
 def test_sessions_agree_and_carry_transmissions(smp_credentials, version, encrypt):
     server = _server(smp_credentials)
     client = _client(smp_credentials, VersionRange(V.MIN_VERSION, version), want_encryption=encrypt)
-    [c_event], [s_event] = _handshake(server, client)
+    [c_event], [s_event] = exchange_hellos(server, client)
     expect_encryption = encrypt and version >= V.ENCRYPTED_BLOCK
     assert c_event == Established(version, SESSION_ID, expect_encryption, client.server_session_key)
     assert s_event == Established(version, SESSION_ID, expect_encryption, None)
@@ -75,14 +64,14 @@ def test_sessions_agree_and_carry_transmissions(smp_credentials, version, encryp
     # Client -> server: a batch of 3 PINGs, then server -> client: the PONGs, two batches.
     pings = [encode_client_transmission(version, SESSION_ID, b"c%d" % i, b"", C.PING) for i in range(3)]
     client.send_batches([pings])
-    [block] = _blocks(client.data_to_send())
+    [block] = split_blocks(client.data_to_send())
     [received] = server.receive_block(block)
     assert isinstance(received, BlockReceived)
     decoded = decode_server_transmissions(received.plaintext, version, SESSION_ID)
     assert [(d.corr_id, d.command) for d in decoded] == [(b"c%d" % i, C.PING) for i in range(3)]
     pongs = [encode_server_transmission(version, SESSION_ID, d.corr_id, b"", C.PONG) for d in decoded]
     server.send_batches([pongs[:1], pongs[1:]])  # batches never share a block
-    blocks = _blocks(server.data_to_send())
+    blocks = split_blocks(server.data_to_send())
     assert len(blocks) == 2
     answers = []
     for block in blocks:
@@ -94,14 +83,14 @@ def test_sessions_agree_and_carry_transmissions(smp_credentials, version, encryp
 def test_without_alpn_only_v6_is_offered(smp_credentials):
     server = _server(smp_credentials, VersionRange(V.MIN_VERSION, V.MIN_VERSION))
     client = _client(smp_credentials)
-    [c_event], [s_event] = _handshake(server, client)
+    [c_event], [s_event] = exchange_hellos(server, client)
     assert c_event.version == s_event.version == 6 and client.server_session_key is None
 
 
 def test_a_client_expecting_another_server_is_closed_silently(smp_credentials):
     server = _server(smp_credentials)
     client = _client(smp_credentials, key_hash=b"\x01" * 32)
-    [hello] = _blocks(server.data_to_send())
+    [hello] = split_blocks(server.data_to_send())
     [event] = client.receive_block(hello)
     # The handshake chain proves the server is not the one the address names.
     assert isinstance(event, HandshakeFailed) and event.reason == "HANDSHAKE BAD_AUTH"
@@ -115,7 +104,7 @@ def test_a_client_expecting_another_server_is_closed_silently(smp_credentials):
 def test_no_common_version(smp_credentials):
     server = _server(smp_credentials, VersionRange(6, 7))
     client = _client(smp_credentials, VersionRange(8, V.MAX_VERSION))
-    [hello] = _blocks(server.data_to_send())
+    [hello] = split_blocks(server.data_to_send())
     [event] = client.receive_block(hello)
     assert isinstance(event, HandshakeFailed) and event.reason == "VERSION"
     assert client.state is State.CLOSED and client.data_to_send() == b""
@@ -160,14 +149,14 @@ def test_the_handshake_times_out_with_the_time_passed_in(smp_credentials):
     [event] = server.handle_timer(100.0)
     assert event.reason == "TIMEOUT" and server.state is State.CLOSED
     established = _server(smp_credentials, deadline=100.0)
-    _handshake(established, _client(smp_credentials))
+    exchange_hellos(established, _client(smp_credentials))
     assert established.deadline is None and established.handle_timer(1e9) == []
 
 
 def test_an_undecryptable_block_is_answered_and_the_chain_goes_on(smp_credentials):
     server = _server(smp_credentials)
     client = _client(smp_credentials)
-    _handshake(server, client)
+    exchange_hellos(server, client)
     assert server.encrypts_blocks
     [event] = server.receive_block(os.urandom(V.BLOCK_SIZE))
     assert event == BlockReceived(b"")  # answered ERR BLOCK by the shell
@@ -187,11 +176,11 @@ def test_sending_before_the_handshake_is_a_usage_error(smp_credentials):
 def test_an_answer_too_large_for_a_block_is_dropped_alone(smp_credentials):
     server = _server(smp_credentials)
     client = _client(smp_credentials, VersionRange(V.MIN_VERSION, 7))
-    _handshake(server, client)
+    exchange_hellos(server, client)
     small = encode_server_transmission(7, SESSION_ID, b"a", b"", C.PONG)
     huge = b"\x00" * (V.BATCH_BUDGET - 1)
     server.send_batches([[small, huge, small]])
-    [block] = _blocks(server.data_to_send())
+    [block] = split_blocks(server.data_to_send())
     assert server.dropped == 1
     [event] = client.receive_block(block)
     answers = decode_client_transmissions(event.plaintext, 7, SESSION_ID)
@@ -204,9 +193,9 @@ def test_a_proxy_link_shares_the_session_secret_without_block_encryption(smp_cre
     below v14, and both ends hold the same session secret (the RFWD/RRES layer's key)."""
     server = _server(smp_credentials, VersionRange(V.MIN_VERSION, server_max))
     client = _client(smp_credentials, proxy_server=True)
-    [hello] = _blocks(server.data_to_send())
+    [hello] = split_blocks(server.data_to_send())
     [c_event] = client.receive_block(hello)
-    [client_hello] = _blocks(client.data_to_send())
+    [client_hello] = split_blocks(client.data_to_send())
     assert ClientHandshake.parse(client_hello).proxy_server is (version >= V.PROXY_SERVER_HANDSHAKE)
     [s_event] = server.receive_block(client_hello)
     assert c_event.version == s_event.version == version
@@ -218,5 +207,5 @@ def test_a_client_without_a_key_has_no_session_secret(smp_credentials):
     server = _server(smp_credentials)
     client = ClientSession(SESSION_ID, smp_credentials.creds.key_hash, VersionRange(6, 18), verify_server_chain,
                            smp_credentials.creds.chain_der[0], None)
-    _handshake(server, client)
+    exchange_hellos(server, client)
     assert server.state is State.ESTABLISHED and server.session_box_key is None and client.session_box_key is None

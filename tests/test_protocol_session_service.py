@@ -36,6 +36,7 @@ from smpfast.protocol.transmission import decode_server_transmissions, encode_cl
 from smpfast.protocol.versions import VersionRange
 from smpfast.testing.throwaway_certs import make_cert, make_service_chain, new_key
 from smpfast.transport import verify_server_chain
+from session_support import exchange_hellos, split_blocks
 
 SESSION_ID = bytes(range(32))
 FULL = VersionRange(V.MIN_VERSION, V.MAX_VERSION)
@@ -57,18 +58,6 @@ def _client(creds, service: ServiceCredentials | None, wanted=FULL, certificate_
                          certificate_sent=certificate_sent, **kw)
 
 
-def _blocks(data: bytes) -> list[bytes]:
-    assert len(data) % V.BLOCK_SIZE == 0
-    return [data[i : i + V.BLOCK_SIZE] for i in range(0, len(data), V.BLOCK_SIZE)]
-
-
-def _hello(server: ServerSession, client: ClientSession) -> tuple[list, list]:
-    [hello] = _blocks(server.data_to_send())
-    client_events = client.receive_block(hello)
-    server_events = []
-    for block in _blocks(client.data_to_send()):
-        server_events += server.receive_block(block)
-    return client_events, server_events
 
 
 def _creds(service_chain, role=ServiceRole.NOTIFIER) -> ServiceCredentials:
@@ -81,12 +70,12 @@ def test_service_session_is_established_with_the_service_id(smp_credentials, len
     svc = make_service_chain(length)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc, role))
-    c_events, [requested] = _hello(server, client)
+    c_events, [requested] = exchange_hellos(server, client)
     assert c_events == [] and client.state is State.AWAITING_SERVICE  # waits for the third block
     assert requested == ServiceRequested(role, svc.chain, svc.cert_hash)
     assert server.state is State.AWAITING_SERVICE
     [s_event] = server.accept_service(SERVICE_ID)
-    [third] = _blocks(server.data_to_send())
+    [third] = split_blocks(server.data_to_send())
     # The third block is a plain padded handshake block, never block-encrypted.
     assert HandshakeResponse.parse(third) == HandshakeResponse(service_id=SERVICE_ID)
     [c_event] = client.receive_block(third)
@@ -101,7 +90,7 @@ def test_service_session_is_established_with_the_service_id(smp_credentials, len
     # Transmissions flow, block-encrypted, after the third block.
     ping = encode_client_transmission(V.MAX_VERSION, SESSION_ID, b"c", b"", C.PING)
     client.send_batches([[ping]])
-    [block] = _blocks(client.data_to_send())
+    [block] = split_blocks(client.data_to_send())
     [received] = server.receive_block(block)
     assert isinstance(received, BlockReceived)
     [t] = decode_server_transmissions(received.plaintext, V.MAX_VERSION, SESSION_ID)
@@ -116,13 +105,13 @@ def test_cert_hash_is_of_the_identity_certificate():
 
 
 def _bad_auth(smp_credentials, client: ClientSession, server: ServerSession, detail_part: str) -> None:
-    c_events, s_events = _hello(server, client)
+    c_events, s_events = exchange_hellos(server, client)
     assert c_events == []
     [failed] = s_events
     assert isinstance(failed, HandshakeFailed) and failed.reason == "HANDSHAKE BAD_AUTH"
     assert detail_part in failed.detail
     assert server.state is State.CLOSED
-    [third] = _blocks(server.data_to_send())  # the error block goes out before the close
+    [third] = split_blocks(server.data_to_send())  # the error block goes out before the close
     assert HandshakeResponse.parse(third) == HandshakeResponse(error=TransportError("HANDSHAKE", "BAD_AUTH"))
     [c_failed] = client.receive_block(third)
     assert c_failed == HandshakeFailed("HANDSHAKE BAD_AUTH", c_failed.detail)
@@ -154,7 +143,7 @@ def _hello_with(creds, service: ClientService, version=V.MAX_VERSION) -> bytes:
 
 
 def _served_blocks(server: ServerSession) -> list[bytes]:
-    return _blocks(server.data_to_send())
+    return split_blocks(server.data_to_send())
 
 
 @pytest.mark.parametrize(
@@ -194,12 +183,12 @@ def test_rejected_service_is_bad_service(smp_credentials):
     svc = make_service_chain(2)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc, ServiceRole.MESSAGING))
-    _, [requested] = _hello(server, client)
+    _, [requested] = exchange_hellos(server, client)
     assert isinstance(requested, ServiceRequested)
     [failed] = server.reject_service("its certificate belongs to a notifier service")
     assert failed == HandshakeFailed("HANDSHAKE BAD_SERVICE", "its certificate belongs to a notifier service")
     assert server.state is State.CLOSED
-    [third] = _blocks(server.data_to_send())
+    [third] = split_blocks(server.data_to_send())
     [c_failed] = client.receive_block(third)
     assert isinstance(c_failed, HandshakeFailed) and c_failed.reason == "HANDSHAKE BAD_SERVICE"
     assert client.state is State.CLOSED and client.service is None
@@ -210,7 +199,7 @@ def test_no_service_below_v16(smp_credentials):
     svc = make_service_chain(1)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc), VersionRange(V.MIN_VERSION, V.SHORT_LINKS))
-    [c_event], [s_event] = _hello(server, client)
+    [c_event], [s_event] = exchange_hellos(server, client)
     assert c_event.version == s_event.version == V.SHORT_LINKS
     assert c_event.service is None and s_event.service is None
     assert server.state is client.state is State.ESTABLISHED
@@ -222,7 +211,7 @@ def test_no_service_when_the_certificate_was_not_sent(smp_credentials):
     svc = make_service_chain(1)
     server = _server(smp_credentials, ())
     client = _client(smp_credentials, _creds(svc), certificate_sent=False)
-    [c_event], [s_event] = _hello(server, client)
+    [c_event], [s_event] = exchange_hellos(server, client)
     assert c_event.version == V.MAX_VERSION and c_event.service is None and s_event.service is None
 
 
@@ -230,7 +219,7 @@ def test_server_below_v16_gets_no_service(smp_credentials):
     svc = make_service_chain(1)
     server = _server(smp_credentials, svc.chain, VersionRange(V.MIN_VERSION, V.SHORT_LINKS))
     client = _client(smp_credentials, _creds(svc))
-    [c_event], [s_event] = _hello(server, client)
+    [c_event], [s_event] = exchange_hellos(server, client)
     assert c_event.version == V.SHORT_LINKS and c_event.service is None and s_event.service is None
 
 
@@ -239,7 +228,7 @@ def test_unparsable_third_block_is_handshake_parse(smp_credentials, third):
     svc = make_service_chain(1)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc))
-    _hello(server, client)
+    exchange_hellos(server, client)
     [failed] = client.receive_block(core.pad(third, V.BLOCK_SIZE))
     assert isinstance(failed, HandshakeFailed) and failed.reason == "HANDSHAKE PARSE"
     assert client.state is State.CLOSED
@@ -252,7 +241,7 @@ def test_service_handshake_times_out_on_both_sides(smp_credentials):
     client = ClientSession(SESSION_ID, c.key_hash, FULL, verify_server_chain, c.chain_der[0], os.urandom(32),
                            deadline=10.0, service=_creds(svc), service_private=os.urandom(32),
                            certificate_sent=True)
-    _hello(server, client)
+    exchange_hellos(server, client)
     assert server.state is client.state is State.AWAITING_SERVICE
     assert server.handle_timer(9.0) == [] and client.handle_timer(9.0) == []
     [s_failed] = server.handle_timer(10.0)
@@ -271,7 +260,7 @@ def test_service_calls_outside_their_state_are_refused(smp_credentials):
     svc = make_service_chain(1)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc))
-    _hello(server, client)
+    exchange_hellos(server, client)
     with pytest.raises(ValueError):
         server.accept_service(b"")  # a service id is a short string, never empty
     with pytest.raises(SessionError):
@@ -299,7 +288,7 @@ def test_messaging_services_present_themselves_from_v19(smp_credentials, role, v
     svc = make_service_chain(1)
     server = _server(smp_credentials, svc.chain)
     client = _client(smp_credentials, _creds(svc, role), VersionRange(V.MIN_VERSION, version))
-    c_events, s_events = _hello(server, client)
+    c_events, s_events = exchange_hellos(server, client)
     if presented:
         assert c_events == [] and isinstance(s_events[0], ServiceRequested)
     else:  # an ordinary session, and the client does not wait for a third block
