@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
-from ..protocol.handshake import proxied_vrange
+from ..protocol.handshake import PROXIED_VRANGE, proxied_vrange
 from ..protocol.proxy import pkey_error, relay_vrange
 from .relays import RelayError, RelayLink, RelayPool
 
@@ -37,8 +37,9 @@ class ProxyService:
                  server_max: int = V.SERVER_MAX_VERSION) -> None:
         self.pool = pool
         self._count = count or (lambda name, n=1: None)
-        # PKEY's cap follows this server's own top version (the reference's proxiedSMPRelayVersion).
-        self.cap = proxied_vrange(server_max)
+        # PKEY's cap: 8..17 as before unless this server's own top version is 20 or more,
+        # where it follows the reference's proxiedSMPRelayVersion (8..20 at 20).
+        self.cap = proxied_vrange(server_max) if server_max >= V.NAMES else PROXIED_VRANGE
 
     def _inc(self, group: str, own: bool, field: str) -> None:
         self._count(f"{group}.{field}", 1)
