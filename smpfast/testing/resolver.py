@@ -8,7 +8,7 @@ from a dict, on a thread of this process (stdlib ``http.server``).
 A name maps to a ``NameRecord`` (200 with its JSON) or to a ``Reply`` (any status, body,
 delay before the headers, or a body trickled out slowly); any other name is 404. With
 ``authorization`` set, a request without exactly that ``Authorization`` header gets 401.
-Every request is recorded (``requests``: path and headers). The server stops on exit from
+Every request is recorded (``requests``: path, headers and the client's port). The server stops on exit from
 the ``with`` block, and by itself after ``lifetime`` seconds at the latest.
 """
 
@@ -40,7 +40,8 @@ class Reply:
 @dataclass(frozen=True)
 class Request:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
+    client_port: int  # which TCP connection carried it
 
 
 class LocalResolver:
@@ -71,7 +72,8 @@ class LocalResolver:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="local-resolver", daemon=True)
+        # a short poll interval: stop() returns within it
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="local-resolver", daemon=True)
         self._thread.start()
         self._timer = threading.Timer(self.lifetime, self.stop)
         self._timer.daemon = True
@@ -95,9 +97,9 @@ class LocalResolver:
         self.stop()
 
     # what the handler asks
-    def _record(self, path: str, headers: dict[str, str]) -> None:
+    def _record(self, request: Request) -> None:
         with self._lock:
-            self.requests.append(Request(path, headers))
+            self.requests.append(request)
 
     def _answer(self, path: str, headers: dict[str, str]) -> Reply:
         if self.authorization is not None and headers.get("authorization") != self.authorization:
@@ -121,7 +123,7 @@ def _handler(resolver: LocalResolver) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            resolver._record(self.path, headers)
+            resolver._record(Request(self.path, headers, self.client_address[1]))
             reply = resolver._answer(self.path, headers)
             try:
                 if reply.delay:
