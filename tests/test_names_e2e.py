@@ -244,3 +244,43 @@ def test_a_proxy_below_20_returns_no_rslv_range(smp_server, trio_run):
                     await client.proxied_resolve(r, "alice.simplex")
 
     trio_run(main)
+
+
+# ---------------------------------------------------------------- from the INI, in a process
+
+def test_smpfast_start_with_names_from_the_ini(tmp_path, trio_run):
+    """`[NAMES]` in smpfast.ini wires the resolver into a server process (at v20)."""
+    import subprocess
+
+    from smpfast.testing.process import ServerProcess, free_port, init_data_dir, smpfast_command
+
+    data = tmp_path / "srv"
+    init_data_dir(data, free_port())
+    ini = data / "smpfast.ini"
+    text = ini.read_text()
+    with LocalResolver(records(), authorization=TOKEN) as lr:
+        assert text.count("\nenable = off\n") == 1  # [NAMES]'s, as init writes it
+        ini.write_text(text.replace("\nenable = off\n", (
+            f"\nenable = on\nresolver_endpoint = {lr.endpoint}/\nresolver_auth = bearer e2e-token\n"
+            "resolver_timeout_ms = 500\n"), 1))
+
+        async def main():
+            with ServerProcess(data, max_version=V20) as proc:
+                async with sc.connect(proc.address, max_version=V20) as client:
+                    assert await client.resolve("alice.simplex") == ALICE
+                    with pytest.raises(SMPError) as e:
+                        await client.resolve("slow.simplex")
+                    assert name_error(e.value) == "NAME RESOLVER timeout"
+                log = proc.log()
+            assert "[NAMES] resolver health probe ok" in log
+            assert "e2e-token" not in log
+
+        trio_run(main)
+        assert [r.path for r in lr.requests][:1] == ["/health"]
+    # a bad value: one line naming the key, no traceback
+    ini.write_text(text.replace("enable = off", "enable = on\nresolver_endpoint = http://10.0.0.1\n"
+                                                "resolver_auth = bearer x", 1))
+    proc = subprocess.run(smpfast_command("start", "--dir", str(data)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("smpfast: error: [NAMES] resolver_endpoint: http with resolver_auth on a non-loopback")
