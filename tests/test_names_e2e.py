@@ -14,6 +14,7 @@ from smpfast.protocol import errors as E
 from smpfast.protocol import versions as V
 from smpfast.protocol.names import NameRecord, parse_domain
 from smpfast.proxy.relays import RelayPoolConfig
+from smpfast.server.metrics import metrics_text
 from smpfast.server.names import NAME_STATS
 from smpfast.server.resolver import ResolverSettings
 from smpfast.testing.resolver import LocalResolver, Reply
@@ -110,6 +111,10 @@ def test_direct_with_a_resolver(smp_server, trio_run):
                     await client.ping()  # the connection is fine after all of them
                 assert stats(srv) == {"rslvReqs": 6, "rslvSucc": 1, "rslvNotFound": 1, "rslvResolverErrs": 4,
                                       "rslvDisabled": 0}
+                text = metrics_text(srv.server.stats_values(), 0.0, 0.0)
+                for metric, n in (("reqs", 6), ("success", 1), ("not_found", 1), ("resolver_errs", 4),
+                                  ("disabled", 0)):
+                    assert f"\nsimplex_smp_names_{metric} {n} 0\n" in text, metric
             paths = [r.path for r in lr.requests]
             assert paths[0] == "/health"  # the start-up probe
             assert "/resolve/alice.simplex" in paths
