@@ -236,6 +236,26 @@ def test_forwarded_with_a_resolver(smp_server, trio_run):
     trio_run(main)
 
 
+def test_forwarded_below_20_the_relay_answers_the_same(smp_server, trio_run):
+    """A relay offering up to 19: the proxied version is 19, the client refuses to forward
+    RSLV (as the reference's), but one sent anyway is answered as at 20."""
+
+    async def main():
+        with LocalResolver(records(), authorization=TOKEN) as lr:
+            async with smp_server(max_version=V.RCV_SERVICE, resolver=resolver_settings(lr)) as relay, \
+                    smp_server(max_version=V20, relays=relays()) as proxy:
+                async with sc.connect(proxy.address, max_version=V20) as client:
+                    r = await client.proxy_relay(relay.address)
+                    assert r.version == V.RCV_SERVICE
+                    with pytest.raises(UnsupportedByVersion):
+                        await client.proxied_resolve(r, "alice.simplex")
+                    assert await client.proxied(r, b"", C.Rslv(parse_domain("alice.simplex"))) == C.Rname(ALICE)
+                    answer = await client.proxied(r, b"", C.Rslv(parse_domain("nobody.simplex")))
+                    assert answer == C.Err(E.NAME_NOT_FOUND)
+
+    trio_run(main)
+
+
 def test_a_proxy_below_20_returns_no_rslv_range(smp_server, trio_run):
     """A proxy announcing 18 caps PKEY at 17: the client does not forward RSLV (as the
     reference client, which needs the proxied version 20)."""
