@@ -228,7 +228,8 @@ class Effects:
     """What processing a block (or a server action) requires: ``replies`` for the
     connection that sent the block, ``pushes`` for other connections, in the order they
     were made. Each batch carries the commit generation it waits for. ``proxied``: the
-    block's PRXY/PFWD, answered later by the shell (they need the network)."""
+    block's forked commands, answered later by the shell (they need the network): PRXY/PFWD
+    as ``ProxyRequest``, RSLV with a resolver configured as ``names.NameRequest``."""
 
     __slots__ = ("replies", "pushes", "proxied")
 
