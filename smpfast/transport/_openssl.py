@@ -19,6 +19,9 @@ import sys
 # OpenSSL 3 SSL_CTX_ctrl commands behind the SSL_CTX_set1_groups_list / _sigalgs_list macros.
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_SET_SIGALGS_LIST = 98
+# ... and behind SSL_CTX_set_mode / SSL_CTX_get_mode (the mode is a bit set, OR-ed in).
+_SSL_CTRL_MODE = 33
+_SSL_MODE_RELEASE_BUFFERS = 0x10
 
 _lib: ctypes.CDLL | None = None
 _lib_error: str | None = None
@@ -84,6 +87,58 @@ def set_tls_lists(ctx: ssl.SSLContext, *, ciphersuites: str, groups: str, sigalg
     got = {c["name"] for c in ctx.get_ciphers() if c.get("protocol") == "TLSv1.3"}
     if got != wanted:
         raise OSError(f"TLS 1.3 suites are {sorted(got)} after setting {sorted(wanted)}")
+
+
+def release_idle_buffers(ctx: ssl.SSLContext) -> None:
+    """SSL_MODE_RELEASE_BUFFERS on ``ctx``: connections made from it free their record
+    buffers (~34 KB) whenever nothing is pending in them. Connections copy the context's
+    mode when created, and CPython only adds bits to it. OSError if impossible."""
+    lib = _load()
+    ptr = _ssl_ctx_pointer(ctx, lib)
+    mode = lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_MODE, _SSL_MODE_RELEASE_BUFFERS, None)
+    if not mode & _SSL_MODE_RELEASE_BUFFERS:
+        raise OSError("SSL_MODE_RELEASE_BUFFERS did not stay set")
+
+
+_ssl_offset_checked: bool | None = None
+
+
+def _ssl_pointer(sslobj: object, lib: ctypes.CDLL) -> int:
+    """The SSL* inside a CPython ``_ssl._SSLSocket`` (the ``_sslobj`` of an SSLSocket or
+    SSLObject): its struct is ``PyObject_HEAD``, ``PyObject *Socket``, ``SSL *ssl``. The
+    offset is accepted once SSL_get_SSL_CTX of the pointer read there gives the (already
+    verified) SSL_CTX* of the object's context."""
+    global _ssl_offset_checked
+    offset = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    if type(sslobj).__basicsize__ < offset + ctypes.sizeof(ctypes.c_void_p):
+        raise OSError("unexpected _SSLSocket layout")
+    ptr = ctypes.c_void_p.from_address(id(sslobj) + offset).value
+    if not ptr:
+        raise OSError("no SSL pointer found")
+    if _ssl_offset_checked is None:
+        lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+        lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+        for name in ("SSL_get_rbio", "SSL_get_wbio"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+            getattr(lib, name).restype = ctypes.c_void_p
+        for name in ("BIO_number_read", "BIO_number_written"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+            getattr(lib, name).restype = ctypes.c_uint64
+        _ssl_offset_checked = lib.SSL_get_SSL_CTX(ptr) == _ssl_ctx_pointer(sslobj.context, lib)
+    if not _ssl_offset_checked:
+        raise OSError("SSL pointer does not match the connection's context")
+    return ptr
+
+
+def socket_bytes(sslobj: object) -> tuple[int, int]:
+    """(bytes read from, bytes written to) the socket of a connection OpenSSL runs on its
+    socket (an SSLSocket's ``_sslobj``), handshake included. OSError if unavailable."""
+    lib = _load()
+    try:
+        ptr = _ssl_pointer(sslobj, lib)
+    except AttributeError as e:
+        raise OSError(f"libssl BIO counters unavailable: {e}") from None
+    return lib.BIO_number_read(lib.SSL_get_rbio(ptr)), lib.BIO_number_written(lib.SSL_get_wbio(ptr))
 
 
 # ---- client certificates -------------------------------------------------------------------
