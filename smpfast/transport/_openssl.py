@@ -19,9 +19,6 @@ import sys
 # OpenSSL 3 SSL_CTX_ctrl commands behind the SSL_CTX_set1_groups_list / _sigalgs_list macros.
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_SET_SIGALGS_LIST = 98
-# ... and behind SSL_CTX_set_mode / SSL_CTX_get_mode (the mode is a bit set, OR-ed in).
-_SSL_CTRL_MODE = 33
-_SSL_MODE_RELEASE_BUFFERS = 0x10
 
 _lib: ctypes.CDLL | None = None
 _lib_error: str | None = None
@@ -87,17 +84,6 @@ def set_tls_lists(ctx: ssl.SSLContext, *, ciphersuites: str, groups: str, sigalg
     got = {c["name"] for c in ctx.get_ciphers() if c.get("protocol") == "TLSv1.3"}
     if got != wanted:
         raise OSError(f"TLS 1.3 suites are {sorted(got)} after setting {sorted(wanted)}")
-
-
-def release_idle_buffers(ctx: ssl.SSLContext) -> None:
-    """SSL_MODE_RELEASE_BUFFERS on ``ctx``: connections made from it free their record
-    buffers (~34 KB) whenever nothing is pending in them. Connections copy the context's
-    mode when created, and CPython only adds bits to it. OSError if impossible."""
-    lib = _load()
-    ptr = _ssl_ctx_pointer(ctx, lib)
-    mode = lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_MODE, _SSL_MODE_RELEASE_BUFFERS, None)
-    if not mode & _SSL_MODE_RELEASE_BUFFERS:
-        raise OSError("SSL_MODE_RELEASE_BUFFERS did not stay set")
 
 
 _ssl_offset_checked: bool | None = None

@@ -1,13 +1,15 @@
-"""A server's TLS connection run by OpenSSL on the non-blocking socket itself (ssl.SSLSocket).
+"""A TLS connection run by OpenSSL on the non-blocking socket itself (ssl.SSLSocket): the
+server's, and a client's where nothing but the socket is wanted (benchmarks of many
+connections).
 
 Why not the MemoryBIO loop of ``stream.BlockConnection`` on the server: memory. Each memory
 BIO keeps the capacity of the largest burst that ever passed through it, so a connection
 that once received five blocks at once holds 80 KB in its incoming BIO for as long as it
 lives, idle or not; with two BIOs plus OpenSSL's record buffers an idle connection that had
 exchanged one block each way held ~56 KB of TLS state. Here OpenSSL reads from and writes
-to the socket directly and, with ``SSL_MODE_RELEASE_BUFFERS`` on the context
-(``_openssl.release_idle_buffers``), frees its record buffers whenever a connection has
-nothing pending, so an idle connection holds only its TLS session state.
+to the socket directly, and frees its record buffers whenever a connection has nothing
+pending (CPython sets ``SSL_MODE_RELEASE_BUFFERS`` on every context), so an idle connection
+holds only its TLS state (~14 KB with OpenSSL 3.0).
 
 The interface is ``BlockConnection``'s (handshake, receive_blocks, receive_some,
 send_blocks, send, aclose and the session properties), so the server's connection shell
@@ -37,7 +39,8 @@ from .errors import HandshakeTimeout, TransportClosed, TransportError
 CLOSE_TIMEOUT = 1.0
 
 #: Unread bytes dropped before closing, at most: a socket closed with unread input sends the
-#: peer a reset, which can destroy our last answers still unread on its side.
+#: peer a reset instead of FIN, so its next read fails (ECONNRESET) rather than ending
+#: cleanly, and some systems drop our last bytes still unread on its side.
 DISCARD_LIMIT = 1024 * 1024
 _discard_buffer = bytearray(64 * 1024)  # shared: used synchronously, never across an await
 
@@ -45,9 +48,10 @@ _CLOSED_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno
 
 
 class SocketBlockConnection:
-    """The server side of one TLS connection carrying 16384-byte blocks (module docstring).
+    """One TLS connection carrying 16384-byte blocks (module docstring), the server side
+    unless ``server_side=False``.
 
-    Create it on an accepted trio SocketStream (it takes the socket over), then
+    Create it on a connected trio SocketStream (it takes the socket over), then
     ``await handshake()``. Counters: ``blocks_in``, ``blocks_out``, ``app_bytes_out``, and
     ``tls_bytes_in``/``tls_bytes_out`` (read from OpenSSL's socket BIO on demand; 0 where
     libssl's counters cannot be reached, and after close).
@@ -55,12 +59,11 @@ class SocketBlockConnection:
 
     __slots__ = (
         "_ssl", "_buf", "_handshake_done", "_eof", "_read_error", "_closed", "_sending",
-        "_send_done", "blocks_in", "app_bytes_out", "local_port",
+        "_send_done", "blocks_in", "app_bytes_out", "local_port", "server_side",
     )
 
-    server_side = True
-
-    def __init__(self, stream: trio.SocketStream, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, stream: trio.SocketStream, ssl_context: ssl.SSLContext, *, server_side: bool = True) -> None:
+        self.server_side = server_side
         raw = stream.socket
         try:
             self.local_port: int = raw.getsockname()[1]
@@ -68,8 +71,10 @@ class SocketBlockConnection:
             self.local_port = 0
         sock = socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         sock.setblocking(False)
+        # server_hostname=None: SMP clients send no SNI (as BlockConnection's clients).
         self._ssl = ssl_context.wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=True
+            sock, server_side=server_side, server_hostname=None, do_handshake_on_connect=False,
+            suppress_ragged_eofs=True,
         )
         self._buf = b""  # plaintext not yet forming a whole block (usually none)
         self._handshake_done = False

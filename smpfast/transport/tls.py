@@ -80,10 +80,6 @@ def server_context(
     answer; see ``client_certificate_verdict`` for which chains are accepted."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(ctx)
-    try:  # idle connections keep no record buffers (socket_tls.py)
-        _openssl.release_idle_buffers(ctx)
-    except OSError as e:
-        log.debug("TLS record buffers stay allocated per connection: %s", e)
     ctx.num_tickets = 0
     ctx.verify_mode = ssl.CERT_NONE
     if cafile is None:
