@@ -424,6 +424,9 @@ class Server:
 
 
 def _local_port(conn) -> int:
+    port = getattr(conn, "local_port", None)
+    if port is not None:
+        return port
     try:
         return conn.stream.socket.getsockname()[1]
     except (AttributeError, OSError, IndexError):
