@@ -42,6 +42,8 @@ COUNTERS = (
     "msgExpired", "msgNtfs", "msgNtfExpired",
     "ntfServices.assocNew", "ntfServices.assocDuplicate", "ntfServices.assocUpdated",
     "ntfServices.assocRemoved", "ntfServices.subCount", "ntfServices.subQueues",
+    "rcvServices.assocNew", "rcvServices.assocDuplicate", "rcvServices.assocUpdated",
+    "rcvServices.assocRemoved", "rcvServices.subCount", "rcvServices.subQueues", "rcvServicesSubMsg",
 )
 # Read at the moment of writing, not reset (the reference's qCount/msgCount/ntfCount and
 # its entity counts queueCount/notifierCount; smpfast has one source for each pair).
