@@ -244,9 +244,11 @@ class LMDBStore(Store):
                 if unknown:
                     raise StoreFormatError(f"{path} is an LMDB environment but not an smpfast store")
                 dbs = {n: env.open_db(n, txn=txn) for n in _DB_NAMES}
-                if names and not _SERVICE_DBS & names:
+                rebuilt = bool(names) and not _SERVICE_DBS & names
+                if rebuilt:
                     _build_service_index(txn, dbs[b"queues"], dbs[b"service_queues"])
-                if names and _SERVICE_SUBS_DB not in names:
+                if names and (rebuilt or _SERVICE_SUBS_DB not in names):
+                    txn.drop(dbs[_SERVICE_SUBS_DB], delete=False)  # whatever it held is stale
                     _build_service_subs(txn, dbs[b"service_queues"], dbs[_SERVICE_SUBS_DB])
                 fmt = txn.get(_FORMAT_KEY, db=dbs[b"meta"])
                 if fmt is None:
