@@ -827,7 +827,7 @@ class Broker:
                     self._count("ntfNewCreated")
                 if service_id is not None:
                     # Subscribed as the service, not queue by queue (the reference's
-                    # subscribeNewQueue; it delivers no MSG to such a subscription yet).
+                    # subscribeNewQueue): its messages reach the service's session.
                     self._take_service(peer, RCV, service_id, add=(1, queue_id_hash(rid)))
                 elif cmd.subscribe:
                     self._take_subscription(peer, rid)
