@@ -178,6 +178,7 @@ def test_subscribe_services_mode_one_subs(server19, tmp_path):
     p = _load(server19.address, "--scenario", "subscribe", "--mode", "services", "--queues", "300",
               "--json", str(path), "--max-errors", "0")
     assert p.returncode == 0, p.stderr
+    assert "300 queues of one messaging service, one SUBS" in p.stdout
     doc = json.loads(path.read_text())
     VALIDATOR.validate(doc)
     assert doc["configuration"]["mode"] == "services" and doc["configuration"]["connections"] == 1
