@@ -14,6 +14,7 @@ from ..protocol import versions as V
 from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
 from ..protocol.ids_hash import EMPTY_IDS_HASH
+from ..protocol.names import NameRecord, SimplexDomain, parse_domain
 from ..protocol.session import ServiceCredentials
 from ..transport import CLIENT_ALPN
 from ..transport.socks import SocksProxy
@@ -305,6 +306,14 @@ class SMPClient(ClientBase):
         """PING → PONG."""
         await self._call(b"", C.PING, None, C.Pong)
 
+    async def resolve(self, name: str | SimplexDomain) -> NameRecord:
+        """RSLV → RNAME (v20): the record of ``name``. ERR NAME (NO_RESOLVER, NOT_FOUND,
+        RESOLVER ...) raises SMPError; a malformed name raises ParseError before sending."""
+        if self.version < V.NAMES:
+            raise UnsupportedByVersion("RSLV needs v20+")
+        reply = await self._call(b"", C.Rslv(_domain(name)), None, C.Rname)
+        return reply.record  # type: ignore[attr-defined]
+
     # ------------------------------------------------------------------ private routing
 
     async def proxy_relay(self, relay: str | SMPServer, basic_auth: bytes | str | None = None) -> ProxiedRelay:
@@ -352,6 +361,18 @@ class SMPClient(ClientBase):
     async def proxied_sender_secure(self, relay: ProxiedRelay, snd_id: bytes, sender_key: PrivateKey) -> None:
         """SKEY through this proxy."""
         _check(await self.proxied(relay, snd_id, C.Skey(sender_key.public.der), sender_key), C.Ok)
+
+    async def proxied_resolve(self, relay: ProxiedRelay, name: str | SimplexDomain) -> NameRecord:
+        """RSLV forwarded through this proxy to ``relay`` (the reference's client needs the
+        proxied version to be 20 or more). The relay's ERR NAME raises SMPError."""
+        if relay.version < V.NAMES:
+            raise UnsupportedByVersion("a forwarded RSLV needs the relay's proxied version 20+")
+        answer = await self.proxied(relay, b"", C.Rslv(_domain(name)))
+        return _check(answer, C.Rname).record  # type: ignore[attr-defined]
+
+
+def _domain(name: str | SimplexDomain) -> SimplexDomain:
+    return name if isinstance(name, SimplexDomain) else parse_domain(name)
 
 
 def _sok_service(reply: Response) -> bytes | None:

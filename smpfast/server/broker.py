@@ -43,6 +43,7 @@ from ..protocol.proxy import ProxyLayerError, open_forwarded, seal_forwarded
 from ..protocol.ids_hash import ServiceSubs, queue_id_hash
 from .delivery import (NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, ServiceWalk,
                        Subscription)
+from .names import STAT_DISABLED, STAT_REQUESTS, ForwardedName, NameRequest
 from .stats import ActiveQueues
 from ..store.records import (
     MODE_CONTACT,
@@ -114,6 +115,8 @@ class BrokerConfig:
     message_ttl: int | None = 21 * DAY  # seconds; None: messages never expire
     expire_on_send: bool = EXPIRE_ON_SEND  # the reference's default when the INI is silent
     ntf_ttl: int = 24 * 3600
+    # [NAMES] enable: RSLV goes to the shell's resolver; off: ERR NAME NO_RESOLVER at once.
+    names_enabled: bool = False
 
 
 class Peer:
@@ -140,11 +143,13 @@ class Peer:
 
     def forwarded(self, version: int) -> "Peer":
         """This connection as a proxied client's command sees it: the version the RFWD
-        carries, the same session (id, keys, verifier)."""
+        carries, the same session (id, keys, verifier), and no service (the reference
+        verifies forwarded commands without the link's service)."""
         other = Peer.__new__(Peer)
         for name in Peer.__slots__:
             setattr(other, name, getattr(self, name))
         other.version = version
+        other.service = other.service_key = None
         return other
 
     @property
@@ -220,7 +225,7 @@ class Broker:
         self._deferred: list[tuple[ConnId, list[Answer]]] | None = None
         self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
         self._undo_notes: list[list] | None = None  # notification lists appended to
-        self._proxied: list[ProxyRequest] | None = None  # the block's PRXY/PFWD
+        self._proxied: list[ProxyRequest | NameRequest] | None = None  # the block's PRXY/PFWD/RSLV
         self._walks: list[ServiceWalk] | None = None  # the block's service deliveries (SUBS)
         # Delivery states a block made for service sessions, removed if the block is undone.
         self._undo_deliveries: list[tuple[ConnId, bytes]] | None = None
@@ -455,7 +460,7 @@ class Broker:
         deferred: list[tuple[ConnId, list[Answer]]] = []
         undo: list[tuple[Subscription, bytes | None]] = []
         undo_notes: list[list] = []
-        proxied: list[ProxyRequest] = []
+        proxied: list[ProxyRequest | NameRequest] = []
         walks: list[ServiceWalk] = []
         undo_deliveries: list[tuple[ConnId, bytes]] = []
         self._deferred, self._undo, self._undo_notes, self._proxied = deferred, undo, undo_notes, proxied
@@ -603,7 +608,7 @@ class Broker:
                 store.cover_miss(entity, True)
             item.queue = q
             key = None if q is None or q.notifier is None else q.notifier.notifier_key
-        elif isinstance(cmd, C.Ping):
+        elif isinstance(cmd, (C.Ping, C.Rslv)):
             check = self._service_checks(peer, cmd, service_sig)
             return True if check is None else check
         elif isinstance(cmd, (C.Subs, C.Nsubs)):
@@ -676,7 +681,14 @@ class Broker:
                 out.append((corr_id, entity, C.Err(E.INTERNAL)))
             return
         if isinstance(cmd, C.Rfwd):
-            out.append((corr_id, b"", self._forwarded(peer, corr_id, cmd)))
+            answer = self._forwarded(peer, corr_id, cmd)
+            if answer is not None:  # None: a forwarded RSLV, sealed into RRES once resolved
+                out.append((corr_id, b"", answer))
+            return
+        if isinstance(cmd, C.Rslv):
+            answer = self._resolve(peer, NameRequest(peer.id, corr_id, cmd.domain))
+            if answer is not None:
+                out.append((corr_id, b"", answer))
             return
         if isinstance(cmd, C.New):
             out.append((corr_id, entity, self._create_queue(peer, cmd, corr_id)))
@@ -730,10 +742,23 @@ class Broker:
         password = self.config.create_password
         return password is None or cmd.basic_auth == password
 
-    def _forwarded(self, peer: Peer, rfwd_corr_id: bytes, cmd: C.Rfwd) -> C.Response:
+    def _resolve(self, peer: Peer, request: NameRequest) -> C.Response | None:
+        """RSLV (v20): with no resolver configured the answer, NAME NO_RESOLVER; else None
+        and the request goes to the shell, which answers once the resolver has."""
+        self._count(STAT_REQUESTS)
+        if not self.config.names_enabled:
+            self._count(STAT_DISABLED)
+            return C.Err(E.NAME_NO_RESOLVER)
+        if self._proxied is None:  # outside a block (never: commands come in blocks)
+            return C.Err(E.INTERNAL)
+        self._proxied.append(request)
+        return None
+
+    def _forwarded(self, peer: Peer, rfwd_corr_id: bytes, cmd: C.Rfwd) -> C.Response | None:
         """The relay role (processForwardedCommand): open the RFWD, run the client's
-        command as the proxy's session at the version it carries (only SEND, SKEY, LKEY and
-        LGET), and seal its answer into the RRES."""
+        command as the proxy's session at the version it carries (only SEND, SKEY, LKEY,
+        LGET and RSLV), and seal its answer into the RRES. None: a forwarded RSLV that the
+        shell resolves and answers later (NameRequest)."""
         try:
             fwd = open_forwarded(peer.session_key, peer.session_private, peer.session_id, rfwd_corr_id, cmd)
         except ProxyLayerError as e:
@@ -751,7 +776,14 @@ class Broker:
             verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 verdict = peer.verifier.verify_batch((verdict,))[0] or E.AUTH
-            if verdict is True:
+            if verdict is True and isinstance(t.command, C.Rslv):
+                sealing = ForwardedName(peer.session_key, peer.session_id, fwd, corr_id, entity)  # type: ignore[arg-type]
+                resolved = self._resolve(peer, NameRequest(peer.id, rfwd_corr_id, t.command.domain, sealing))
+                if resolved is None:
+                    self._count("pMsgFwdsRecv")
+                    return None
+                answer = resolved
+            elif verdict is True:
                 inner: list[Answer] = []
                 self._execute(client, item, inner, [])
                 [(corr_id, entity, answer)] = inner
@@ -1392,7 +1424,7 @@ Broker._RECIPIENT_HANDLERS = {
 
 
 # What a relay executes of a forwarded transmission (the reference's rejectOrVerify).
-_FORWARDED_COMMANDS = (C.Send, C.Skey, C.Lkey, C.Lget)
+_FORWARDED_COMMANDS = tuple(C.FORWARDED_COMMANDS)
 
 _AUTH_COUNTERS: dict[type, str] = {
     C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",

@@ -290,8 +290,9 @@ class Effects:
     """What processing a block (or a server action) requires: ``replies`` for the
     connection that sent the block, ``pushes`` for other connections, in the order they
     were made. Each batch carries the commit generation it waits for. ``proxied``: the
-    block's PRXY/PFWD, answered later by the shell (they need the network). ``walks``: the
-    service deliveries a SUBS started, driven by the shell after the replies."""
+    block's forked commands, answered later by the shell (they need the network): PRXY/PFWD
+    as ``ProxyRequest``, RSLV with a resolver configured as ``names.NameRequest``. ``walks``:
+    the service deliveries a SUBS started, driven by the shell after the replies."""
 
     __slots__ = ("replies", "pushes", "proxied", "walks")
 
