@@ -13,6 +13,7 @@ from ..protocol import commands as C
 from ..protocol import versions as V
 from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
+from ..protocol.ids_hash import EMPTY_IDS_HASH
 from ..protocol.names import NameRecord, SimplexDomain, parse_domain
 from ..protocol.session import ServiceCredentials
 from ..transport import CLIENT_ALPN
@@ -283,9 +284,23 @@ class SMPClient(ClientBase):
 
     async def service_subscribe(self) -> int:
         """SUBS: subscribe every queue associated with this (messaging) service; returns
-        the count of SOKS (the reference answers ERR CMD PROHIBITED for now)."""
-        reply = await self._call(*self._service_command(C.Subs()), C.Soks)
-        return reply.count  # type: ignore[attr-defined]
+        the count of SOKS. The waiting messages of those queues then arrive as MSG events
+        (entity: the recipient id), followed by one ALLS event (v19)."""
+        return (await self.service_subscribe_all())[0]
+
+    async def service_subscribe_all(self, count: int = -1, ids_hash: bytes = EMPTY_IDS_HASH) -> tuple[int, bytes]:
+        """SUBS carrying what this service believes it has associated (``count`` and the
+        IdsHash of the recipient ids; from v19, else sent as the bare tag): the server's
+        (count, IdsHash) from SOKS (the hash is all zeros below v19)."""
+        reply = await self._call(*self._service_command(C.Subs(count, ids_hash)), C.Soks)
+        return reply.count, reply.ids_hash  # type: ignore[attr-defined]
+
+    async def service_subscribe_notifications_all(self, count: int = -1,
+                                                  ids_hash: bytes = EMPTY_IDS_HASH) -> tuple[int, bytes]:
+        """NSUBS with an expected (count, IdsHash of notifier ids): the server's (count,
+        IdsHash) from SOKS."""
+        reply = await self._call(*self._service_command(C.Nsubs(count, ids_hash)), C.Soks)
+        return reply.count, reply.ids_hash  # type: ignore[attr-defined]
 
     async def ping(self) -> None:
         """PING → PONG."""

@@ -28,7 +28,7 @@ from ..protocol.session import Established, ServerSession, ServiceRequested
 from ..transport import BlockConnection, TransportError
 from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
-from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
+from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest, ServiceWalk
 from .names import NameRequest
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ OUTBOX_LIMIT = 128
 READ_SLICE = 0.0005
 # Proxied commands of one client in flight at once (the reference's client_concurrency).
 DEFAULT_PROXY_CONCURRENCY = 32
+# A messaging service's delivery after SUBS walks this many of its queues per step (about
+# 1 ms of store reads), then lets the other connections run.
+SERVICE_WALK_PAGE = 128
 # Name resolutions of one client in flight at once, counted together with its proxied
 # commands (the reference's resolver_concurrency): higher, because the forwarded RSLVs of
 # many clients share one proxy's connection.
@@ -271,6 +274,9 @@ class Connection:
         else:
             effects = broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
         self._apply(effects)
+        for walk in effects.walks:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._walk_service, walk)
         for request in effects.proxied:
             assert self._nursery is not None
             if isinstance(request, NameRequest):
@@ -279,6 +285,20 @@ class Connection:
             else:
                 await self._forked.acquire(self.proxy_concurrency)
                 self._nursery.start_soon(self._answer_proxied, request)
+
+    async def _walk_service(self, walk: ServiceWalk) -> None:
+        """Deliver a messaging service's waiting messages after its SUBS, a page of queues
+        at a time, each step only while the outbox has room (a service that does not read
+        is not sent 100k MSGs into memory) and yielding between steps."""
+        peer = self.peer
+        assert peer is not None
+        outbox = self.outbox
+        limit = self.outbox_limit
+        while not walk.done:
+            while len(outbox) >= limit:
+                await self._drained.wait()
+            self._apply(self.broker.walk_service(peer, walk, SERVICE_WALK_PAGE, limit - len(outbox)))
+            await trio.lowlevel.checkpoint()
 
     async def _answer_proxied(self, request: ProxyRequest) -> None:
         """Answer a PRXY/PFWD once its relay has (the reference's forkProxiedCmd)."""

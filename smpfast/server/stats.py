@@ -44,6 +44,8 @@ COUNTERS = (
     "msgExpired", "msgNtfs", "msgNtfExpired",
     "ntfServices.assocNew", "ntfServices.assocDuplicate", "ntfServices.assocUpdated",
     "ntfServices.assocRemoved", "ntfServices.subCount", "ntfServices.subQueues",
+    "rcvServices.assocNew", "rcvServices.assocDuplicate", "rcvServices.assocUpdated",
+    "rcvServices.assocRemoved", "rcvServices.subCount", "rcvServices.subQueues", "rcvServicesSubMsg",
     *NAME_STATS,
 )
 # Read at the moment of writing, not reset (the reference's qCount/msgCount/ntfCount and

@@ -7,7 +7,9 @@ the batches the server would write, each with its commit generation. The PRXY/PF
 hands over (``Effects.proxied``) are answered by ``proxy(request)`` when one is given (the
 shell's relay links), as one batch each after the block's answers, else refused; its RSLVs
 (``NameRequest``, with a resolver configured) by ``resolve(domain)`` (the shell's resolver
-client), else with ERR NAME RESOLVER "resolver error".
+client), else with ERR NAME RESOLVER "resolver error". The service deliveries a SUBS starts
+(``Effects.walks``) run to their end at once, unless ``auto_walk`` is off: then they wait
+in ``walks`` for ``step_walks``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol.names import DETAIL_INTERNAL, SimplexDomain
-from ..server.delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
+from ..server.delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest, ServiceWalk
 from ..server.names import NameRequest, Resolution
 
 
@@ -41,6 +43,9 @@ class BrokerHarness:
         self.resolve = resolve
         self.delivery: LocalDelivery = broker.delivery
         self.outboxes: dict[int, ListOutbox] = {}
+        self.auto_walk = True
+        self.walks: list[tuple[Peer, ServiceWalk]] = []
+        self.peers: dict[int, Peer] = {}
 
     def connect(self, version: int, session_id: bytes, session_private: bytes | None, service=None,
                 session_key: bytes | None = None) -> Peer:
@@ -48,6 +53,7 @@ class BrokerHarness:
         handshake DH's box key (a proxy's link: RFWD)."""
         peer = self.broker.connect(version, session_id, session_private, service, session_key)
         box = self.outboxes[peer.id] = ListOutbox()
+        self.peers[peer.id] = peer
         self.delivery.attach(peer.id, box)
         return peer
 
@@ -76,6 +82,19 @@ class BrokerHarness:
             box = self.outboxes.get(request.conn)
             if box is not None:
                 box.put(self.broker.durability.current(), [reply])
+        for walk in effects.walks:
+            self.walks.append((self.peers[walk.conn], walk))
+        if self.auto_walk:
+            while self.walks:
+                self.step_walks()
+
+    def step_walks(self, page: int = 128, budget: int = 128) -> None:
+        """One step of every waiting service delivery (those that end are dropped)."""
+        waiting, self.walks = self.walks, []
+        for peer, walk in waiting:
+            self.apply(peer, self.broker.walk_service(peer, walk, page, budget))
+            if not walk.done:
+                self.walks.append((peer, walk))
 
     def process(self, peer: Peer, block: bytes) -> None:
         """Process one block of ``peer`` and apply its effects."""
