@@ -223,7 +223,7 @@ class Replay:
 
         srv = self.t["servers"][relay_server]
         self.relays = MemoryRelays(self.harness, str(srv["port"]), bytes.fromhex(srv["key_hash"]))
-        service = ProxyService(self.relays, self.broker.count)  # type: ignore[arg-type]
+        service = ProxyService(self.relays, self.broker.count, server_max=RECORDED_MAX_VERSION)  # type: ignore[arg-type]
         self.harness.proxy = lambda r: trio.run(service.answer, r.corr_id, r.entity_id, r.command)
 
     def _rebuild_pfwd(self, conn: Conn, corr: bytes, pfwd: C.Pfwd) -> bytes:

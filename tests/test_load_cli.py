@@ -195,8 +195,11 @@ def test_subscribe_services_mode_one_subs(server19, tmp_path):
 
 
 @pytest.mark.slow
-def test_subscribe_services_mode_needs_v19(server):
-    p = _load(server.address, "--scenario", "subscribe", "--mode", "services", "--queues", "5", "--quiet")
+def test_subscribe_services_mode_needs_v19(tmp_path):
+    directory = tmp_path / "server18"
+    init_data_dir(directory, free_port())
+    with ServerProcess(directory, max_version=18) as server18:  # as a 6.5 reference
+        p = _load(server18.address, "--scenario", "subscribe", "--mode", "services", "--queues", "5", "--quiet")
     assert p.returncode == 1 and "v19" in p.stderr, (p.stdout, p.stderr)
 
 

@@ -132,7 +132,8 @@ def test_negotiation() -> None:
     assert not H.server_accepts(VersionRange(6, 18), 19) and not H.server_accepts(VersionRange(6, 6), 7)
     assert H.block_encryption(11, True, False) and not H.block_encryption(10, True, False)
     assert not H.block_encryption(18, False, False) and not H.block_encryption(18, True, True)
-    assert H.PROXIED_VRANGE == VersionRange(8, 17)
+    assert H.PROXIED_VRANGE == VersionRange(8, 20)  # a proxy announcing 20 (7.0.0.3)
+    assert H.proxied_vrange(18) == VersionRange(8, 17) and H.proxied_vrange(19) == VersionRange(8, 18)
 
 
 def test_pad_content_round_trip() -> None:

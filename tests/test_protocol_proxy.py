@@ -149,7 +149,8 @@ def test_pkey_accepted_as_the_reference_client() -> None:
 
 
 def test_pkey_range_and_errors() -> None:
-    assert P.relay_vrange(VersionRange(6, 18)) == VersionRange(8, 17)
+    assert P.relay_vrange(VersionRange(6, 18)) == VersionRange(8, 18)  # capped at 8..20
+    assert P.relay_vrange(VersionRange(6, 18), VersionRange(8, 17)) == VersionRange(8, 17)  # a proxy at 18
     assert P.relay_vrange(VersionRange(6, 7)) is None
     assert P.pkey_error(18, VersionRange(6, 18), True) is None
     assert str(P.pkey_error(7, VersionRange(6, 7), True)) == "PROXY BROKER TRANSPORT VERSION"

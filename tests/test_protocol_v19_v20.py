@@ -61,7 +61,7 @@ def test_version_numbers_and_rules() -> None:
     assert [V.service_subs_hash(v) for v in (16, 18, 19, 20)] == [False, False, True, True]
     # proxiedSMPRelayVersion of 6.5.5 (18 -> 17), 7.0.0.0-.2 (19 -> 18), 7.0.0.3 (20 -> 20)
     assert [V.proxied_max_version(v) for v in (18, 19, 20, 21)] == [17, 18, 20, 21]
-    assert H.PROXIED_VRANGE == V.VersionRange(8, 17)
+    assert H.PROXIED_VRANGE == V.VersionRange(8, 20)
     assert H.proxied_vrange(20) == V.VersionRange(8, 20)
 
 

@@ -2,10 +2,10 @@
 broker, every version they hold (6, 7, 9, 11, 15, 18).
 
 Each transcript is replayed block by block: handshakes and (v11+) block encryption through a
-``ServerSession`` offering 6..18 as the reference does, transmissions through
+``ServerSession`` offering 6..18 as the recording reference (6.5.5) did, transmissions through
 ``Broker.process_block`` (see tests/replay.py for how values are substituted, requests
 re-signed and responses compared); the test fails on the first response that differs from
-the reference's, naming the block seq and step. The server announces the same 6..18
+the reference's, naming the block seq and step. The server itself announces 6..20
 (``SERVER_MAX_VERSION``); ``v18-proxy`` replays both servers, the proxy and the relay.
 """
 
@@ -23,7 +23,7 @@ from smpfast.crypto import message as cmsg
 from smpfast.protocol import commands as C
 from smpfast.protocol import versions as V
 from smpfast.server.connection import Identity
-from replay import Replay, ReplayMismatch, load, plaintext, raw_transmissions
+from replay import RECORDED_MAX_VERSION, Replay, ReplayMismatch, load, plaintext, raw_transmissions
 from transcripts import FILES
 
 # the versions the codecs, sessions and broker speak (the replay's server offers 6..18)
@@ -172,10 +172,12 @@ def test_every_transcript_is_replayed() -> None:
     assert set(CASES) | {"v18-proxy.json"} == set(FILES)
 
 
-def test_the_announced_range_is_the_references_6_to_18() -> None:
-    """The replays speak up to 18 and so does the server: every feature of 6..18 (proxying,
-    service certificates, blocking notices) is served."""
-    assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (18, 18)
+def test_the_announced_range_is_the_references_6_to_20() -> None:
+    """The server announces 6..20, as simplexmq 7.x servers do; the replays were recorded
+    against 6.5.5 (6..18) and so offer 6..18 (RECORDED_MAX_VERSION), which every session of
+    the transcripts negotiated within."""
+    assert (Identity.__dataclass_fields__["max_version"].default, V.SERVER_MAX_VERSION) == (20, 20)
+    assert RECORDED_MAX_VERSION == 18
 
 
 # ---------------------------------------------------------------- v18-proxy

@@ -36,7 +36,7 @@ def proxied_vrange(server_max: int) -> VersionRange:
     return VersionRange(V.SENDING_PROXY, V.proxied_max_version(server_max))
 
 
-PROXIED_VRANGE = proxied_vrange(V.CLIENT_NOTICES)  # a proxy's PKEY range cap while it announces 18
+PROXIED_VRANGE = proxied_vrange(V.SERVER_MAX_VERSION)  # the PKEY range cap of a proxy announcing our range
 
 
 def _short(b: bytes) -> bytes:

@@ -23,9 +23,8 @@ RCV_SERVICE = 19  # SUBS/NSUBS carry count + IdsHash, SOKS/ENDS the hash; messag
 NAMES = 20  # RSLV/RNAME name resolution, ERR NAME; proxied range pinned to 20
 MAX_VERSION = 20  # the highest version the codecs speak
 # The highest version all of whose features this server implements: what it announces, the
-# reference's stable range (simplexmq 6.5). 19 (messaging-service subscriptions) and 20
-# (names) are spoken by the codecs but not served yet.
-SERVER_MAX_VERSION = 18
+# range of the reference's current servers (simplexmq 7.x).
+SERVER_MAX_VERSION = 20
 
 ALL_VERSIONS = tuple(v for v in range(MIN_VERSION, MAX_VERSION + 1) if v != 13)
 

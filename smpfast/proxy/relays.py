@@ -4,7 +4,7 @@ client of the proxy (the reference's proxy agent, ``SMPClientAgent``), driven ov
 - ``await pool.connect(server)`` returns the relay's link, opening it when there is none
   (or the last one closed): TLS to the first reachable host, through SOCKS5 for ``.onion``
   hosts (or all, ``socks_mode = always``), then the SMP handshake with the v14 proxy flag
-  (range 6..18; v10 at most towards relays below v14; no block encryption) and a client
+  (range 6..20; v10 at most towards relays below v14; no block encryption) and a client
   key, whose DH secret keys the RFWD/RRES layer. Concurrent callers for one relay wait for
   the same attempt (at most ``connect_timeout``, then PROXY BROKER TIMEOUT, as the
   reference's waiting callers). A failed attempt's error is kept ``persist_error_interval``

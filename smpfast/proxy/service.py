@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
-from ..protocol.handshake import PROXIED_VRANGE, proxied_vrange
+from ..protocol.handshake import proxied_vrange
 from ..protocol.proxy import pkey_error, relay_vrange
 from .relays import RelayError, RelayLink, RelayPool
 
@@ -39,7 +39,8 @@ class ProxyService:
         self._count = count or (lambda name, n=1: None)
         # PKEY's cap: 8..17 as before unless this server's own top version is 20 or more,
         # where it follows the reference's proxiedSMPRelayVersion (8..20 at 20).
-        self.cap = proxied_vrange(server_max) if server_max >= V.NAMES else PROXIED_VRANGE
+        # A server started below 18 still caps as a 6.5 proxy does (8..17).
+        self.cap = proxied_vrange(max(server_max, V.CLIENT_NOTICES))
 
     def _inc(self, group: str, own: bool, field: str) -> None:
         self._count(f"{group}.{field}", 1)
