@@ -223,6 +223,7 @@ class _BlocksOnce:
 
     def __init__(self, blocks: list[bytes]) -> None:
         self._reads = [blocks]
+        self.read_waits = 0  # it never waits for a socket
 
     async def receive_blocks(self) -> list[bytes]:
         await trio.lowlevel.checkpoint()

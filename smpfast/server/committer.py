@@ -4,7 +4,7 @@ Connections mutate the store synchronously inside its open write transaction; th
 its own uncommitted writes. An answer computed now depends on the *generation* ``current()``
 names: the open transaction's if it holds writes (the answer may show them), else the last
 one committed. The committer closes the transaction every ``interval`` seconds (sooner when
-many writes wait), makes it durable with ``store.sync()`` on a worker thread, and releases
+many writes wait), makes it durable with ``store.sync()`` on a worker thread (``offload.WorkerThread``), and releases
 everyone who waited for that generation. Connection writers send an answer only once its
 generation is durable, so an acknowledged change is always on disk.
 
@@ -23,6 +23,7 @@ import time
 import trio
 
 from ..store import Store
+from .offload import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class GroupCommitter:
         self._synced = trio.Event()
         self.health = StoreHealth()
         self.commits = 0
+        self._sync_thread = WorkerThread("smpfast-sync")  # fsync off the event loop, cheaply
         store.on_write = self._on_write
         store.on_abort = self._on_abort
 
@@ -176,7 +178,7 @@ class GroupCommitter:
             return
         target = self._committed
         try:
-            await trio.to_thread.run_sync(store.sync)
+            await self._sync_thread.run(store.sync)
         except Exception as e:
             self.health.failed("a store sync", e)
         else:

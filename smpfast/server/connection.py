@@ -201,27 +201,36 @@ class Connection:
         outbox = self.outbox
         outbox_limit = self.outbox_limit
         blocks = pending
+        conn = self.conn
+        perf_counter = time.perf_counter
+        slice_end = perf_counter() + self.read_slice
         while True:
-            slice_end = time.perf_counter() + self.read_slice
             self.last_received = clock()
             for block in blocks:
                 if len(outbox) >= outbox_limit:
                     while len(outbox) >= outbox_limit:
                         await self._drained.wait()  # backpressure: the client is not reading
-                    slice_end = time.perf_counter() + self.read_slice
-                elif time.perf_counter() >= slice_end:
+                    slice_end = perf_counter() + self.read_slice
+                elif perf_counter() >= slice_end:
                     # Fairness: one read can hold 16 blocks of 255 commands each; let the
                     # other connections run between blocks, not only between reads.
                     await trio.lowlevel.checkpoint()
-                    slice_end = time.perf_counter() + self.read_slice
+                    slice_end = perf_counter() + self.read_slice
                 await self._process_block(peer, block)
-            await trio.lowlevel.checkpoint()
+            # A read that finds data does not yield (transport.stream): yield here once the
+            # slice is spent; a read that waits for the socket yields and starts a new one.
+            if perf_counter() >= slice_end:
+                await trio.lowlevel.checkpoint()
+                slice_end = perf_counter() + self.read_slice
+            waits = conn.read_waits
             try:
-                blocks = await self.conn.receive_blocks()
+                blocks = await conn.receive_blocks()
             except TransportError:
                 return
             if not blocks:
                 return
+            if conn.read_waits != waits:
+                slice_end = perf_counter() + self.read_slice
 
     async def _process_block(self, peer: Peer, block: bytes) -> None:
         broker = self.broker
