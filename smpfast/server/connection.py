@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+import smpfast._core as core
+
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
@@ -28,6 +30,7 @@ from ..transport import BlockConnection, TransportError
 from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
 from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
+from .signatures import TickVerifier
 
 if TYPE_CHECKING:
     from ..proxy.service import ProxyService
@@ -35,9 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMP_HANDSHAKE_TIMEOUT = 120.0
-# Blocks with at least this many signatures to check verify them on a worker thread: a
-# thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
-THREAD_VERIFY_MIN = 8
+# Blocks with Ed25519 signatures, or with at least this many X25519 authenticators, are
+# verified with the tick's others off the event loop (signatures.TickVerifier).
+THREAD_VERIFY_MIN = 32
 # The writer packs at most this many answer batches per send, so that one connection's
 # full outbox (e.g. 128 ERR BLOCK batches) does not hold the event loop for milliseconds.
 WRITE_BATCHES = 32
@@ -75,6 +78,7 @@ class Connection:
         handshake_timeout: float = SMP_HANDSHAKE_TIMEOUT,
         outbox_limit: int = OUTBOX_LIMIT,
         verify_limiter: trio.CapacityLimiter | None = None,
+        tick_verifier: TickVerifier | None = None,
         read_slice: float = READ_SLICE,
         delivery: LocalDelivery | None = None,
         proxy: "ProxyService | None" = None,
@@ -88,9 +92,9 @@ class Connection:
         self.identity = identity
         self.handshake_timeout = handshake_timeout
         self.outbox_limit = outbox_limit
-        # Shared by all connections: worker threads verifying large batches never take
-        # every core from the event loop.
+        # Kept for callers that pass it; signatures now go to the run's TickVerifier.
         self.verify_limiter = verify_limiter
+        self._tick_verifier = tick_verifier
         self.read_slice = read_slice
         self.peer: Peer | None = None  # the broker's record, once the handshake is done
         self.session: ServerSession | None = None
@@ -104,6 +108,13 @@ class Connection:
         self.proxy = proxy
         self._proxy_slots = trio.CapacityLimiter(proxy_concurrency)
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def tick_verifier(self) -> TickVerifier:
+        """The verifier shared by all connections of this trio run (made on first use)."""
+        if self._tick_verifier is None:
+            self._tick_verifier = TickVerifier.current()
+        return self._tick_verifier
 
     def put(self, generation: int, answers: list[Answer]) -> None:
         """Queue a batch for the writer (the delivery's ``Outbox``)."""
@@ -216,7 +227,8 @@ class Connection:
                     # other connections run between blocks, not only between reads.
                     await trio.lowlevel.checkpoint()
                     slice_end = perf_counter() + self.read_slice
-                await self._process_block(peer, block)
+                if await self._process_block(peer, block):
+                    slice_end = perf_counter() + self.read_slice  # it waited for its checks
             # A read that finds data does not yield (transport.stream): yield here once the
             # slice is spent; a read that waits for the socket yields and starts a new one.
             if perf_counter() >= slice_end:
@@ -232,25 +244,32 @@ class Connection:
             if conn.read_waits != waits:
                 slice_end = perf_counter() + self.read_slice
 
-    async def _process_block(self, peer: Peer, block: bytes) -> None:
+    async def _process_block(self, peer: Peer, block: bytes) -> bool:
+        """Answer one block; True when it yielded to other tasks (its checks went to the
+        tick verifier)."""
         broker = self.broker
         [received] = self.session.receive_block(block)  # decrypted when v11 encryption is on
         prepared = broker.prepare_block(peer, received.plaintext)
-        if len(prepared.requests) >= THREAD_VERIFY_MIN:
-            # A large batch verifies on a worker thread (the core releases the GIL), so the
-            # event loop serves other connections meanwhile; the shared limiter keeps such
-            # threads from crowding the loop off the CPU.
-            results = await trio.to_thread.run_sync(
-                peer.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
-            )
-            effects = broker.finish_block(peer, prepared, results, reload=True)
+        verifier = peer.verifier
+        checks = verifier.prepare(prepared.requests)
+        if checks.signatures or len(checks.core_requests) >= THREAD_VERIFY_MIN:
+            # Signatures (~50 µs each) are verified with the other connections' of this
+            # tick, in one GIL-free call off the event loop (signatures.TickVerifier);
+            # meanwhile other connections run, so the block re-reads its queues.
+            core_results = await self.tick_verifier.verify(checks.core_requests, checks.signatures)
+            effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results), reload=True)
+            parked = True
         else:
-            effects = broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
+            # X25519 authenticators (~2 µs each): cheaper here than any hand-off.
+            core_results = core.verify_batch(checks.core_requests) if checks.core_requests else []
+            effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results))
+            parked = False
         self._apply(effects)
         for request in effects.proxied:
             await self._proxy_slots.acquire_on_behalf_of(request)
             assert self._nursery is not None
             self._nursery.start_soon(self._answer_proxied, request)
+        return parked
 
     async def _answer_proxied(self, request: ProxyRequest) -> None:
         """Answer a PRXY/PFWD once its relay has (the reference's forkProxiedCmd)."""
