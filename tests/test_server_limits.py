@@ -21,6 +21,7 @@ from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
 from smpfast.protocol.session import BlockReceived
 from smpfast.server import memory
 from smpfast.server.broker import Broker
+from smpfast.server.committer import GroupCommitter
 from smpfast.server.connection import Connection, Identity
 from smpfast.store import MemoryStore
 from smpfast.transport import ConnectionLimit, open_block_connection
@@ -233,9 +234,10 @@ class _BlocksOnce:
 def test_reader_yields_between_the_blocks_of_one_read():
     """16 blocks of 255 PINGs arrive in one read; with no time slice the reader lets other
     tasks run between blocks instead of answering all 4080 commands in one go."""
-    broker = Broker(MemoryStore())
+    store = MemoryStore()
+    broker = Broker(store)
     identity = Identity(b"k" * 32, (), None)
-    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, None, identity,
+    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, GroupCommitter(store), identity,
                       outbox_limit=1000, read_slice=0.0)
     conn.peer = broker.connect(7, b"s" * 32, None)
     conn.session = _PlainSession()
@@ -317,7 +319,7 @@ def test_signatures_of_one_tick_are_verified_together_off_the_event_loop(monkeyp
         ]
         conns = []
         for block in blocks:
-            conn = Connection(_BlocksOnce([block]), broker, None, Identity(b"k" * 32, (), None),
+            conn = Connection(_BlocksOnce([block]), broker, GroupCommitter(store), Identity(b"k" * 32, (), None),
                               tick_verifier=verifier)
             conn.peer = broker.connect(7, session_id, None)
             conn.session = _PlainSession()
@@ -361,7 +363,7 @@ def test_a_tick_with_few_signatures_is_verified_on_the_event_loop(monkeypatch):
         broker = Broker(store)
         sid = _queue_with_sender(store, key, 0)
         verifier = TickVerifier(thread_min=3)
-        conn = Connection(_BlocksOnce([_signed_sends(session_id, key, [sid, sid])]), broker, None,
+        conn = Connection(_BlocksOnce([_signed_sends(session_id, key, [sid, sid])]), broker, GroupCommitter(store),
                           Identity(b"k" * 32, (), None), tick_verifier=verifier)
         conn.peer = broker.connect(7, session_id, None)
         conn.session = _PlainSession()

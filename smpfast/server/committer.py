@@ -95,6 +95,7 @@ class GroupCommitter:
         self.health = StoreHealth()
         self.commits = 0
         self._sync_thread = WorkerThread("smpfast-sync")  # fsync off the event loop, cheaply
+        self._on_settled: list[tuple[int, object]] = []  # (generation, callback) not yet called
         store.on_write = self._on_write
         store.on_abort = self._on_abort
 
@@ -130,6 +131,12 @@ class GroupCommitter:
         self.health.failed("a store write", error)
         self._dirty.set()  # the next flush may have maintenance to do (grow a full map)
 
+    def call_when_settled(self, generation: int, callback) -> None:
+        """Call ``callback()`` (on the event loop, synchronously) once ``generation`` is
+        settled; the caller has checked it is not yet. One wake-up for a connection's
+        writer instead of a task waiting on ``wait_durable``."""
+        self._on_settled.append((generation, callback))
+
     async def wait_durable(self, generation: int) -> None:
         """Return once ``generation`` is durable; CommitFailed if it was aborted."""
         while True:
@@ -142,6 +149,13 @@ class GroupCommitter:
     def _release(self) -> None:
         synced, self._synced = self._synced, trio.Event()
         synced.set()
+        if self._on_settled:
+            waiting, self._on_settled = self._on_settled, []
+            for generation, callback in waiting:
+                if self.settled(generation):
+                    callback()
+                else:
+                    self._on_settled.append((generation, callback))
 
     async def run(self) -> None:
         while True:

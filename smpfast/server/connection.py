@@ -101,8 +101,10 @@ class Connection:
         self.outbox: list[Batch] = []  # answer batches in order, each with its generation
         self.last_received = 0.0
         self.last_sent = 0.0
-        self._wakeup = trio.Event()
+        self._wakeup = trio.Event()  # the writer has something to send
+        self._awaiting_commit = False  # the committer will wake the writer (call_when_settled)
         self._drained = trio.Event()
+        self._drain_wanted = False  # the reader waits for the outbox to drain
         # The proxy role: PRXY/PFWD are answered by tasks (they wait for relays), at most
         # ``proxy_concurrency`` at once; the reader waits for a free slot, as the reference.
         self.proxy = proxy
@@ -119,14 +121,29 @@ class Connection:
     def put(self, generation: int, answers: list[Answer]) -> None:
         """Queue a batch for the writer (the delivery's ``Outbox``)."""
         self.outbox.append((generation, answers))
-        self._wakeup.set()
+        self._kick()
 
     def _apply(self, effects: Effects) -> None:
         if effects.replies:
             self.outbox.extend(effects.replies)
-            self._wakeup.set()
+            self._kick()
         if effects.pushes:
             self.delivery.route(effects.pushes)
+
+    def _kick(self) -> None:
+        """Wake the writer once the outbox's head may go: now if its generation is settled,
+        else when the committer settles it (one wake-up per send, not one per batch queued
+        and another per commit)."""
+        head = self.outbox[0][0]
+        if self.committer.settled(head):
+            self._wakeup.set()
+        elif not self._awaiting_commit:
+            self._awaiting_commit = True
+            self.committer.call_when_settled(head, self._commit_settled)
+
+    def _commit_settled(self) -> None:
+        self._awaiting_commit = False
+        self._wakeup.set()
 
     async def run(self) -> None:
         try:
@@ -220,6 +237,7 @@ class Connection:
             for block in blocks:
                 if len(outbox) >= outbox_limit:
                     while len(outbox) >= outbox_limit:
+                        self._drain_wanted = True
                         await self._drained.wait()  # backpressure: the client is not reading
                     slice_end = perf_counter() + self.read_slice
                 elif perf_counter() >= slice_end:
@@ -306,14 +324,12 @@ class Connection:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while outbox:
-                head = outbox[0][0]
-                if not committer.settled(head):
-                    try:
-                        await committer.wait_durable(head)
-                    except CommitFailed:
-                        pass  # settled: answered below with errors
-                # Answers leave in order, each only once the generation it shows is durable:
-                # send the settled prefix; later batches wait for their own commits.
+                # Answers leave in order, each only once the generation it shows is durable
+                # (or failed: then errors): send the settled prefix; when the head is not
+                # settled the committer wakes this task once it is (Connection._kick).
+                if not committer.settled(outbox[0][0]):
+                    self._kick()
+                    break
                 ready = 0
                 for generation, _ in outbox:
                     if ready == WRITE_BATCHES or not committer.settled(generation):
@@ -321,8 +337,10 @@ class Connection:
                     ready += 1
                 batches = outbox[:ready]
                 del outbox[:ready]
-                drained, self._drained = self._drained, trio.Event()
-                drained.set()
+                if self._drain_wanted:
+                    self._drain_wanted = False
+                    drained, self._drained = self._drained, trio.Event()
+                    drained.set()
                 session.send_batches(self._answers(peer, generation, answers) for generation, answers in batches)
                 out = session.data_to_send()
                 try:
@@ -331,3 +349,7 @@ class Connection:
                     cancel_scope.cancel()
                     return
                 self.last_sent = broker.clock()
+                if outbox:
+                    # A send that the socket took at once did not yield: let the others run
+                    # between chunks of a full outbox.
+                    await trio.lowlevel.checkpoint()
