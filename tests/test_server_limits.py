@@ -344,8 +344,12 @@ def test_signatures_of_one_tick_are_verified_together_off_the_event_loop(monkeyp
     assert sorted(answers[1]) == sorted(["AUTH", ok])
 
 
-def test_a_tick_with_few_signatures_is_verified_on_the_event_loop(monkeypatch):
-    """Below ``thread_min`` signatures a thread round trip would cost more than the checks."""
+@pytest.mark.parametrize("engaged", [False, True])
+def test_few_signatures_are_verified_on_the_event_loop(monkeypatch, engaged):
+    """Below ``thread_min`` signatures a thread round trip would cost more than the checks:
+    at a light load the reader verifies them itself (parking would cost more than the
+    checks); once the signature rate engages the verifier, the block joins its tick, which
+    is verified in the verifier's task (still on the event loop: too few for the thread)."""
     import threading
 
     from smpfast.crypto.keys import Alg, generate_private_key
@@ -362,7 +366,8 @@ def test_a_tick_with_few_signatures_is_verified_on_the_event_loop(monkeypatch):
         store = MemoryStore()
         broker = Broker(store)
         sid = _queue_with_sender(store, key, 0)
-        verifier = TickVerifier(thread_min=3)
+        verifier = TickVerifier(thread_min=3, engage_rate=0.0 if engaged else 1e9)
+        verifier.engaged = engaged
         conn = Connection(_BlocksOnce([_signed_sends(session_id, key, [sid, sid])]), broker, GroupCommitter(store),
                           Identity(b"k" * 32, (), None), tick_verifier=verifier)
         conn.peer = broker.connect(7, session_id, None)
@@ -377,8 +382,20 @@ def test_a_tick_with_few_signatures_is_verified_on_the_event_loop(monkeypatch):
 
     outbox, verifier = trio.run(main)
     assert calls == [True]
-    assert (verifier.ticks, verifier.threaded) == (1, 0)
+    assert (verifier.ticks, verifier.threaded) == ((1, 0) if engaged else (0, 0))
     assert len(outbox[0][1]) == 2  # both SENDs answered
+
+
+def test_the_signature_rate_engages_the_tick_verifier():
+    from smpfast.server import signatures
+
+    verifier = signatures.TickVerifier(thread_min=100, engage_rate=1000.0)
+    assert not verifier.wants(1)
+    verifier._window_start -= signatures.WINDOW  # a window of 10 ms with 50 signatures: 5000/s
+    assert verifier.wants(49) and verifier.engaged
+    verifier._window_start -= signatures.WINDOW  # the next window: 1 signature, 100/s
+    assert not verifier.wants(1) and not verifier.engaged
+    assert verifier.wants(100)  # a block with thread_min signatures always goes
 
 
 # --------------------------------------------------------------------------- memory

@@ -270,15 +270,18 @@ class Connection:
         prepared = broker.prepare_block(peer, received.plaintext)
         verifier = peer.verifier
         checks = verifier.prepare(prepared.requests)
-        if checks.signatures or len(checks.core_requests) >= THREAD_VERIFY_MIN:
+        if (checks.signatures and self.tick_verifier.wants(checks.signatures)) or \
+                len(checks.core_requests) >= THREAD_VERIFY_MIN:
             # Signatures (~50 µs each) are verified with the other connections' of this
-            # tick, in one GIL-free call off the event loop (signatures.TickVerifier);
-            # meanwhile other connections run, so the block re-reads its queues.
+            # tick, in one GIL-free call off the event loop (signatures.TickVerifier), once
+            # the load makes it pay; meanwhile other connections run, so the block re-reads
+            # its queues.
             core_results = await self.tick_verifier.verify(checks.core_requests, checks.signatures)
             effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results), reload=True)
             parked = True
         else:
-            # X25519 authenticators (~2 µs each): cheaper here than any hand-off.
+            # X25519 authenticators (~2 µs each), a light load's signatures: cheaper here
+            # than any hand-off.
             core_results = core.verify_batch(checks.core_requests) if checks.core_requests else []
             effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results))
             parked = False
