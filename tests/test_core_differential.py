@@ -594,6 +594,57 @@ def test_verify_batch(requests):
     same("verify_batch", tuple(requests))
 
 
+# --- the block-encryption chain (v11+) --------------------------------------------------
+
+chain_keys = st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40))
+
+
+@differential
+@given(chain_keys)
+@example(bytes(32))
+def test_sbc_step(chain_key):
+    status, result = same("sbc_step", chain_key)
+    if status == "ok":
+        next_ck, sb_key, nonce = result
+        assert (len(next_ck), len(sb_key), len(nonce)) == (32, 32, 24)
+
+
+@differential
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(chain_keys, st.one_of(st.binary(max_size=300), st.binary(min_size=16368, max_size=16368)), st.data())
+@example(b"c" * 32, b"", None)
+def test_sbc_seal_and_open(chain_key, plaintext, data):
+    """Both twins advance the chain the same way and seal/open with the step's key; a block
+    that does not authenticate (tampered, truncated, another step's) opens to None with the
+    chain advanced all the same."""
+    status, sealed = same("sbc_seal", chain_key, plaintext)
+    same("sbc_open", chain_key, plaintext)  # arbitrary bytes as a block
+    if status != "ok":
+        return
+    next_ck, block = sealed
+    assert len(block) == len(plaintext) + 16
+    assert next_ck == _sodium_py.sbc_step(chain_key)[0]
+    assert same("sbc_open", chain_key, block) == ("ok", (next_ck, plaintext))
+    assert same("sbc_open", next_ck, block)[1][1] is None  # the next step's key
+    for bad in {block[:15], block[:16], block[:-1], block + b"x"} - {block}:
+        assert same("sbc_open", chain_key, bad) == ("ok", (next_ck, None))
+    if data is not None:
+        tampered = bytearray(block)
+        tampered[data.draw(st.integers(0, len(block) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        assert same("sbc_open", chain_key, bytes(tampered)) == ("ok", (next_ck, None))
+
+
+@differential
+def test_sbc_chain_of_steps():
+    """Many steps in a row stay in step (each block's key derives from the previous step)."""
+    ck_c = ck_p = b"\x07" * 32
+    for i in range(50):
+        plaintext = bytes([i]) * (16368 if i % 2 else i)
+        ck_c, block_c = compiled("sbc_seal")(ck_c, plaintext)
+        ck_p, block_p = pure("sbc_seal")(ck_p, plaintext)
+        assert (ck_c, block_c) == (ck_p, block_p)
+
+
 SODIUM_ODD_CALLS = [
     ("hsalsa20_key", (7,)),
     ("hsalsa20_key", (32,)),
@@ -640,6 +691,23 @@ SODIUM_ODD_CALLS = [
     ("verify_batch", (None,)),
     ("verify_batch", ([],)),
     ("verify_batch", ([[b"p" * 32, bytearray(64), memoryview(b"m"), None]],)),
+    ("sbc_step", (bytearray(32),)),
+    ("sbc_step", (memoryview(bytes(32)),)),
+    ("sbc_step", ("k" * 32,)),
+    ("sbc_step", ([1] * 32,)),
+    ("sbc_step", (None,)),
+    ("sbc_step", (memoryview(bytes(64)).cast("H"),)),
+    ("sbc_seal", (bytearray(32), bytearray(b"abc"))),
+    ("sbc_seal", (b"k" * 32, "text")),
+    ("sbc_seal", (b"k" * 32, None)),
+    ("sbc_seal", (b"k" * 31, b"abc")),
+    ("sbc_seal", ([1] * 32, b"abc")),
+    ("sbc_open", (bytearray(32), bytearray(40))),
+    ("sbc_open", (b"k" * 32, "x" * 40)),
+    ("sbc_open", (b"k" * 32, [0] * 40)),
+    ("sbc_open", (b"k" * 32, None)),
+    ("sbc_open", (b"k" * 33, bytes(40))),
+    ("sbc_open", (memoryview(b"k" * 32), memoryview(bytes(40)))),
 ]
 
 

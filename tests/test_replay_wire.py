@@ -44,6 +44,7 @@ class MemoryBlockConnection:
         self.peer_chain_der: list[bytes] = []  # the client sent no certificate
         self.sent: list[bytes] = []
         self._batches = deque(batches)
+        self.read_waits = 0  # it never waits for a socket
 
     async def receive_blocks(self) -> list[bytes]:
         if self._batches:

@@ -21,6 +21,7 @@ from smpfast.protocol.handshake import ClientHandshake, ServerHandshake
 from smpfast.protocol.session import BlockReceived
 from smpfast.server import memory
 from smpfast.server.broker import Broker
+from smpfast.server.committer import GroupCommitter
 from smpfast.server.connection import Connection, Identity
 from smpfast.store import MemoryStore
 from smpfast.transport import ConnectionLimit, open_block_connection
@@ -223,6 +224,7 @@ class _BlocksOnce:
 
     def __init__(self, blocks: list[bytes]) -> None:
         self._reads = [blocks]
+        self.read_waits = 0  # it never waits for a socket
 
     async def receive_blocks(self) -> list[bytes]:
         await trio.lowlevel.checkpoint()
@@ -232,9 +234,10 @@ class _BlocksOnce:
 def test_reader_yields_between_the_blocks_of_one_read():
     """16 blocks of 255 PINGs arrive in one read; with no time slice the reader lets other
     tasks run between blocks instead of answering all 4080 commands in one go."""
-    broker = Broker(MemoryStore())
+    store = MemoryStore()
+    broker = Broker(store)
     identity = Identity(b"k" * 32, (), None)
-    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, None, identity,
+    conn = Connection(_BlocksOnce([PING_BLOCK] * 16), broker, GroupCommitter(store), identity,
                       outbox_limit=1000, read_slice=0.0)
     conn.peer = broker.connect(7, b"s" * 32, None)
     conn.session = _PlainSession()
@@ -259,45 +262,140 @@ def test_reader_yields_between_the_blocks_of_one_read():
     assert len([s for s in steps if s]) >= 8
 
 
-def test_large_signature_batches_wait_for_the_shared_verification_limiter():
-    """Blocks with many signatures verify on worker threads only as the server-wide limiter
-    allows (so they cannot crowd the event loop off the CPUs); small ones verify inline."""
-    from smpfast.crypto.keys import Alg, generate_private_key
+def _signed_sends(session_id: bytes, key, queues: list[bytes], bad: set[int] = frozenset()) -> bytes:
+    """One block of Ed25519-signed SENDs to the sender ids ``queues``; the signatures at
+    the indexes in ``bad`` are of other bytes."""
     from smpfast.protocol import commands as C
     from smpfast.protocol.transmission import encode_client_transmission, t_for_auth
 
+    send = C.Send(C.MsgFlags(False, b""), b"x").encode(7)
+    ts = []
+    for i, entity in enumerate(queues):
+        corr = b"c%023d" % i
+        signed = t_for_auth(session_id, corr, entity, send)
+        auth = key.sign(signed + b"!" if i in bad else signed)
+        ts.append(encode_client_transmission(7, session_id, corr, entity, send, auth))
+    return core.encode_batch(ts, 16384)
+
+
+def _queue_with_sender(store, sender_key, n: int) -> bytes:
+    from smpfast.store.records import MODE_MESSAGING, QueueRecord
+
+    sid = b"s%023d" % n
+    store.add_queue(QueueRecord(b"r%023d" % n, [sender_key.public.der], bytes(32), sid,
+                                sender_key=sender_key.public.der, queue_mode=MODE_MESSAGING))
+    return sid
+
+
+def test_signatures_of_one_tick_are_verified_together_off_the_event_loop(monkeypatch):
+    """Blocks of several connections that arrive in one tick: their Ed25519 checks are
+    verified in one core call on the verifier's thread, and every command still gets its
+    own verdict (OK for a good signature, ERR AUTH for a bad one or a missing queue)."""
+    import threading
+
+    from smpfast.crypto.keys import Alg, generate_private_key
+    from smpfast.protocol import commands as C
+    from smpfast.server.signatures import TickVerifier
+
+    calls = []
+    real = core.verify_batch
+
+    def counting(requests):
+        calls.append((len(requests), threading.current_thread() is threading.main_thread()))
+        return real(requests)
+
+    monkeypatch.setattr(core, "verify_batch", counting)
     session_id = b"s" * 32
     key = generate_private_key(Alg.ED25519)
-    send = C.Send(C.MsgFlags(False, b""), b"x").encode(7)
-
-    def signed_block(count: int) -> bytes:
-        ts = []
-        for i in range(count):
-            corr, entity = b"c%023d" % i, b"e%023d" % i
-            auth = key.sign(t_for_auth(session_id, corr, entity, send))
-            ts.append(encode_client_transmission(7, session_id, corr, entity, send, auth))
-        return core.encode_batch(ts, 16384)
 
     async def main():
-        limiter = trio.CapacityLimiter(1)
-        broker = Broker(MemoryStore())
-        conn = Connection(
-            _BlocksOnce([signed_block(2), signed_block(20)]), broker, None,
-            Identity(b"k" * 32, (), None), verify_limiter=limiter,
-        )
+        store = MemoryStore()
+        broker = Broker(store)
+        good = [_queue_with_sender(store, key, n) for n in range(3)]
+        verifier = TickVerifier(thread_min=2)
+        blocks = [
+            _signed_sends(session_id, key, good, bad={1}),  # OK, AUTH, OK
+            _signed_sends(session_id, key, [b"x" * 24, good[0]]),  # AUTH (no queue), OK
+        ]
+        conns = []
+        for block in blocks:
+            conn = Connection(_BlocksOnce([block]), broker, GroupCommitter(store), Identity(b"k" * 32, (), None),
+                              tick_verifier=verifier)
+            conn.peer = broker.connect(7, session_id, None)
+            conn.session = _PlainSession()
+            conns.append(conn)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(verifier._run)
+            for conn in conns:
+                nursery.start_soon(conn._reader, [])
+            while sum(len(c.outbox) for c in conns) < 3:  # 2 batches of the first, 1 of the second
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        answers = [[type(a[2]).__name__ if not isinstance(a[2], C.Err) else str(a[2].error)
+                    for _, batch in c.outbox for a in batch] for c in conns]
+        return answers, verifier
+
+    answers, verifier = trio.run(main)
+    assert calls == [(5, False)]  # one call for both blocks, on the worker thread
+    assert (verifier.ticks, verifier.blocks, verifier.threaded) == (1, 2, 1)
+    ok = type(C.OK).__name__
+    # errors come first, in their own batch (as the reference sends them)
+    assert sorted(answers[0]) == sorted(["AUTH", ok, ok]) and answers[0][0] == "AUTH"
+    assert sorted(answers[1]) == sorted(["AUTH", ok])
+
+
+@pytest.mark.parametrize("engaged", [False, True])
+def test_few_signatures_are_verified_on_the_event_loop(monkeypatch, engaged):
+    """Below ``thread_min`` signatures a thread round trip would cost more than the checks:
+    at a light load the reader verifies them itself (parking would cost more than the
+    checks); once the signature rate engages the verifier, the block joins its tick, which
+    is verified in the verifier's task (still on the event loop: too few for the thread)."""
+    import threading
+
+    from smpfast.crypto.keys import Alg, generate_private_key
+    from smpfast.server.signatures import TickVerifier
+
+    calls = []
+    real = core.verify_batch
+    monkeypatch.setattr(core, "verify_batch", lambda requests: calls.append(
+        threading.current_thread() is threading.main_thread()) or real(requests))
+    session_id = b"s" * 32
+    key = generate_private_key(Alg.ED25519)
+
+    async def main():
+        store = MemoryStore()
+        broker = Broker(store)
+        sid = _queue_with_sender(store, key, 0)
+        verifier = TickVerifier(thread_min=3, engage_rate=0.0 if engaged else 1e9)
+        verifier.engaged = engaged
+        conn = Connection(_BlocksOnce([_signed_sends(session_id, key, [sid, sid])]), broker, GroupCommitter(store),
+                          Identity(b"k" * 32, (), None), tick_verifier=verifier)
         conn.peer = broker.connect(7, session_id, None)
         conn.session = _PlainSession()
-        await limiter.acquire()  # the thread slot is taken (by "another connection")
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(verifier._run)
             nursery.start_soon(conn._reader, [])
-            await trio.testing.wait_all_tasks_blocked()
-            # The small block was answered inline; the large one waits for the limiter.
-            assert [len(batch) for _, batch in conn.outbox] == [2]
-            assert limiter.statistics().tasks_waiting == 1
-            limiter.release()
-        assert [len(batch) for _, batch in conn.outbox] == [2, 20]  # all ERR AUTH
+            while not conn.outbox:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        return conn.outbox, verifier
 
-    trio.run(main)
+    outbox, verifier = trio.run(main)
+    assert calls == [True]
+    assert (verifier.ticks, verifier.threaded) == ((1, 0) if engaged else (0, 0))
+    assert len(outbox[0][1]) == 2  # both SENDs answered
+
+
+def test_the_signature_rate_engages_the_tick_verifier():
+    from smpfast.server import signatures
+
+    verifier = signatures.TickVerifier(thread_min=100, engage_rate=1000.0)
+    assert not verifier.wants(1)
+    verifier._window_start -= signatures.WINDOW  # a window of 10 ms with 50 signatures: 5000/s
+    assert verifier.wants(49) and verifier.engaged
+    verifier._window_start -= signatures.WINDOW  # the next window: 1 signature, 100/s
+    assert not verifier.wants(1) and not verifier.engaged
+    assert verifier.wants(100)  # a block with thread_min signatures always goes
 
 
 # --------------------------------------------------------------------------- memory

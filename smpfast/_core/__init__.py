@@ -21,6 +21,7 @@ FRAMING_API = (
 SODIUM_API = (
     "hsalsa20_key", "x25519", "box_beforenm", "box_seal", "box_seal_padded", "box_open",
     "box_open_padded", "ed25519_verify", "authenticator_verify", "verify_batch",
+    "sbc_step", "sbc_seal", "sbc_open",
 )
 STATUS_API = ("T_OK", "T_BAD", "T_BAD_AUTH", "T_BAD_SESSION")
 

@@ -149,3 +149,44 @@ def verify_batch(requests: list) -> list:
         else:
             out.append(False)
     return out
+
+
+# --- v11+ block encryption: the secret-box chain (one step per block and direction) ------
+
+CHAIN_KEY_SIZE = 32
+_STEP_T1 = b"SimpleXSbChain\x01"  # HKDF expand inputs of one step, fixed
+_STEP_T2 = b"SimpleXSbChain\x02"
+
+
+def _check_chain_key(chain_key: bytes) -> bytes:
+    if len(chain_key) != CHAIN_KEY_SIZE:
+        raise CryptoError("chain key must be 32 bytes")
+    return bytes(chain_key)
+
+
+def sbc_step(chain_key: bytes) -> tuple[bytes, bytes, bytes]:
+    """One step of the block-encryption chain: ``(next chain key, sbKey, nonce)``, i.e.
+    ``HKDF-SHA512(salt="", ikm=chain_key, info="SimpleXSbChain", 88)`` split 32/32/24."""
+    ck = _check_chain_key(chain_key)
+    prk = hmac.digest(b"", ck, "sha512")
+    t1 = hmac.digest(prk, _STEP_T1, "sha512")
+    t2 = hmac.digest(prk, t1 + _STEP_T2, "sha512")
+    return t1[:32], t1[32:], t2[:24]
+
+
+def sbc_seal(chain_key: bytes, padded: bytes) -> tuple[bytes, bytes]:
+    """Advance the chain and encrypt one block plaintext with that step's key:
+    ``(next chain key, tag(16) || ciphertext)``."""
+    next_ck, sb_key, nonce = sbc_step(chain_key)
+    return next_ck, box_seal(hsalsa20_key(sb_key), nonce, padded)
+
+
+def sbc_open(chain_key: bytes, block: bytes) -> tuple[bytes, bytes | None]:
+    """Advance the chain and decrypt one block with that step's key: ``(next chain key,
+    plaintext)``, the plaintext None when the block does not authenticate (the chain
+    advances all the same)."""
+    next_ck, sb_key, nonce = sbc_step(chain_key)
+    try:
+        return next_ck, box_open(hsalsa20_key(sb_key), nonce, block)
+    except CryptoError:
+        return next_ck, None

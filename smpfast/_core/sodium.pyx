@@ -63,6 +63,10 @@ ctypedef int (*core_hsalsa20_t)(
 ctypedef int (*hash_sha512_t)(
     unsigned char* out, const unsigned char* inp, unsigned long long inlen) noexcept nogil
 ctypedef int (*verify_64_t)(const unsigned char* x, const unsigned char* y) noexcept nogil
+ctypedef size_t (*sha512_statebytes_t)() noexcept nogil
+ctypedef int (*sha512_init_t)(void* state) noexcept nogil
+ctypedef int (*sha512_update_t)(void* state, const unsigned char* inp, unsigned long long inlen) noexcept nogil
+ctypedef int (*sha512_final_t)(void* state, unsigned char* out) noexcept nogil
 
 cdef sign_verify_detached_t _sign_verify_detached = NULL
 cdef box_easy_afternm_t _box_easy_afternm = NULL
@@ -72,6 +76,15 @@ cdef scalarmult_t _scalarmult = NULL
 cdef core_hsalsa20_t _core_hsalsa20 = NULL
 cdef hash_sha512_t _hash_sha512 = NULL
 cdef verify_64_t _verify_64 = NULL
+cdef sha512_init_t _sha512_init = NULL
+cdef sha512_update_t _sha512_update = NULL
+cdef sha512_final_t _sha512_final = NULL
+
+# crypto_hash_sha512_state (208 bytes in libsodium) lives in a buffer of this many 8-byte
+# words; the size is checked against libsodium's own at load.
+cdef enum:
+    _SHA512_STATE_WORDS = 64
+    _NONCE_KEY = 56  # a block's nonce (24) followed by its box key (32)
 
 
 cdef void* _symbol(void* handle, bytes name) except NULL:
@@ -84,7 +97,7 @@ cdef void* _symbol(void* handle, bytes name) except NULL:
 def _load_libsodium() -> str:
     """Resolve libsodium's functions from PyNaCl's extension; return its path."""
     global _sign_verify_detached, _box_easy_afternm, _box_open_easy_afternm, _box_beforenm
-    global _scalarmult, _core_hsalsa20, _hash_sha512, _verify_64
+    global _scalarmult, _core_hsalsa20, _hash_sha512, _verify_64, _sha512_init, _sha512_update, _sha512_final
     try:
         import nacl.bindings  # noqa: F401  (runs sodium_init)
         import nacl._sodium
@@ -113,6 +126,12 @@ def _load_libsodium() -> str:
     _core_hsalsa20 = <core_hsalsa20_t>_symbol(handle, b"crypto_core_hsalsa20")
     _hash_sha512 = <hash_sha512_t>_symbol(handle, b"crypto_hash_sha512")
     _verify_64 = <verify_64_t>_symbol(handle, b"crypto_verify_64")
+    cdef sha512_statebytes_t statebytes = <sha512_statebytes_t>_symbol(handle, b"crypto_hash_sha512_statebytes")
+    if statebytes() > _SHA512_STATE_WORDS * 8:
+        raise ImportError("libsodium's SHA-512 state is larger than expected")
+    _sha512_init = <sha512_init_t>_symbol(handle, b"crypto_hash_sha512_init")
+    _sha512_update = <sha512_update_t>_symbol(handle, b"crypto_hash_sha512_update")
+    _sha512_final = <sha512_final_t>_symbol(handle, b"crypto_hash_sha512_final")
     return path
 
 
@@ -461,3 +480,160 @@ def verify_batch(requests):
         return [reqs[i].result == 1 for i in range(count)]
     finally:
         PyMem_Free(reqs)
+
+
+# --- v11+ block encryption: the secret-box chain (one step per block and direction) ------
+
+CHAIN_KEY_SIZE = 32
+cdef bytes _STEP_T1 = b"SimpleXSbChain\x01"  # HKDF expand inputs of one step, fixed
+cdef bytes _STEP_T2 = b"SimpleXSbChain\x02"
+
+
+cdef struct _HmacKey:
+    # SHA-512 states after absorbing ``key ^ ipad`` and ``key ^ opad``: a key used for
+    # several messages pays for its pads once.
+    unsigned long long inner[_SHA512_STATE_WORDS]
+    unsigned long long outer[_SHA512_STATE_WORDS]
+
+
+cdef void _hmac_key(_HmacKey* hk, const unsigned char* key, size_t klen) noexcept nogil:
+    """HMAC-SHA512 key setup for a key of at most 128 bytes (libsodium's minimal build
+    has SHA-512 but no HMAC)."""
+    cdef unsigned char pad[128]
+    cdef size_t i
+    memset(pad, 0x36, 128)
+    for i in range(klen):
+        pad[i] ^= key[i]
+    _sha512_init(hk.inner)
+    _sha512_update(hk.inner, pad, 128)
+    for i in range(128):
+        pad[i] ^= 0x36 ^ 0x5C
+    _sha512_init(hk.outer)
+    _sha512_update(hk.outer, pad, 128)
+
+
+cdef void _hmac(
+    const _HmacKey* hk, const unsigned char* m1, size_t l1, const unsigned char* m2, size_t l2,
+    unsigned char* out,
+) noexcept nogil:
+    """HMAC-SHA512 of ``m1 || m2``."""
+    cdef unsigned long long state[_SHA512_STATE_WORDS]
+    cdef unsigned char inner[64]
+    memcpy(state, hk.inner, sizeof(state))
+    _sha512_update(state, m1, l1)
+    if l2:
+        _sha512_update(state, m2, l2)
+    _sha512_final(state, inner)
+    memcpy(state, hk.outer, sizeof(state))
+    _sha512_update(state, inner, 64)
+    _sha512_final(state, out)
+
+
+cdef _HmacKey _EMPTY_SALT  # HKDF's empty salt: HMAC keyed with zeros
+_hmac_key(&_EMPTY_SALT, NULL, 0)
+
+
+cdef void _sbc_step(
+    const unsigned char* ck, unsigned char* next_ck, unsigned char* sb_key, unsigned char* nonce,
+    const unsigned char* t1_info, const unsigned char* t2_info,
+) noexcept nogil:
+    """``HKDF-SHA512(salt="", ikm=ck, info="SimpleXSbChain", 88)`` split 32/32/24."""
+    cdef unsigned char prk[64]
+    cdef unsigned char t1[64]
+    cdef unsigned char t2[64]
+    cdef _HmacKey expand
+    _hmac(&_EMPTY_SALT, ck, 32, NULL, 0, prk)
+    _hmac_key(&expand, prk, 64)
+    _hmac(&expand, t1_info, 15, NULL, 0, t1)
+    _hmac(&expand, t1, 64, t2_info, 15, t2)
+    memcpy(next_ck, t1, 32)
+    memcpy(sb_key, t1 + 32, 32)
+    memcpy(nonce, t2, 24)
+
+
+cdef inline int _check_chain_key(bytes ck) except -1:
+    if PyBytes_GET_SIZE(ck) != 32:
+        raise CryptoError("chain key must be 32 bytes")
+    return 0
+
+
+def sbc_step(chain_key):
+    """One step of the block-encryption chain: ``(next chain key, sbKey, nonce)``."""
+    cdef bytes ck = as_bytes(chain_key)
+    if ck is None:
+        return _py.sbc_step(chain_key)
+    _check_chain_key(ck)
+    next_ck = PyBytes_FromStringAndSize(NULL, 32)
+    sb_key = PyBytes_FromStringAndSize(NULL, 32)
+    nonce = PyBytes_FromStringAndSize(NULL, 24)
+    _sbc_step(_ptr(ck), _wptr(next_ck), _wptr(sb_key), _wptr(nonce), _ptr(_STEP_T1), _ptr(_STEP_T2))
+    return next_ck, sb_key, nonce
+
+
+cdef bytes _chain_box_key(bytes ck, unsigned char* nonce):
+    """Advance the chain: returns the next chain key; the block's precomputed box key
+    ``HSalsa20(sbKey, 0^16)`` goes to ``nonce + 24`` and its nonce to ``nonce``."""
+    next_ck = PyBytes_FromStringAndSize(NULL, 32)
+    cdef unsigned char sb_key[32]
+    _sbc_step(_ptr(ck), _wptr(next_ck), sb_key, nonce, _ptr(_STEP_T1), _ptr(_STEP_T2))
+    _core_hsalsa20(nonce + 24, _ptr(_ZERO16), sb_key, NULL)
+    return next_ck
+
+
+def sbc_seal(chain_key, padded):
+    """Advance the chain and encrypt one block plaintext with that step's key:
+    ``(next chain key, tag(16) || ciphertext)``."""
+    cdef bytes ck = as_bytes(chain_key)
+    cdef bytes m = as_bytes(padded)
+    cdef unsigned char nonce_key[_NONCE_KEY]
+    cdef int rc
+    if ck is None or m is None:
+        return _py.sbc_seal(chain_key, padded)
+    _check_chain_key(ck)
+    next_ck = _chain_box_key(ck, nonce_key)
+    cdef Py_ssize_t mlen = PyBytes_GET_SIZE(m)
+    out = PyBytes_FromStringAndSize(NULL, mlen + 16)
+    cdef unsigned char* op = _wptr(out)
+    cdef const unsigned char* mp = _ptr(m)
+    if mlen >= _NOGIL_MIN:
+        with nogil:
+            rc = _box_easy_afternm(op, mp, mlen, nonce_key, nonce_key + 24)
+    else:
+        rc = _box_easy_afternm(op, mp, mlen, nonce_key, nonce_key + 24)
+    if rc != 0:
+        raise CryptoError("Unexpected library error")
+    return next_ck, out
+
+
+def sbc_open(chain_key, block):
+    """Advance the chain and decrypt one block with that step's key: ``(next chain key,
+    plaintext)``, the plaintext None when the block does not authenticate (the chain
+    advances all the same)."""
+    cdef bytes ck = as_bytes(chain_key)
+    cdef bytes c = as_bytes(block)
+    cdef unsigned char nonce_key[_NONCE_KEY]
+    cdef int rc
+    if ck is None or c is None:
+        return _py.sbc_open(chain_key, block)
+    _check_chain_key(ck)
+    next_ck = _chain_box_key(ck, nonce_key)
+    cdef Py_ssize_t clen = PyBytes_GET_SIZE(c)
+    if clen < 16:
+        return next_ck, None
+    if clen == 16:  # never write into the shared b""
+        return next_ck, (b"" if _open_ok(c, nonce_key) else None)
+    out = PyBytes_FromStringAndSize(NULL, clen - 16)
+    cdef unsigned char* op = _wptr(out)
+    cdef const unsigned char* cp = _ptr(c)
+    if clen >= _NOGIL_MIN:
+        with nogil:
+            rc = _box_open_easy_afternm(op, cp, clen, nonce_key, nonce_key + 24)
+    else:
+        rc = _box_open_easy_afternm(op, cp, clen, nonce_key, nonce_key + 24)
+    return next_ck, (out if rc == 0 else None)
+
+
+cdef bint _open_ok(bytes c, const unsigned char* nonce_key):
+    """Whether a 16-byte box (empty plaintext) authenticates."""
+    cdef unsigned char empty[1]
+    return _box_open_easy_afternm(empty, _ptr(c), 16, nonce_key, nonce_key + 24) == 0

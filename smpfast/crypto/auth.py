@@ -181,9 +181,17 @@ class AuthVerifier:
 
     def verify_batch(self, requests: Iterable[AuthRequest | tuple]) -> list[bool]:
         """One boolean per request; Ed25519 and X25519 checks go to the core in one call."""
+        checks = self.prepare(requests)
+        return self.finish(checks, core.verify_batch(checks.core_requests) if checks.core_requests else [])
+
+    def prepare(self, requests: Iterable[AuthRequest | tuple]) -> "PreparedChecks":
+        """The Python half of ``verify_batch``: keys parsed, box keys looked up, Ed448
+        checked; what is left is one ``core.verify_batch(checks.core_requests)``, which
+        may run on any thread (it releases the GIL), its results given to ``finish``."""
         core_reqs: list[tuple] = []
         core_owner: list[int] = []  # request index per core request, -1 for dummies
         results: list[bool] = []
+        signatures = 0
         for i, req in enumerate(requests):
             key, auth, authorized, corr_id = req[0], bytes(req[1]), req[2], req[3]
             entity_id = req[4] if len(req) > 4 else b""
@@ -198,6 +206,7 @@ class AuthVerifier:
                     real = pub is not None and pub.alg is Alg.ED25519
                     core_reqs.append(((pub if real else DUMMY_KEY_ED25519).raw, auth, authorized, None))
                     core_owner.append(i if real else -1)
+                    signatures += 1
                 elif alen == AUTHENTICATOR_LEN:
                     if self.session_private is None:
                         continue  # no server auth key on this session: False, no work
@@ -214,11 +223,27 @@ class AuthVerifier:
                     if real and ok:
                         results[i] = True
                 # any other length (including none) is False with no work, as in the reference
-        if core_reqs:
-            for owner, ok in zip(core_owner, core.verify_batch(core_reqs)):
-                if ok and owner >= 0:
-                    results[owner] = True
+        return PreparedChecks(core_reqs, core_owner, results, signatures)
+
+    @staticmethod
+    def finish(checks: "PreparedChecks", core_results: Sequence[bool]) -> list[bool]:
+        """One boolean per request of ``prepare``, given the core's results."""
+        results = checks.results
+        for owner, ok in zip(checks.core_owner, core_results):
+            if ok and owner >= 0:
+                results[owner] = True
         return results
+
+
+class PreparedChecks(NamedTuple):
+    """``AuthVerifier.prepare``'s output: the core requests, the request each one answers
+    (-1: a dummy), the results so far, and how many core requests are Ed25519 signatures
+    (~50 µs each; an X25519 authenticator costs ~2 µs)."""
+
+    core_requests: list
+    core_owner: list
+    results: list
+    signatures: int
 
 
 # A stored key is SPKI DER that verification parses first; with no stored key the dummy

@@ -210,10 +210,8 @@ class BlockLayer:
         (the chain has advanced all the same, so the session goes on)."""
         if self.decryptor is None:
             return block
-        try:
-            return self.decryptor.decrypt(block)
-        except Exception:
-            return b""
+        plaintext = self.decryptor.decrypt_or_none(block)
+        return b"" if plaintext is None else plaintext
 
 
 class _Session:

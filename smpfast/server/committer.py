@@ -4,7 +4,7 @@ Connections mutate the store synchronously inside its open write transaction; th
 its own uncommitted writes. An answer computed now depends on the *generation* ``current()``
 names: the open transaction's if it holds writes (the answer may show them), else the last
 one committed. The committer closes the transaction every ``interval`` seconds (sooner when
-many writes wait), makes it durable with ``store.sync()`` on a worker thread, and releases
+many writes wait), makes it durable with ``store.sync()`` on a worker thread (``offload.WorkerThread``), and releases
 everyone who waited for that generation. Connection writers send an answer only once its
 generation is durable, so an acknowledged change is always on disk.
 
@@ -23,6 +23,7 @@ import time
 import trio
 
 from ..store import Store
+from .offload import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class GroupCommitter:
         self._synced = trio.Event()
         self.health = StoreHealth()
         self.commits = 0
+        self._sync_thread = WorkerThread("smpfast-sync")  # fsync off the event loop, cheaply
+        self._on_settled: list[tuple[int, object]] = []  # (generation, callback) not yet called
         store.on_write = self._on_write
         store.on_abort = self._on_abort
 
@@ -128,6 +131,12 @@ class GroupCommitter:
         self.health.failed("a store write", error)
         self._dirty.set()  # the next flush may have maintenance to do (grow a full map)
 
+    def call_when_settled(self, generation: int, callback) -> None:
+        """Call ``callback()`` (on the event loop, synchronously) once ``generation`` is
+        settled; the caller has checked it is not yet. One wake-up for a connection's
+        writer instead of a task waiting on ``wait_durable``."""
+        self._on_settled.append((generation, callback))
+
     async def wait_durable(self, generation: int) -> None:
         """Return once ``generation`` is durable; CommitFailed if it was aborted."""
         while True:
@@ -140,6 +149,13 @@ class GroupCommitter:
     def _release(self) -> None:
         synced, self._synced = self._synced, trio.Event()
         synced.set()
+        if self._on_settled:
+            waiting, self._on_settled = self._on_settled, []
+            for generation, callback in waiting:
+                if self.settled(generation):
+                    callback()
+                else:
+                    self._on_settled.append((generation, callback))
 
     async def run(self) -> None:
         while True:
@@ -176,7 +192,7 @@ class GroupCommitter:
             return
         target = self._committed
         try:
-            await trio.to_thread.run_sync(store.sync)
+            await self._sync_thread.run(store.sync)
         except Exception as e:
             self.health.failed("a store sync", e)
         else:

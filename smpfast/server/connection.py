@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+import smpfast._core as core
+
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
@@ -30,6 +32,7 @@ from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
 from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest, ServiceWalk
 from .names import NameRequest
+from .signatures import TickVerifier
 
 if TYPE_CHECKING:
     from ..proxy.service import ProxyService
@@ -38,9 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMP_HANDSHAKE_TIMEOUT = 120.0
-# Blocks with at least this many signatures to check verify them on a worker thread: a
-# thread hand-off costs ~50-100 µs, one Ed25519 verification ~50 µs.
-THREAD_VERIFY_MIN = 8
+# Blocks with Ed25519 signatures, or with at least this many X25519 authenticators, are
+# verified with the tick's others off the event loop (signatures.TickVerifier).
+THREAD_VERIFY_MIN = 32
 # The writer packs at most this many answer batches per send, so that one connection's
 # full outbox (e.g. 128 ERR BLOCK batches) does not hold the event loop for milliseconds.
 WRITE_BATCHES = 32
@@ -105,6 +108,7 @@ class Connection:
         handshake_timeout: float = SMP_HANDSHAKE_TIMEOUT,
         outbox_limit: int = OUTBOX_LIMIT,
         verify_limiter: trio.CapacityLimiter | None = None,
+        tick_verifier: TickVerifier | None = None,
         read_slice: float = READ_SLICE,
         delivery: LocalDelivery | None = None,
         proxy: "ProxyService | None" = None,
@@ -120,17 +124,19 @@ class Connection:
         self.identity = identity
         self.handshake_timeout = handshake_timeout
         self.outbox_limit = outbox_limit
-        # Shared by all connections: worker threads verifying large batches never take
-        # every core from the event loop.
+        # Kept for callers that pass it; signatures now go to the run's TickVerifier.
         self.verify_limiter = verify_limiter
+        self._tick_verifier = tick_verifier
         self.read_slice = read_slice
         self.peer: Peer | None = None  # the broker's record, once the handshake is done
         self.session: ServerSession | None = None
         self.outbox: list[Batch] = []  # answer batches in order, each with its generation
         self.last_received = 0.0
         self.last_sent = 0.0
-        self._wakeup = trio.Event()
+        self._wakeup = trio.Event()  # the writer has something to send
+        self._awaiting_commit = False  # the committer will wake the writer (call_when_settled)
         self._drained = trio.Event()
+        self._drain_wanted = False  # the reader waits for the outbox to drain
         # The proxy role: PRXY/PFWD are answered by tasks (they wait for relays), at most
         # ``proxy_concurrency`` at once; the reader waits for a free slot, as the reference.
         # RSLV with a resolver too, at most ``resolver_concurrency`` on the same count.
@@ -141,17 +147,39 @@ class Connection:
         self._forked = ForkedCommands()
         self._nursery: trio.Nursery | None = None
 
+    @property
+    def tick_verifier(self) -> TickVerifier:
+        """The verifier shared by all connections of this trio run (made on first use)."""
+        if self._tick_verifier is None:
+            self._tick_verifier = TickVerifier.current()
+        return self._tick_verifier
+
     def put(self, generation: int, answers: list[Answer]) -> None:
         """Queue a batch for the writer (the delivery's ``Outbox``)."""
         self.outbox.append((generation, answers))
-        self._wakeup.set()
+        self._kick()
 
     def _apply(self, effects: Effects) -> None:
         if effects.replies:
             self.outbox.extend(effects.replies)
-            self._wakeup.set()
+            self._kick()
         if effects.pushes:
             self.delivery.route(effects.pushes)
+
+    def _kick(self) -> None:
+        """Wake the writer once the outbox's head may go: now if its generation is settled,
+        else when the committer settles it (one wake-up per send, not one per batch queued
+        and another per commit)."""
+        head = self.outbox[0][0]
+        if self.committer.settled(head):
+            self._wakeup.set()
+        elif not self._awaiting_commit:
+            self._awaiting_commit = True
+            self.committer.call_when_settled(head, self._commit_settled)
+
+    def _commit_settled(self) -> None:
+        self._awaiting_commit = False
+        self._wakeup.set()
 
     async def run(self) -> None:
         try:
@@ -237,42 +265,62 @@ class Connection:
         outbox = self.outbox
         outbox_limit = self.outbox_limit
         blocks = pending
+        conn = self.conn
+        perf_counter = time.perf_counter
+        slice_end = perf_counter() + self.read_slice
         while True:
-            slice_end = time.perf_counter() + self.read_slice
             self.last_received = clock()
             for block in blocks:
                 if len(outbox) >= outbox_limit:
                     while len(outbox) >= outbox_limit:
+                        self._drain_wanted = True
                         await self._drained.wait()  # backpressure: the client is not reading
-                    slice_end = time.perf_counter() + self.read_slice
-                elif time.perf_counter() >= slice_end:
+                    slice_end = perf_counter() + self.read_slice
+                elif perf_counter() >= slice_end:
                     # Fairness: one read can hold 16 blocks of 255 commands each; let the
                     # other connections run between blocks, not only between reads.
                     await trio.lowlevel.checkpoint()
-                    slice_end = time.perf_counter() + self.read_slice
-                await self._process_block(peer, block)
-            await trio.lowlevel.checkpoint()
+                    slice_end = perf_counter() + self.read_slice
+                if await self._process_block(peer, block):
+                    slice_end = perf_counter() + self.read_slice  # it waited for its checks
+            # A read that finds data does not yield (transport.stream): yield here once the
+            # slice is spent; a read that waits for the socket yields and starts a new one.
+            if perf_counter() >= slice_end:
+                await trio.lowlevel.checkpoint()
+                slice_end = perf_counter() + self.read_slice
+            waits = conn.read_waits
             try:
-                blocks = await self.conn.receive_blocks()
+                blocks = await conn.receive_blocks()
             except TransportError:
                 return
             if not blocks:
                 return
+            if conn.read_waits != waits:
+                slice_end = perf_counter() + self.read_slice
 
-    async def _process_block(self, peer: Peer, block: bytes) -> None:
+    async def _process_block(self, peer: Peer, block: bytes) -> bool:
+        """Answer one block; True when it yielded to other tasks (its checks went to the
+        tick verifier)."""
         broker = self.broker
         [received] = self.session.receive_block(block)  # decrypted when v11 encryption is on
         prepared = broker.prepare_block(peer, received.plaintext)
-        if len(prepared.requests) >= THREAD_VERIFY_MIN:
-            # A large batch verifies on a worker thread (the core releases the GIL), so the
-            # event loop serves other connections meanwhile; the shared limiter keeps such
-            # threads from crowding the loop off the CPU.
-            results = await trio.to_thread.run_sync(
-                peer.verifier.verify_batch, prepared.requests, limiter=self.verify_limiter
-            )
-            effects = broker.finish_block(peer, prepared, results, reload=True)
+        verifier = peer.verifier
+        checks = verifier.prepare(prepared.requests)
+        if (checks.signatures and self.tick_verifier.wants(checks.signatures)) or \
+                len(checks.core_requests) >= THREAD_VERIFY_MIN:
+            # Signatures (~50 µs each) are verified with the other connections' of this
+            # tick, in one GIL-free call off the event loop (signatures.TickVerifier), once
+            # the load makes it pay; meanwhile other connections run, so the block re-reads
+            # its queues.
+            core_results = await self.tick_verifier.verify(checks.core_requests, checks.signatures)
+            effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results), reload=True)
+            parked = True
         else:
-            effects = broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
+            # X25519 authenticators (~2 µs each), a light load's signatures: cheaper here
+            # than any hand-off.
+            core_results = core.verify_batch(checks.core_requests) if checks.core_requests else []
+            effects = broker.finish_block(peer, prepared, verifier.finish(checks, core_results))
+            parked = False
         self._apply(effects)
         for walk in effects.walks:
             assert self._nursery is not None
@@ -285,6 +333,7 @@ class Connection:
             else:
                 await self._forked.acquire(self.proxy_concurrency)
                 self._nursery.start_soon(self._answer_proxied, request)
+        return parked
 
     async def _walk_service(self, walk: ServiceWalk) -> None:
         """Deliver a messaging service's waiting messages after its SUBS, a page of queues
@@ -296,6 +345,7 @@ class Connection:
         limit = self.outbox_limit
         while not walk.done:
             while len(outbox) >= limit:
+                self._drain_wanted = True
                 await self._drained.wait()
             self._apply(self.broker.walk_service(peer, walk, SERVICE_WALK_PAGE, limit - len(outbox)))
             await trio.lowlevel.checkpoint()
@@ -348,14 +398,12 @@ class Connection:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while outbox:
-                head = outbox[0][0]
-                if not committer.settled(head):
-                    try:
-                        await committer.wait_durable(head)
-                    except CommitFailed:
-                        pass  # settled: answered below with errors
-                # Answers leave in order, each only once the generation it shows is durable:
-                # send the settled prefix; later batches wait for their own commits.
+                # Answers leave in order, each only once the generation it shows is durable
+                # (or failed: then errors): send the settled prefix; when the head is not
+                # settled the committer wakes this task once it is (Connection._kick).
+                if not committer.settled(outbox[0][0]):
+                    self._kick()
+                    break
                 ready = 0
                 for generation, _ in outbox:
                     if ready == WRITE_BATCHES or not committer.settled(generation):
@@ -363,8 +411,10 @@ class Connection:
                     ready += 1
                 batches = outbox[:ready]
                 del outbox[:ready]
-                drained, self._drained = self._drained, trio.Event()
-                drained.set()
+                if self._drain_wanted:
+                    self._drain_wanted = False
+                    drained, self._drained = self._drained, trio.Event()
+                    drained.set()
                 session.send_batches(self._answers(peer, generation, answers) for generation, answers in batches)
                 out = session.data_to_send()
                 try:
@@ -373,3 +423,7 @@ class Connection:
                     cancel_scope.cancel()
                     return
                 self.last_sent = broker.clock()
+                if outbox:
+                    # A send that the socket took at once did not yield: let the others run
+                    # between chunks of a full outbox.
+                    await trio.lowlevel.checkpoint()

@@ -59,7 +59,7 @@ class SocketBlockConnection:
 
     __slots__ = (
         "_ssl", "_buf", "_handshake_done", "_eof", "_read_error", "_closed", "_sending",
-        "_send_done", "blocks_in", "app_bytes_out", "local_port", "server_side",
+        "_send_done", "blocks_in", "read_waits", "app_bytes_out", "local_port", "server_side",
     )
 
     def __init__(self, stream: trio.SocketStream, ssl_context: ssl.SSLContext, *, server_side: bool = True) -> None:
@@ -84,6 +84,9 @@ class SocketBlockConnection:
         self._sending = False
         self._send_done: trio.Event | None = None
         self.blocks_in = 0
+        # Times a read waited for the socket (and so yielded to other tasks): a read that
+        # finds data returns without a checkpoint, and the reader yields by its time slice.
+        self.read_waits = 0
         self.app_bytes_out = 0
 
     # -- waiting on the socket ---------------------------------------------------------------
@@ -236,6 +239,7 @@ class SocketBlockConnection:
             if self._eof:
                 self._buf = b""
                 return []
+            self.read_waits += 1
             await self._wait_readable()
 
     def _cut(self, chunks: list[bytes]) -> list[bytes]:
