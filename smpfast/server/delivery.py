@@ -195,6 +195,15 @@ class Subscriptions:
         self._service_subscribed.discard((party, previous))
         return previous, lost
 
+    def drop_service(self, party: str, service_id: bytes) -> tuple[ConnId, int] | None:
+        """Another worker's session took the service: its subscriber here (if any) and
+        the count it held."""
+        conn = self.service_subscriber.pop((party, service_id), None)
+        if conn is None:
+            return None
+        self._service_subscribed.discard((party, conn))
+        return conn, self._service_counts.pop((party, conn), 0)
+
     def leave_service(self, party: str, service_id: bytes, except_conn: ConnId | None = None) -> ConnId | None:
         """One queue left the service: its subscriber (unless it is ``except_conn``) holds
         one less. Returns that subscriber (to be told END or DELD for the queue), or None."""
@@ -261,6 +270,7 @@ class LocalDelivery:
     """Delivery to the connections of this process."""
 
     __slots__ = ("subscriptions", "_outboxes")
+    remote = False  # no other worker processes (cluster.ClusterDelivery has them)
 
     def __init__(self, subscriptions: Subscriptions | None = None) -> None:
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()

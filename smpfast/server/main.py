@@ -31,6 +31,7 @@ from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
+from .cluster import ClusterDelivery, ClusterNode, Link
 from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
@@ -87,6 +88,20 @@ class ServerSettings:
     metrics_file: str | None = None  # the Prometheus text file; None: off
     metrics_file_interval: float = 60.0  # [STORE_LOG] prometheus_interval
     stats_backup_file: str | None = None  # counters saved on stop, restored on start
+    # A worker of several ([TRANSPORT] workers > 1): listen with SO_REUSEPORT; ``own_ports``
+    # are listened on by this worker alone (tests place clients on a chosen worker).
+    reuse_port: bool = False
+    own_ports: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class WorkerRole:
+    """A server that is worker ``index`` of several (``[TRANSPORT] workers``): ``link`` to
+    the hub; ``committer``: one shared by workers in one process (tests), else None."""
+
+    index: int
+    link: Link
+    committer: GroupCommitter | None = None
 
 
 def verification_threads() -> int:
@@ -110,14 +125,25 @@ class Server:
         settings: ServerSettings | None = None,
         web: WebServer | None = None,
         port_contexts: dict[int, ssl.SSLContext] | None = None,
+        worker: "WorkerRole | None" = None,
     ) -> None:
         self.store = store
         self.identity = identity
         self.ssl_context = ssl_context
         self.settings = settings or ServerSettings()
-        self.committer = GroupCommitter(store, self.settings.commit_interval)
-        self.delivery = LocalDelivery()
+        # One of several workers (cluster.py): its delivery reaches the others through the
+        # hub; workers in one process (tests) share one committer, run by worker 0.
+        self.worker = worker
+        if worker is not None and worker.committer is not None:
+            self.committer = worker.committer
+        else:
+            self.committer = GroupCommitter(store, self.settings.commit_interval)
+        self.delivery = LocalDelivery() if worker is None else ClusterDelivery()
         self.broker = Broker(store, broker_config, self.committer, delivery=self.delivery)
+        self.cluster: ClusterNode | None = None
+        if worker is not None:
+            self.delivery.committer = self.committer
+            self.cluster = ClusterNode(self.broker, self.delivery)
         self.connections: set[Connection] = set()
         self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
@@ -148,27 +174,34 @@ class Server:
         """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
         s = self.settings
         self._verify_limiter = trio.CapacityLimiter(verification_threads())
-        if s.stats_backup_file is not None:
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
             self.restore_stats(s.stats_backup_file)
+        worker = self.worker
+        primary = worker is None or worker.index == 0
         async with trio.open_nursery() as background:
-            background.start_soon(self.committer.run)
+            if worker is None or worker.committer is None or primary:
+                background.start_soon(self.committer.run)
+            if worker is not None:
+                background.start_soon(self.delivery.send_to, worker.link)
+                background.start_soon(self.cluster.receive_from, worker.link)
             background.start_soon(self._release_memory)
             background.start_soon(self._deliver_notifications)
-            background.start_soon(self._expire_messages)
+            if primary:  # one expiry pass over the shared store is enough
+                background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
                 background.start_soon(self._expire_inactive_clients)
-            if s.stats_file is not None:
+            if s.stats_file is not None and primary:
                 background.start_soon(self._write_daily_stats)
             if s.stats_summary_interval is not None:
                 background.start_soon(self._log_stats_summary)
-            if s.metrics_file is not None:
+            if s.metrics_file is not None and primary:
                 background.start_soon(self._write_metrics_file)
             async with self.relays:  # closed once no connection is left to use it
                 await self._serve_connections(task_status)
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
             background.cancel_scope.cancel()
-        if s.stats_backup_file is not None:
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
             self.save_stats(s.stats_backup_file)
 
     async def _serve_connections(self, task_status: trio.TaskStatus) -> None:
@@ -176,10 +209,10 @@ class Server:
         s = self.settings
         async with trio.open_nursery() as connections:
             ports = []
-            for port in s.ports:
+            for port, reuse in [(p, s.reuse_port) for p in s.ports] + [(p, False) for p in s.own_ports]:
                 try:
                     listeners = await connections.start(
-                        lambda task_status, port=port: serve_blocks(
+                        lambda task_status, port=port, reuse=reuse: serve_blocks(
                             self._handle,
                             port,
                             self.port_contexts.get(port, self.ssl_context),
@@ -187,24 +220,28 @@ class Server:
                             handshake_timeout=s.tls_handshake_timeout,
                             on_handshake_error=self._tls_error,
                             limit=self.limit,
+                            reuse_port=reuse,
                             task_status=task_status,
                         )
                     )
                 except OSError as e:  # raised before listening: say which port
                     raise ListenError("SMP", s.bind, port, e) from e
                 ports.append(listeners[0].socket.getsockname()[1])
-            self.ports = ports
+            self.ports = ports[: len(s.ports)]
+            self.own_ports = ports[len(s.ports) :]
             self.registry.watch_ports(ports)
-            if s.metrics_port is not None:
+            primary = self.worker is None or self.worker.index == 0
+            # With several workers, worker 0 alone serves the operator's ports.
+            if s.metrics_port is not None and primary:
                 try:
                     self.metrics_port = await connections.start(
                         serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
                     )
                 except OSError as e:
                     raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
-            if self.web is not None:
+            if self.web is not None and primary:
                 await connections.start(self.web.serve, s.bind)
-            if self.control is not None:
+            if self.control is not None and primary:
                 try:
                     await connections.start(self.control.serve)
                 except OSError as e:
