@@ -56,6 +56,8 @@ NTF_DELETED = "X"  # (nid, tell)
 NOTIFICATIONS = "T"  # (nid, service id or None, [(msg id, ts, nonce, encrypted meta)])
 LEFT_SERVICE = "L"  # (party, service id, entity, "END" | "DELD")
 BLOCKED = "B"  # (rid, encoded blocking info)
+# worker -> supervisor (not the hub): (index, ports) once the worker listens
+READY = "R"
 # hub -> worker: another worker took the subscription
 LOST = "s"
 NTF_LOST = "n"
@@ -393,15 +395,22 @@ class FrameReader:
 
 
 class SocketLink(Link):
-    """A link over a connected Unix socket (trio)."""
+    """A link over a connected Unix socket (a standard socket, used through trio)."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self.sock = sock
+    def __init__(self, sock) -> None:
+        self._stdlib = sock
+        self._sock: trio.socket.SocketType | None = None
         self._reader = FrameReader()
         self._frames: list[list[Event]] = []
         self.bytes_sent = 0
         self.bytes_received = 0
         self._send_lock = trio.Lock()
+
+    @property
+    def sock(self) -> trio.socket.SocketType:
+        if self._sock is None:
+            self._sock = trio.socket.from_stdlib_socket(self._stdlib)
+        return self._sock
 
     async def send(self, events: list[Event]) -> None:
         data = memoryview(encode_frame(events))

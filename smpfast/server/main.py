@@ -457,10 +457,12 @@ def load_serving_identity(
     return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
 
 
-def build_server(config: Config, max_version: int | None = None) -> tuple[Server, str]:
+def build_server(config: Config, max_version: int | None = None,
+                 worker: WorkerRole | None = None) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
     address line. ``max_version``: offer up to it instead of what smpfast announces
-    (tests and benchmarks of features beyond the announced range)."""
+    (tests and benchmarks of features beyond the announced range). ``worker``: the server
+    is that worker of several processes (the store is opened shared, ports with SO_REUSEPORT)."""
     from ..store.lmdb import LMDBStore
 
     creds, identity, ctx = load_serving_identity(
@@ -468,7 +470,8 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
     )
     address = config.address(creds.fingerprint)
     sc = config.store
-    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability,
+                      shared=worker is not None)
     sl = config.store_log
     broker_config = BrokerConfig(
         allow_new_queues=config.auth.new_queues,
@@ -519,9 +522,11 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
         metrics_file_interval=float(sl.prometheus_interval or 60),
         # As the reference: the counters are saved across restarts with the daily stats on.
         stats_backup_file=str(config.config_dir / STATS_BACKUP_FILE) if sl.log_stats else None,
+        reuse_port=worker is not None,
     )
     web, port_contexts = _web_server(config, creds.fingerprint)
-    server = Server(store, identity, ctx, broker_config, settings, web=web, port_contexts=port_contexts)
+    server = Server(store, identity, ctx, broker_config, settings, web=web, port_contexts=port_contexts,
+                    worker=worker)
     return server, address
 
 
@@ -584,6 +589,11 @@ def configure_logging(level: str, fmt: str, *, debug: bool = False) -> None:
 def run(config: Config, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
     Start-up failures propagate (the command turns them into one line)."""
+    workers = config.transport.worker_count
+    if workers > 1:
+        from .supervisor import run_workers
+
+        return run_workers(config, workers, debug=debug, max_version=max_version)
     configure_logging(config.log.level, config.log.format, debug=debug)
     open_files = raise_open_files_limit()
     server, address = build_server(config, max_version)

@@ -33,7 +33,7 @@ and sync loses the unsynced transactions (never acknowledged: the broker answers
 processes, so a write transaction must not stay open between blocks. Each write unit is then
 its own LMDB transaction, begun at the unit's first read or write (its reads see the latest
 commit of every process, under the writer lock) and committed at its end without fsync;
-reads outside units use a read-only transaction renewed at every call. The group commit
+reads outside units use a new read-only transaction at every call. The group commit
 keeps its meaning, as fsync: a unit counts as a write even when it only read (it may have
 shown another process's commit that is not yet durable), so its answers wait for the next
 sync, which makes every commit before it durable.
@@ -205,6 +205,9 @@ class LMDBStore(Store):
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
         self._env = env
+        if shared:
+            # A killed worker's reader slot would pin old pages until cleared.
+            env.reader_check()
         try:
             self._open_dbs(path)
         except BaseException:
@@ -272,13 +275,9 @@ class LMDBStore(Store):
 
     def _fresh_read(self) -> lmdb.Transaction:
         """Shared: a read-only snapshot of the latest commit of any process."""
-        txn = self._read
+        self._drop_read()  # py-lmdb keeps the reader slot: a new read transaction is cheap
         try:
-            if txn is None:
-                txn = self._read = self._env_begin(write=False)
-            else:
-                txn.reset()
-                txn.renew()
+            txn = self._read = self._env_begin(write=False)
         except lmdb.Error as e:
             self._read = None
             raise StoreError(f"cannot begin a read transaction: {e}") from e
