@@ -70,10 +70,12 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                _die_with(supervisor)
                 parent.close()
                 self._wakeup_r.close()
                 self._wakeup_w.close()
@@ -235,6 +237,21 @@ class Supervisor:
                 os.kill(worker.pid, signum)
             except ProcessLookupError:
                 pass
+
+
+def _die_with(parent: int) -> None:
+    """Linux: this process gets SIGKILL when the supervisor dies (kill -9 of the server
+    takes its workers, as of a single process; nobody is left holding the port)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl
+        os._exit(1)
 
 
 def _exit_description(status: int) -> str:

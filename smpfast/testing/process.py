@@ -39,6 +39,7 @@ def init_data_dir(directory: str | os.PathLike[str], port: int, password: str = 
 
 
 _WORKER_STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+_WORKER_SERVING = re.compile(r"worker \d+ \(pid (\d+)\) serving")
 
 
 def _children(pid: int) -> list[int]:
@@ -47,6 +48,15 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except FileNotFoundError:
         return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
 def _cpu_seconds(pid: int, reaped: bool = False) -> float:
@@ -143,8 +153,34 @@ class ServerProcess:
             m = _WORKER_STARTED.search(line)
             if m:
                 pids[int(m.group(1))] = int(m.group(2))
-        live = set(_children(self.pid))
+        live = {pid for pid in _children(self.pid) if _running(pid)}
         return [pids[i] for i in sorted(pids) if pids[i] in live]
+
+    def serving_workers(self) -> list[int]:
+        """Live worker pids that logged that they serve."""
+        serving = {int(m.group(1)) for m in _WORKER_SERVING.finditer(self.log())}
+        return [pid for pid in self.worker_pids() if pid in serving]
+
+    def wait_workers(self, timeout: float = 30.0) -> list[int]:
+        """Wait until all ``workers`` workers serve (after a restart); their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.serving_workers()
+            if len(pids) == self.workers:
+                return pids
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError("the server exited:\n" + self.log()[-4000:])
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(self.serving_workers())} of {self.workers} workers serve")
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker (the supervisor starts another)."""
+        if pid not in self.worker_pids():
+            raise ValueError(f"{pid} is not a live worker of this server")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
