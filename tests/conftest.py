@@ -78,6 +78,26 @@ class RunningServer:
         """Every worker's Server (just ``server`` with one worker)."""
         return self.servers or (self.server,)
 
+    def stats(self) -> dict[str, int]:
+        """The broker counters summed over the workers."""
+        total: dict[str, int] = {}
+        for server in self.workers:
+            for name, n in server.broker.stats.items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    def relay_links(self) -> list:
+        """The proxy role's relay links of every worker."""
+        return [link for server in self.workers for link in server.relays.links]
+
+    def relay_lookup(self, session_id: bytes):
+        """The relay link with this session in any worker, or None."""
+        for server in self.workers:
+            link = server.relays.lookup(session_id)
+            if link is not None:
+                return link
+        return None
+
     def worker_address(self, index: int) -> str:
         """The address of worker ``index`` alone (workers > 1)."""
         return f"smp://{self.fingerprint}@127.0.0.1:{self.servers[index].own_ports[0]}"
@@ -169,6 +189,9 @@ async def _cluster(store, identity, ctx, broker_config, workers: int, settings: 
             await inner.start(server.serve)
             port = server.ports[0]
             servers.append(server)
+        # Stopping "the server" (worker 0, as tests see it) stops every worker.
+        stops = [server.stop for server in servers]
+        servers[0].stop = lambda: [stop() for stop in stops]
         yield servers
     finally:
         for server in servers:

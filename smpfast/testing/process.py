@@ -173,6 +173,15 @@ class ServerProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{len(self.serving_workers())} of {self.workers} workers serve")
 
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to the server and every worker (SIGSTOP/SIGCONT freeze and thaw
+        all of it; the supervisor alone would leave the workers serving)."""
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
     def kill_worker(self, pid: int) -> None:
         """SIGKILL one worker (the supervisor starts another)."""
         if pid not in self.worker_pids():
