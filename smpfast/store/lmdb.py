@@ -99,6 +99,11 @@ def _engine_call(method: Callable[..., _R]) -> Callable[..., _R]:
         except BaseException as e:
             self._fail(e)
             raise  # _fail raises; this keeps type checkers informed
+        finally:
+            if self._read is not None:
+                # Shared: a snapshot kept open would keep every later commit of every
+                # process from reusing pages (the file would grow): end it with the call.
+                self._drop_read()
 
     return call
 
@@ -507,6 +512,8 @@ class LMDBStore(Store):
                 txn.get(key, db=self._queues)  # a hit reads the queue after the index
             except lmdb.Error as e:
                 self._fail(e)
+        if self._read is not None:
+            self._drop_read()
         decode_queue(TYPICAL_QUEUE_RECORD)
 
     @_engine_call
