@@ -58,6 +58,10 @@ LEFT_SERVICE = "L"  # (party, service id, entity, "END" | "DELD")
 BLOCKED = "B"  # (rid, encoded blocking info)
 # worker -> supervisor (not the hub): (index, ports) once the worker listens
 READY = "R"
+# Counters summed over the workers (worker 0 serves the control port and /metrics):
+STATS_WANTED = "q"  # worker -> hub: (); hub -> each other worker: (requester,)
+STATS = "Q"  # worker -> hub: (counters, clients); hub -> requester: (summed counters, clients)
+RETIRED = "F"  # worker -> hub: (counters) of a worker that stops: added to every later sum
 # hub -> worker: another worker took the subscription
 LOST = "s"
 NTF_LOST = "n"
@@ -75,6 +79,10 @@ class Hub:
         self.held: dict[bytes, list] = {}
         self._held_by_service: dict[bytes, set[bytes]] = {}
         self.events = 0
+        self.workers: set[int] = set()  # live workers (the supervisor keeps this)
+        # Statistics requests: requester -> [workers yet to answer, summed counters, clients]
+        self._stats_wanted: dict[int, list] = {}
+        self.retired: dict[str, int] = {}  # counters of workers that stopped
 
     def receive(self, worker: int, events: list[Event]) -> dict[int, list[Event]]:
         out: dict[int, list[Event]] = {}
@@ -124,6 +132,28 @@ class Hub:
                 owner = owners.get((SERVICE_TAKEN, event[1], event[2]))
                 if owner is not None and owner != worker:
                     send(owner, event)
+            elif tag == RETIRED:
+                for name, n in event[1].items():
+                    self.retired[name] = self.retired.get(name, 0) + n
+                self.workers.discard(worker)  # counted in ``retired`` from now on
+                for wanted in self._stats_wanted.values():
+                    wanted[0].discard(worker)
+                self._answer_stats(send)
+            elif tag == STATS_WANTED:
+                others = self.workers - {worker}
+                self._stats_wanted[worker] = [others, dict(self.retired), 0]
+                for other in others:
+                    send(other, (STATS_WANTED, worker))
+                self._answer_stats(send)
+            elif tag == STATS:
+                _, counters, clients, requester = event
+                wanted = self._stats_wanted.get(requester)
+                if wanted is not None and worker in wanted[0]:
+                    wanted[0].discard(worker)
+                    for name, n in counters.items():
+                        wanted[1][name] = wanted[1].get(name, 0) + n
+                    wanted[2] += clients
+                    self._answer_stats(send)
             elif tag == CLOSED:
                 _, rids, nids, services = event
                 for key in [(SUBSCRIBED, r) for r in rids] + [(NTF_SUBSCRIBED, n) for n in nids] + [
@@ -135,10 +165,24 @@ class Hub:
                 log.error("unknown cluster event %r from worker %d", tag, worker)
         return out
 
-    def worker_gone(self, worker: int) -> None:
-        """A worker died: its connections, and so its subscriptions, are gone."""
+    def worker_gone(self, worker: int) -> dict[int, list[Event]]:
+        """A worker died: its connections, and so its subscriptions, are gone. Returns the
+        statistics answers it no longer holds up."""
+        self.workers.discard(worker)
         for key in [k for k, w in self.owners.items() if w == worker]:
             del self.owners[key]
+        self._stats_wanted.pop(worker, None)
+        out: dict[int, list[Event]] = {}
+        for wanted in self._stats_wanted.values():
+            wanted[0].discard(worker)
+        self._answer_stats(lambda target, event: out.setdefault(target, []).append(event))
+        return out
+
+    def _answer_stats(self, send: Callable) -> None:
+        for requester, (waiting, counters, clients) in list(self._stats_wanted.items()):
+            if not waiting:
+                del self._stats_wanted[requester]
+                send(requester, (STATS, counters, clients, requester))
 
     def expire_held(self, cutoff: float) -> int:
         """Drop held notifications older than ``cutoff`` (the notification TTL)."""
@@ -265,6 +309,14 @@ class ClusterDelivery(LocalDelivery):
         if local:
             super().route(local)
 
+    async def flush_final(self, event: Event, timeout: float = 2.0) -> None:
+        """A stopping worker: send what is still queued and then ``event``, directly."""
+        self.outgoing.append((0, [event]))
+        self._wakeup.set()
+        with trio.move_on_after(timeout):
+            while self.outgoing:
+                await trio.sleep(0.005)
+
     async def send_to(self, link: "Link") -> None:
         """Forever: send the events whose generations are settled, in order."""
         from .committer import CommitFailed
@@ -303,6 +355,18 @@ class ClusterNode:
         self.delivery = delivery
         self.subscriptions: ClusterSubscriptions = delivery.subscriptions  # type: ignore[assignment]
         self.received = 0
+        # The other workers' counters and clients, as last asked (``others_stats``).
+        self.others: tuple[dict[str, int], int] = ({}, 0)
+        self.clients: Callable[[], int] = lambda: 0
+        self._stats_answered = trio.Event()
+
+    async def others_stats(self, timeout: float = 1.0) -> tuple[dict[str, int], int]:
+        """Ask the other workers for their counters and clients (summed by the hub)."""
+        self._stats_answered = trio.Event()
+        self.delivery.announce((STATS_WANTED,))
+        with trio.move_on_after(timeout):
+            await self._stats_answered.wait()
+        return self.others
 
     async def receive_from(self, link: "Link") -> None:
         while True:
@@ -349,6 +413,11 @@ class ClusterNode:
                 route(broker.remote_left_service(event[1], event[2], event[3], event[4]).pushes)
             elif tag == BLOCKED:
                 route(broker.remote_blocked(event[1], event[2]).pushes)
+            elif tag == STATS_WANTED:
+                self.delivery.announce((STATS, dict(broker.stats), self.clients(), event[1]))
+            elif tag == STATS:
+                self.others = (event[1], event[2])
+                self._stats_answered.set()
             else:
                 log.error("unknown cluster event %r", tag)
         if heads:
@@ -464,6 +533,7 @@ class MemoryHub:
     def link(self, worker: int) -> MemoryLink:
         to_worker, from_hub = trio.open_memory_channel(float("inf"))
         self._to_workers[worker] = to_worker
+        self.hub.workers.add(worker)
         return MemoryLink(worker, self._inbox_send, from_hub)
 
     async def run(self) -> None:

@@ -31,6 +31,7 @@ from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import OUTBOX_LIMIT, Connection, Identity
+from . import cluster
 from .cluster import ClusterDelivery, ClusterNode, Link
 from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
@@ -144,6 +145,9 @@ class Server:
         if worker is not None:
             self.delivery.committer = self.committer
             self.cluster = ClusterNode(self.broker, self.delivery)
+            self.cluster.clients = lambda: len(self.connections)
+        # The other workers' counters and clients, gathered before each operator answer.
+        self._others: tuple[dict[str, int], int] = ({}, 0)
         self.connections: set[Connection] = set()
         self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
@@ -157,9 +161,12 @@ class Server:
         self.active_queues = ActiveQueues()
         self.broker.active_queues = self.active_queues
         self.stats_log: StatsLog | None = None
+        # Several workers: the daily line counts every worker (this view is refreshed
+        # before each line); one process: the broker's live counters themselves.
+        self._stats_view: dict[str, int] = self.broker.stats if worker is None else {}
         if self.settings.stats_file is not None:
             self.stats_log = StatsLog(
-                self.settings.stats_file, self.broker.stats, self.stats_gauges, self.started_at, self.active_queues
+                self.settings.stats_file, self._stats_view, self.stats_gauges, self.started_at, self.active_queues
             )
         self.web = web
         self.port_contexts = port_contexts or {}  # a port's own context (the one shared with HTTPS)
@@ -200,6 +207,11 @@ class Server:
                 await self._serve_connections(task_status)
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
+                if worker is not None and not primary:
+                    # Its counts outlive it: the hub adds them to every later sum.
+                    await self.delivery.flush_final((cluster.RETIRED, dict(self.broker.stats)))
+                elif worker is not None and s.stats_backup_file is not None:
+                    await self.refresh_stats()  # the others stopped first: their final counts
             background.cancel_scope.cancel()
         if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
             self.save_stats(s.stats_backup_file)
@@ -229,13 +241,14 @@ class Server:
                 ports.append(listeners[0].socket.getsockname()[1])
             self.ports = ports[: len(s.ports)]
             self.own_ports = ports[len(s.ports) :]
-            self.registry.watch_ports(ports)
+            self.registry.watch_ports(self.ports)
             primary = self.worker is None or self.worker.index == 0
             # With several workers, worker 0 alone serves the operator's ports.
             if s.metrics_port is not None and primary:
                 try:
                     self.metrics_port = await connections.start(
-                        serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
+                        serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind,
+                        self.refresh_stats if self.cluster is not None else None,
                     )
                 except OSError as e:
                     raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
@@ -262,19 +275,41 @@ class Server:
             "ntfCount": sum(len(n) for n in self.broker.notifications.values()),
         }
 
+    async def refresh_stats(self) -> None:
+        """Several workers: ask the others for their counters (``counter_totals``)."""
+        if self.cluster is not None:
+            self._others = await self.cluster.others_stats()
+
+    def counter_totals(self) -> dict[str, int]:
+        """The counters of this worker plus the others' as last gathered (one process:
+        the broker's)."""
+        totals = dict(self.broker.stats)
+        for name, n in self._others[0].items():
+            totals[name] = totals.get(name, 0) + n
+        return totals
+
+    def _update_stats_view(self) -> None:
+        if self._stats_view is not self.broker.stats:
+            self._stats_view.clear()
+            self._stats_view.update(self.counter_totals())
+
+    def client_count(self) -> int:
+        return len(self.connections) + self._others[1]
+
     def stats_values(self) -> dict[str, int]:
         """Counters since start, gauges now, and the connected clients (for /metrics)."""
         return {
-            **self.broker.stats,
+            **self.counter_totals(),
             **self.stats_gauges(),
             **self.active_queues.gauges(),
-            "clients": len(self.connections),
+            "clients": self.client_count(),
         }
 
     def save_stats(self, path: str) -> None:
         """The counters of the daily line in progress, as the reference's stats backup."""
         stats_log = self.stats_log
-        counters = stats_log.since_last_line() if stats_log is not None else dict(self.broker.stats)
+        self._update_stats_view()
+        counters = stats_log.since_last_line() if stats_log is not None else self.counter_totals()
         backup = StatsBackup(
             stats_log.from_time if stats_log is not None else self.stats_from,
             {**counters, **self.stats_gauges()},
@@ -292,15 +327,9 @@ class Server:
 
     def restore_stats(self, path: str) -> None:
         """Continue the counts saved by the previous run, then rename the file ``.bak``."""
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except FileNotFoundError:
+        backup = read_stats_backup(path)
+        if backup is None:
             return
-        try:
-            backup = decode_backup(text)
-        except StatsBackupError as e:
-            raise StatsBackupError(f"cannot read the saved statistics {path}: {e}") from None
         gauges = self.stats_gauges()
         for name, n in backup.counters.items():
             if name not in gauges:  # sizes are read from the store, never restored
@@ -321,6 +350,8 @@ class Server:
         log.info("daily stats in %s", s.stats_file)
         while True:
             await trio.sleep(seconds_until(self.broker.clock(), s.stats_start, s.stats_interval))
+            await self.refresh_stats()
+            self._update_stats_view()
             try:
                 self.stats_log.write(self.broker.clock())
             except OSError as e:
@@ -331,15 +362,19 @@ class Server:
         log.info("Prometheus metrics written every %g s to %s", s.metrics_file_interval, s.metrics_file)
         while True:
             await trio.sleep(s.metrics_file_interval)
+            await self.refresh_stats()
             try:
                 write_metrics_file(s.metrics_file, metrics_text(self.stats_values(), self.broker.clock(), self.stats_from))
             except OSError as e:
                 log.error("cannot write the metrics to %s: %s", s.metrics_file, e)
 
     async def _log_stats_summary(self) -> None:
+        if self.worker is not None and self.worker.index != 0:
+            return  # worker 0 logs the sums
         while True:
             await trio.sleep(self.settings.stats_summary_interval)
-            log.info("%s", stats_summary(self.broker.stats, self.stats_gauges(), len(self.connections)))
+            await self.refresh_stats()
+            log.info("%s", stats_summary(self.counter_totals(), self.stats_gauges(), self.client_count()))
 
     def _tls_error(self, error: Exception) -> None:
         # The transport's message already says "TLS handshake failed: ...".
@@ -431,6 +466,19 @@ class Server:
                     continue
                 if max(connection.last_received, connection.last_sent) < cutoff:
                     await connection.conn.aclose()
+
+
+def read_stats_backup(path: str) -> StatsBackup | None:
+    """The saved statistics (None: no file); StatsBackupError with the path if unreadable."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return decode_backup(text)
+    except StatsBackupError as e:
+        raise StatsBackupError(f"cannot read the saved statistics {path}: {e}") from None
 
 
 def _local_port(conn) -> int:

@@ -61,6 +61,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.restarts = 0
+        self.ports: list[int] = []
         self._restart_due: dict[int, float] = {}
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
@@ -95,6 +96,7 @@ class Supervisor:
         child.close()
         worker = _Worker(index, pid, parent, time.monotonic())
         self.workers[index] = worker
+        self.hub.workers.add(index)
         self.selector.register(parent, selectors.EVENT_READ, worker)
         log.info("worker %d started (pid %d)", index, pid)
 
@@ -121,7 +123,7 @@ class Supervisor:
         except (KeyError, ValueError):
             pass
         worker.sock.close()
-        self.hub.worker_gone(worker.index)
+        self._route(self.hub.worker_gone(worker.index))
 
     # --- the hub
 
@@ -138,16 +140,20 @@ class Supervisor:
         for events in worker.reader.feed(data):
             if events and events[0][0] == READY:
                 worker.ready = True
+                self.ports = events[0][2]
                 continue
-            for target, out in self.hub.receive(worker.index, events).items():
-                receiver = self.workers.get(target)
-                if receiver is None:
-                    continue  # died meanwhile: its subscriptions are gone
-                try:
-                    receiver.sock.sendall(encode_frame(out))
-                except OSError:
-                    pass  # it is dying; reaped below
+            self._route(self.hub.receive(worker.index, events))
         return True
+
+    def _route(self, out: dict[int, list]) -> None:
+        for target, events in out.items():
+            receiver = self.workers.get(target)
+            if receiver is None:
+                continue  # died meanwhile: its subscriptions are gone
+            try:
+                receiver.sock.sendall(encode_frame(events))
+            except OSError:
+                pass  # it is dying; reaped below
 
     # --- main loop
 
@@ -209,7 +215,9 @@ class Supervisor:
                 w.ready for w in self.workers.values()
             ):
                 announced = True
-                log.info("smpfast serving with %d workers", self.count)
+                ports = ",".join(str(p) for p in self.ports or self.config.transport.port)
+                log.info("smpfast serving on %s port(s) %s with %d workers", self.config.transport.bind or "*",
+                         ports, self.count)
                 print(f"Server address: {address}", flush=True)
             if self._stop_requested is not None and not self.stopping:
                 log.info("received %s, stopping %d workers", signal.Signals(self._stop_requested).name,
@@ -217,6 +225,11 @@ class Supervisor:
                 self.stopping = True
                 self._restart_due.clear()
                 stop_deadline = now + STOP_TIMEOUT
+                # Worker 0 last: it saves the statistics, the others' final counts included.
+                self._stop_all(signal.SIGTERM, but=0)
+                self._last_stop = True
+            if self.stopping and getattr(self, "_last_stop", False) and set(self.workers) <= {0}:
+                self._last_stop = False
                 self._stop_all(signal.SIGTERM)
             if self.stopping:
                 if not self.workers:
@@ -231,8 +244,10 @@ class Supervisor:
         log.info("stopped")
         return 1 if getattr(self, "_failed", False) else 0
 
-    def _stop_all(self, signum: int) -> None:
+    def _stop_all(self, signum: int, but: int | None = None) -> None:
         for worker in self.workers.values():
+            if worker.index == but:
+                continue
             try:
                 os.kill(worker.pid, signum)
             except ProcessLookupError:
@@ -262,13 +277,16 @@ def _exit_description(status: int) -> str:
 
 def run_workers(config: Config, count: int, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` with ``count`` worker processes until SIGINT/SIGTERM."""
-    from .main import build_server, configure_logging
+    from .main import build_server, configure_logging, read_stats_backup
 
     configure_logging(config.log.level, config.log.format, debug=debug)
     raise_open_files_limit()
     # Whatever can fail at start-up fails here first, with one process's error line.
     server, address = build_server(config, max_version)
     server.store.close()
+    backup = server.settings.stats_backup_file
     del server
+    if backup is not None:
+        read_stats_backup(backup)  # worker 0 restores it
     sys.stdout.flush()
     return Supervisor(config, count, debug, max_version).run(address)
