@@ -42,6 +42,7 @@ from smpfast.server.cluster import MemoryHub
 from smpfast.server.committer import GroupCommitter
 from smpfast.server.main import Server, ServerSettings, WorkerRole, load_serving_identity
 from smpfast.store import LMDBStore, MemoryStore, Store
+from smpfast.transport import ConnectionLimit
 
 TRIO_TIMEOUT = 30.0  # default bound of trio_run
 
@@ -173,6 +174,7 @@ async def _cluster(store, identity, ctx, broker_config, workers: int, settings: 
     """``workers`` Servers in this process on one store, port and in-memory hub."""
     hub = MemoryHub()
     committer = GroupCommitter(store, ServerSettings(**settings).commit_interval)
+    limit = ConnectionLimit(ServerSettings(**settings).max_connections)  # one cap for all workers
     servers: list[Server] = []
     outer_cm = trio.open_nursery()
     outer = await outer_cm.__aenter__()
@@ -185,7 +187,7 @@ async def _cluster(store, identity, ctx, broker_config, workers: int, settings: 
             server = Server(store, identity, ctx, broker_config,
                             ServerSettings(bind="127.0.0.1", ports=(port,), reuse_port=True, own_ports=(0,),
                                            **settings),
-                            worker=WorkerRole(index, hub.link(index), committer))
+                            worker=WorkerRole(index, hub.link(index), committer, limit))
             await inner.start(server.serve)
             port = server.ports[0]
             servers.append(server)

@@ -103,6 +103,10 @@ class WorkerRole:
     index: int
     link: Link
     committer: GroupCommitter | None = None
+    # The cap on connections shared with the other workers: one object (workers in one
+    # process) or the shared-memory array of every worker's count (processes).
+    limit: ConnectionLimit | None = None
+    connection_slots: object | None = None
 
 
 def verification_threads() -> int:
@@ -149,7 +153,12 @@ class Server:
         # The other workers' counters and clients, gathered before each operator answer.
         self._others: tuple[dict[str, int], int] = ({}, 0)
         self.connections: set[Connection] = set()
-        self.limit = ConnectionLimit(self.settings.max_connections)
+        if worker is not None and worker.limit is not None:
+            self.limit = worker.limit
+        elif worker is not None and worker.connection_slots is not None:
+            self.limit = ConnectionLimit(self.settings.max_connections, worker.connection_slots, worker.index)
+        else:
+            self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
         self.registry = ConnectionRegistry(self.broker.clock)
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)

@@ -21,6 +21,7 @@ the shared store.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import selectors
 import signal
@@ -63,6 +64,9 @@ class Supervisor:
         self.restarts = 0
         self.ports: list[int] = []
         self._restart_due: dict[int, float] = {}
+        # Every worker's open connections, in shared memory: [LIMITS] max_connections
+        # caps their sum (transport/limit.py).
+        self.connection_slots = multiprocessing.Array("q", count, lock=False)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
@@ -87,7 +91,8 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 from .worker import worker_main
 
-                code = worker_main(self.config, index, child, debug=self.debug, max_version=self.max_version)
+                code = worker_main(self.config, index, child, debug=self.debug, max_version=self.max_version,
+                                   connection_slots=self.connection_slots)
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
@@ -123,6 +128,7 @@ class Supervisor:
         except (KeyError, ValueError):
             pass
         worker.sock.close()
+        self.connection_slots[worker.index] = 0  # its connections died with it
         self._route(self.hub.worker_gone(worker.index))
 
     # --- the hub
