@@ -228,9 +228,9 @@ def test_hub_orders_takeovers_and_routes_by_owner():
     assert hub.receive(0, [(SUBSCRIBED, rid)]) == {0: [(SUBSCRIBED, rid)]}
     # worker 1 takes it: its echo, and LOST for worker 0
     assert hub.receive(1, [(SUBSCRIBED, rid)]) == {1: [(SUBSCRIBED, rid)], 0: [(LOST, rid)]}
-    assert hub.receive(0, [(KICK, rid)]) == {1: [(KICK, rid)]}
+    assert hub.receive(0, [(KICK, rid, b"m")]) == {1: [(KICK, rid, b"m")]}
     hub.worker_gone(1)
-    assert hub.receive(0, [(KICK, rid)]) == {}
+    assert hub.receive(0, [(KICK, rid, b"m")]) == {}
 
 
 def test_hub_holds_notifications_until_a_subscriber():

@@ -250,8 +250,11 @@ class Broker:
                 self._write_outside_block(lambda: added.append(self.store.add_service(rec)))
                 if added[0]:
                     return rec.service_id, self.durability.current()
-                if self.store.service_by_cert(cert_hash) is not None:  # cannot happen: one thread
-                    break
+                known = self.store.service_by_cert(cert_hash)
+                if known is not None:  # another worker process created it meanwhile
+                    if known.role != role:
+                        raise ServiceRefused(f"the certificate belongs to a service of role {known.role}")
+                    return known.service_id, self.durability.current()
         except StoreError as e:
             raise ServiceRefused(f"store: {e}") from None
         raise ServiceRefused("no free service id")
@@ -1137,7 +1140,7 @@ class Broker:
         found = self.subscriptions.subscriber_of(rid)
         if found is None:
             if self._remote:  # its subscriber may be in another worker
-                self._remote_event((X.KICK, rid))
+                self._remote_event((X.KICK, rid, msg.msg_id))
             return
         subscriber, sub = found
         if sub.prohibited or sub.delivered is not None:
@@ -1246,36 +1249,49 @@ class Broker:
         effects.pushes.append((conn, self.durability.current(), [(b"", rid, C.END)]))
         return effects, sub.delivered is not None
 
-    def deliver_heads(self, rids: list[bytes]) -> Effects:
-        """These queues may hold a message for their subscriber (a message committed by
-        another worker, or a subscription just ordered by the hub): deliver each queue's
-        head to its subscriber here if it waits for none, as SEND into an empty queue does."""
+    def deliver_heads(self, heads: list[tuple[bytes, bytes | None]]) -> Effects:
+        """These queues may hold a message for their subscriber (``(rid, msg id)``: a
+        message another worker committed and made durable; ``(rid, None)``: a subscription
+        just ordered by the hub): deliver each queue's head to its subscriber here if it
+        waits for none, as SEND into an empty queue does. The head read is shown at once
+        when it is the announced durable message; any other head may be another process's
+        commit not yet on disk, so it is read again in a unit and waits for the next sync."""
         effects = Effects()
         subs = self.subscriptions
         todo = []
-        for rid in dict.fromkeys(rids):
+        for rid, msg_id in dict.fromkeys(heads):
             found = subs.subscriber_of(rid)
             if found is not None and not found[1].prohibited and found[1].delivered is None:
-                todo.append((rid, found))
+                todo.append((rid, msg_id, found))
         if not todo:
             return effects
-        delivered = []
+        durable, uncertain = [], []
         try:
+            for rid, msg_id, found in todo:
+                q = self.store.get_queue(rid)  # outside a unit: no sync to wait for
+                if q is None or q.status == STATUS_BLOCKED:
+                    continue
+                head = self.store.peek_message(rid)
+                if head is None:
+                    continue
+                if head.msg_id == msg_id:
+                    durable.append((found, rid, q, head))
+                else:
+                    uncertain.append((rid, found))
             with self.store.unit():
-                for rid, (conn, sub) in todo:
+                for rid, found in uncertain:
                     q = self.store.get_queue(rid)
-                    if q is None or q.status == STATUS_BLOCKED:
-                        continue
-                    head = self.store.peek_message(rid)
+                    head = None if q is None or q.status == STATUS_BLOCKED else self.store.peek_message(rid)
                     if head is not None:
-                        delivered.append((conn, sub, rid, q, head))
+                        durable.append((found, rid, q, head))
         except StoreError as e:
             self.durability.store_failed(e)
             return effects
         generation = self.durability.current()  # after the unit: it may show others' commits
-        for conn, sub, rid, q, head in delivered:
-            sub.delivered = head.msg_id
-            effects.pushes.append((conn, generation, [(b"", rid, self._msg(q, head))]))
+        for (conn, sub), rid, q, head in durable:
+            if sub.delivered is None:
+                sub.delivered = head.msg_id
+                effects.pushes.append((conn, generation, [(b"", rid, self._msg(q, head))]))
         return effects
 
     def remote_deleted(self, rid: bytes, tell: bool) -> Effects:

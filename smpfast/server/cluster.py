@@ -50,7 +50,7 @@ SUBSCRIBED = "S"  # (rid): a connection of this worker became the queue's subscr
 NTF_SUBSCRIBED = "N"  # (nid)
 SERVICE_TAKEN = "V"  # (party, service id)
 CLOSED = "C"  # (rids, nids, services): subscriptions that ended with their connection
-KICK = "K"  # (rid): a durable message may wait for the queue's subscriber
+KICK = "K"  # (rid, msg id or None): a durable message (that one) may wait for the queue's subscriber
 DELETED = "D"  # (rid, tell): the queue is gone; tell: its subscriber gets DELD
 NTF_DELETED = "X"  # (nid, tell)
 NOTIFICATIONS = "T"  # (nid, service id or None, [(msg id, ts, nonce, encrypted meta)])
@@ -381,12 +381,12 @@ class ClusterNode:
         subs = self.subscriptions
         route = self.delivery.route
         self.received += len(events)
-        heads: list[bytes] = []  # queues whose head an idle subscriber here may be owed
+        heads: list[tuple[bytes, bytes | None]] = []  # (queue, the durable message announced)
         for event in events:
             tag = event[0]
             if tag == SUBSCRIBED:
                 if subs.echoed(event):
-                    heads.append(event[1])
+                    heads.append((event[1], None))
             elif tag in (NTF_SUBSCRIBED, SERVICE_TAKEN):
                 subs.echoed(event)
             elif tag == LOST:
@@ -394,7 +394,7 @@ class ClusterNode:
                     effects, owed = broker.remote_takeover(event[1])
                     route(effects.pushes)
                     if owed:  # it had a message unacknowledged: the new subscriber gets it
-                        self.delivery.announce((KICK, event[1]))
+                        self.delivery.announce((KICK, event[1], None))
             elif tag == NTF_LOST:
                 if not subs.in_flight((NTF_SUBSCRIBED, event[1])):
                     route(broker.remote_ntf_takeover(event[1]).pushes)
@@ -402,7 +402,7 @@ class ClusterNode:
                 if not subs.in_flight((SERVICE_TAKEN, event[1], event[2])):
                     route(broker.remote_service_takeover(event[1], event[2]).pushes)
             elif tag == KICK:
-                heads.append(event[1])
+                heads.append((event[1], event[2]))
             elif tag == DELETED:
                 route(broker.remote_deleted(event[1], event[2]).pushes)
             elif tag == NTF_DELETED:
