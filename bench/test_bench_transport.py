@@ -1,4 +1,6 @@
-"""Server CPU per echoed 16 KB block: BlockConnection (MemoryBIO loop) vs trio.SSLStream.
+"""Server CPU per echoed 16 KB block: the server's connections (``serve_blocks``: TLS on the
+socket, SocketBlockConnection), the MemoryBIO loop (BlockConnection, the client's) and
+trio.SSLStream.
 
 The echo server runs in its own process (this file, run as a script) so its CPU time is not
 mixed with the client's; it reports process CPU seconds from the end of the handshake to EOF
@@ -22,7 +24,7 @@ BLOCK = 16384
 BLOCKS = 1000  # per round (16 MB each way)
 WINDOW = 8  # blocks per client write
 ROUNDS = 5
-MODES = ("blockconnection", "sslstream")
+MODES = ("serve_blocks", "memorybio", "sslstream")
 
 RESULTS: dict[str, float] = {}  # mode -> median server CPU us per block
 
@@ -33,7 +35,7 @@ RESULTS: dict[str, float] = {}  # mode -> median server CPU us per block
 def _serve(mode: str, chain: str, key: str) -> None:
     import trio
 
-    from smpfast.transport import BLOCK_SIZE, serve_blocks, server_context
+    from smpfast.transport import BLOCK_SIZE, BlockConnection, serve_blocks, server_context
 
     ctx = server_context(chain, key)
 
@@ -49,6 +51,14 @@ def _serve(mode: str, chain: str, key: str) -> None:
             n += len(blocks)
             await conn.send_blocks(blocks)
         report(time.process_time() - t0, n)
+
+    async def memorybio_echo(stream) -> None:
+        conn = BlockConnection(stream, ctx, server_side=True)
+        try:
+            await conn.handshake()
+            await block_echo(conn)
+        finally:
+            await conn.aclose()
 
     async def sslstream_echo(stream) -> None:
         s = trio.SSLStream(stream, ctx, server_side=True)
@@ -75,10 +85,16 @@ def _serve(mode: str, chain: str, key: str) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            if mode == "blockconnection":
+            if mode == "serve_blocks":
                 listeners = await nursery.start(
                     lambda task_status: serve_blocks(
                         block_echo, 0, ctx, host="127.0.0.1", task_status=task_status
+                    )
+                )
+            elif mode == "memorybio":
+                listeners = await nursery.start(
+                    lambda task_status: trio.serve_tcp(
+                        memorybio_echo, 0, host="127.0.0.1", task_status=task_status
                     )
                 )
             else:
@@ -164,10 +180,12 @@ def test_cpu_ratio(servers):
         if mode not in RESULTS:  # run alone (-k): measure here
             proc, port = servers[mode]
             RESULTS[mode] = statistics.median(echo_round(proc, port) for _ in range(3))
-    ratio = RESULTS["blockconnection"] / RESULTS["sslstream"]
+    ratio = RESULTS["serve_blocks"] / RESULTS["sslstream"]
     print(
-        f"\nBlockConnection {RESULTS['blockconnection']:.1f} us vs trio.SSLStream "
-        f"{RESULTS['sslstream']:.1f} us per block: ratio {ratio:.2f}"
+        f"\nserve_blocks (TLS on the socket) {RESULTS['serve_blocks']:.1f} us, MemoryBIO loop "
+        f"{RESULTS['memorybio']:.1f} us, trio.SSLStream {RESULTS['sslstream']:.1f} us per block: "
+        f"serve_blocks/SSLStream {ratio:.2f}, serve_blocks/MemoryBIO "
+        f"{RESULTS['serve_blocks'] / RESULTS['memorybio']:.2f}"
     )
     assert ratio < 1.0
 

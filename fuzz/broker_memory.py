@@ -24,6 +24,7 @@ Only the broker's public surface is used, with its effects applied by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -46,6 +47,19 @@ with atheris.instrument_imports(include=["smpfast"]):
     from smpfast.testing.broker import BrokerHarness
     from smpfast.store import MemoryStore
     from smpfast.store.errors import DuplicateIdError, QueueNotFound
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sign(index: int, authorized: bytes) -> bytes:
+    """KEYS[index]'s signature (deterministic for Ed25519 and Ed448): inputs repeat what
+    they sign often, and signing costs the target more than the broker's checks."""
+    return KEYS[index].sign(authorized)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _x25519_auth(index: int, session_private: bytes, corr: bytes, authorized: bytes) -> bytes:
+    session_public = nb.crypto_scalarmult_base(session_private)
+    return cauth.authenticator(KEYS[index], session_public, corr, authorized)
 
 
 def _key(alg: Alg, label: str, size: int = 32) -> PrivateKey:
@@ -146,9 +160,8 @@ class World:
         if key.alg is Alg.X25519:
             if client.session_private is None:
                 return bytes(80)
-            session_public = nb.crypto_scalarmult_base(client.session_private)
-            return cauth.authenticator(key, session_public, corr, authorized)
-        return key.sign(authorized)
+            return _x25519_auth(index, client.session_private, corr, authorized)
+        return _sign(index, authorized)
 
     def _command(self, c: Cursor, ci: int, tag: bytes, corr: bytes, entity: bytes) -> tuple[bytes, tuple]:
         """The command bytes for ``tag`` and what to remember until its answer."""

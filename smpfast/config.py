@@ -19,11 +19,13 @@ same, so an operator's habits carry over.  Differences, on purpose:
 from __future__ import annotations
 
 import configparser
+import urllib.parse
 import difflib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,6 +33,8 @@ from smpfast.credentials import CredentialPaths
 from smpfast.protocol.address import DEFAULT_PORT
 from smpfast.server.admin import DEFAULT_CONTROL_PORT, DEFAULT_DAILY_BLOCK_QUOTA
 from smpfast.server.broker import EXPIRE_ON_SEND
+from smpfast.server.connection import DEFAULT_RESOLVER_CONCURRENCY
+from smpfast.server.resolver import ResolverSettings
 from smpfast.store.lmdb import DEFAULT_MAP_SIZE
 from smpfast.transport.hosts import HOST_MODES, SOCKS_MODES
 from smpfast.transport.socks import SocksProxy, parse_socks_proxy
@@ -185,6 +189,36 @@ class ProxyConfig:
     client_concurrency: int = DEFAULT_CLIENT_CONCURRENCY  # proxied commands in flight per client
 
 
+DEFAULT_RESOLVER_TIMEOUT_MS = 3000  # the reference's [NAMES] defaults and bounds
+RESOLVER_TIMEOUT_MS_RANGE = (100, 60000)
+DEFAULT_RESOLVER_MAX_RESPONSE_BYTES = 16000
+RESOLVER_MAX_RESPONSE_BYTES_RANGE = (1024, 16000)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "0.0.0.0")  # where http may carry resolver_auth
+
+
+@dataclass(frozen=True)
+class NamesConfig:
+    """The reference's ``[NAMES]`` (SMP v20 name resolution): an HTTP resolver answering
+    RSLV. Off: RSLV answers ERR NAME NO_RESOLVER."""
+
+    enable: bool = False
+    resolver_endpoint: str | None = None  # validated, trailing "/" removed
+    resolver_auth: str | None = field(default=None, repr=False)  # the Authorization header value
+    resolver_timeout_ms: int = DEFAULT_RESOLVER_TIMEOUT_MS
+    resolver_max_response_bytes: int = DEFAULT_RESOLVER_MAX_RESPONSE_BYTES
+    resolver_concurrency: int = DEFAULT_RESOLVER_CONCURRENCY  # resolutions in flight per connection
+
+    def resolver_settings(self) -> ResolverSettings | None:
+        if not self.enable or self.resolver_endpoint is None:
+            return None
+        return ResolverSettings(
+            endpoint=self.resolver_endpoint,
+            timeout=self.resolver_timeout_ms / 1000.0,
+            max_response_bytes=self.resolver_max_response_bytes,
+            authorization=self.resolver_auth,
+        )
+
+
 @dataclass(frozen=True)
 class PrometheusConfig:
     """Ours: Prometheus ``/metrics`` over HTTP (the reference only writes a text file)."""
@@ -235,6 +269,7 @@ class Config:
     prometheus: PrometheusConfig = PrometheusConfig()
     log: LogConfig = LogConfig()
     proxy: ProxyConfig = ProxyConfig()
+    names: NamesConfig = NamesConfig()
     web: WebConfig | None = None  # None: no [WEB] static_path, no page
 
     def address(self, fingerprint: str) -> str:
@@ -391,6 +426,72 @@ def _domains(value: str) -> tuple[str, ...]:
     return out
 
 
+def parse_resolver_auth(value: str) -> str:
+    """``bearer <token>`` or ``basic <user>:<password>`` (scheme in any case, two words, as
+    the reference) as the Authorization header's value."""
+    words = value.split()
+    if len(words) == 2 and words[0].lower() == "bearer":
+        return f"Bearer {words[1]}"
+    if len(words) == 2 and words[0].lower() == "basic":
+        user, colon, password = words[1].partition(":")
+        if not user or not colon:
+            raise ValueError("basic auth expects user:password")
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    raise ValueError("expected `bearer <token>` or `basic <user>:<password>`")
+
+
+def validate_resolver_endpoint(url: str, with_auth: bool) -> str:
+    """The reference's check of ``resolver_endpoint``: an absolute http(s) URL with a host,
+    no ``user:pass@``, plain http with resolver_auth only to a loopback host; returned
+    without trailing slashes (``/resolve/<name>`` and ``/health`` are appended)."""
+    if not url or any(c.isspace() for c in url) or "#" in url:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if url.partition(":")[0] not in ("http", "https"):  # as written: the reference's check is exact
+        raise ValueError("scheme must be http or https")
+    if not url.startswith(parts.scheme + "://"):
+        raise ValueError("missing host")
+    if "@" in parts.netloc:
+        raise ValueError("userinfo (user:pass@) not allowed; put credentials in resolver_auth")
+    netloc = parts.netloc  # the host as written (an IPv6 literal with its brackets), then :port
+    if netloc.startswith("["):
+        host = netloc[: netloc.find("]") + 1] if "]" in netloc else netloc
+    else:
+        host = netloc.rpartition(":")[0] if ":" in netloc else netloc
+    if not host:
+        raise ValueError("empty host")
+    try:
+        parts.port  # a bad port raises here
+    except ValueError:
+        raise ValueError(f"not an absolute URL: {url!r}") from None
+    if parts.scheme == "http" and with_auth and host not in LOOPBACK_HOSTS:
+        raise ValueError(
+            "http with resolver_auth on a non-loopback host is not allowed (the Authorization "
+            "header would travel in cleartext); use https, or drop resolver_auth"
+        )
+    return url.rstrip("/")
+
+
+def _names_config(names: dict[str, Any]) -> NamesConfig:
+    """[NAMES] as a whole: with ``enable = on`` an endpoint is required and checked against
+    resolver_auth. Every key's own value is checked even when off (a typo never hides)."""
+    if not names.get("enable", False):
+        return NamesConfig(**names)
+    endpoint = names.get("resolver_endpoint")
+    if endpoint is None:
+        raise ConfigError("is required with `enable = on`", "NAMES", "resolver_endpoint")
+    try:
+        endpoint = validate_resolver_endpoint(endpoint, "resolver_auth" in names)
+    except ValueError as e:
+        raise ConfigError(str(e), "NAMES", "resolver_endpoint") from None
+    return NamesConfig(**{**names, "resolver_endpoint": endpoint})
+
+
+def _endpoint_syntax(value: str) -> str:
+    validate_resolver_endpoint(value, with_auth=False)
+    return value
+
+
 # --- schema -----------------------------------------------------------------------------------
 
 _INFORMATION_KEYS: dict[str, Callable[[str], Any]] = {
@@ -484,6 +585,14 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "required_host_mode": parse_on_off,
         "own_server_domains": _domains,
         "client_concurrency": _int_range(1, 65536),
+    },
+    "NAMES": {
+        "enable": parse_on_off,
+        "resolver_endpoint": _endpoint_syntax,
+        "resolver_auth": parse_resolver_auth,
+        "resolver_timeout_ms": _int_range(*RESOLVER_TIMEOUT_MS_RANGE),
+        "resolver_max_response_bytes": _int_range(*RESOLVER_MAX_RESPONSE_BYTES_RANGE),
+        "resolver_concurrency": _int_range(1, 10_000_000),
     },
 }
 
@@ -589,6 +698,7 @@ def parse_config(text: str, config_dir: str | os.PathLike[str], source: str = IN
         prometheus=PrometheusConfig(**values["PROMETHEUS"]),
         log=LogConfig(**values["LOG"]),
         proxy=ProxyConfig(**values["PROXY"]),
+        names=_names_config(values["NAMES"]),
         web=web,
     )
 
@@ -809,6 +919,26 @@ log_tls_errors = off
 {domains_line}
 # Proxied commands one client may have in flight at once.
 # client_concurrency = {DEFAULT_CLIENT_CONCURRENCY}
+
+[NAMES]
+# Name resolution (SMP v20: RSLV, e.g. alice.simplex): the server asks an HTTP resolver you
+# run (GET <resolver_endpoint>/resolve/<name>, answering the name's record as JSON; 404 for
+# unknown names). Off: RSLV answers ERR NAME NO_RESOLVER, and clients try another server.
+enable = off
+# The resolver on this host:
+# resolver_endpoint = http://127.0.0.1:8000
+# Or behind a TLS reverse proxy (plain http may carry resolver_auth only to a loopback host):
+# resolver_endpoint = https://names.example.com:443
+# resolver_auth = basic <username>:<password>
+# (or `bearer <token>`)
+# Milliseconds a resolution may take (100..60000), and the largest record accepted in bytes
+# (1024..16000).
+# resolver_timeout_ms = {DEFAULT_RESOLVER_TIMEOUT_MS}
+# resolver_max_response_bytes = {DEFAULT_RESOLVER_MAX_RESPONSE_BYTES}
+# Resolutions one connection may have in flight at once (counted with its proxied commands;
+# higher than client_concurrency because one proxy's connection carries the forwarded RSLVs
+# of many clients).
+# resolver_concurrency = {DEFAULT_RESOLVER_CONCURRENCY}
 
 [PROMETHEUS]
 # Prometheus metrics over HTTP at http://<bind>:<port>/metrics, with the reference's metric

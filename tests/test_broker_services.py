@@ -9,103 +9,21 @@ import os
 
 import pytest
 
-from smpfast import _core as core
 from smpfast.crypto import auth as cauth
-from smpfast.crypto import message as cmsg
 from smpfast.crypto.keys import Alg, PrivateKey
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
 from smpfast.protocol import versions as V
 from smpfast.protocol.commands import ServiceRole
-from smpfast.protocol.session import ServiceIdentity
-from smpfast.server.broker import Broker, ServiceRefused
-from smpfast.store import MemoryStore
-from smpfast.testing.broker import BrokerHarness
+from smpfast.protocol.ids_hash import EMPTY_IDS_HASH, ids_hash
+from smpfast.server.broker import ServiceRefused
 
-V16 = V.SERVICE_CERTS
-V18 = V.MAX_VERSION
-AUTO = object()  # sign as the library does
-
-
-class Conn:
-    """One connected client of the harness, optionally a service session."""
-
-    def __init__(self, h: "World", version: int = V18, role: ServiceRole | None = None,
-                 cert_hash: bytes | None = None, service_id: bytes | None = None) -> None:
-        self.h = h
-        self.version = version
-        self.session_id = os.urandom(32)
-        self.service_private = os.urandom(32)
-        self.service = None
-        if role is not None:
-            cert_hash = cert_hash or os.urandom(32)
-            if service_id is None:
-                service_id, _ = h.broker.get_create_service(role.value, (b"cert",), cert_hash)
-            public = PrivateKey(Alg.ED25519, self.service_private).public.raw
-            self.service = ServiceIdentity(service_id, role, cert_hash, public)
-        self.peer = h.harness.connect(version, self.session_id, os.urandom(32), self.service)
-
-    def transmission(self, corr: bytes, entity: bytes, cmd: C.Command, key: PrivateKey | None,
-                     sig=AUTO, prefix=AUTO, auth: bytes | None = None) -> bytes:
-        body = cmd.encode(self.version)
-        tfa = cauth.t_for_auth(self.session_id, corr, entity, body)
-        service_auth = self.service is not None and C.uses_service_auth(cmd)
-        if sig is AUTO:
-            sig = cauth.service_signature(self.service_private, tfa) if service_auth and key else None
-        if prefix is AUTO:
-            prefix = self.service.cert_hash if service_auth and key else b""
-        if auth is None:
-            auth = key.sign(prefix + tfa) if key is not None else b""
-        return core.encode_transmission(auth, corr, entity, body, self.session_id, True,
-                                        self.version >= V16, sig if auth and self.version >= V16 else None)
-
-    def block(self, *transmissions: bytes) -> list[tuple]:
-        self.h.harness.process(self.peer, core.encode_batch(list(transmissions), 16384))
-        return self.answers()
-
-    def send(self, entity: bytes, cmd: C.Command, key: PrivateKey | None, **kw):
-        [(_, _, answer)] = self.block(self.transmission(b"c" + os.urandom(4), entity, cmd, key, **kw))
-        return answer
-
-    def answers(self) -> list[tuple]:
-        return self.h.harness.answers(self.peer)
-
-    def events(self) -> list[tuple]:
-        return [(ent, msg) for corr, ent, msg in self.answers() if not corr]
-
-    def close(self) -> None:
-        self.h.harness.disconnect(self.peer)
-
-
-class World:
-    def __init__(self) -> None:
-        self.store = MemoryStore()
-        self.broker = Broker(self.store)
-        self.harness = BrokerHarness(self.broker)
-
-    def conn(self, *args, **kw) -> Conn:
-        return Conn(self, *args, **kw)
+from service_support import V18, Conn, World, new_queue, send
 
 
 @pytest.fixture
 def w() -> World:
     return World()
-
-
-def new_queue(c: Conn, subscribe: bool = True, ntf: bool = True):
-    """NEW (with notifier credentials at v17+); (rid, sid, recipient key, notifier id, notifier key,
-    notifier box key)."""
-    rk, dk = PrivateKey.generate(Alg.ED25519), PrivateKey.generate(Alg.X25519)
-    nk, ndk = PrivateKey.generate(Alg.ED25519), PrivateKey.generate(Alg.X25519)
-    creds = C.NewNtfCreds(nk.public.der, ndk.public.der) if ntf else None
-    ids = c.send(b"", C.New(rk.public.der, dk.public.der, subscribe=subscribe, ntf_creds=creds), rk)
-    assert isinstance(ids, C.Ids), ids
-    nid = ids.ntf_creds.notifier_id if ntf else None
-    return ids, rk, nid, nk
-
-
-def send(c: Conn, sid: bytes, body: bytes = b"hello", notification: bool = True):
-    return c.send(sid, C.Send(C.MsgFlags(notification), body), None)
 
 
 # ---------------------------------------------------------------- the service record
@@ -241,8 +159,9 @@ def test_nsubs_and_subs_are_service_commands(w):
     msg = w.conn(role=ServiceRole.MESSAGING)
     msg_key = PrivateKey(Alg.ED25519, msg.service_private)
     assert msg.send(msg.service.service_id, C.Nsubs(), msg_key) == C.Err(E.CMD_PROHIBITED)
-    # a verified SUBS: the reference does not take recipient service subscriptions yet
-    assert msg.send(msg.service.service_id, C.Subs(), msg_key) == C.Err(E.CMD_PROHIBITED)
+    # a verified SUBS of a service with no queues: SOKS 0 and, nothing being waiting, ALLS
+    answers = msg.block(msg.transmission(b"c1", msg.service.service_id, C.Subs(), msg_key))
+    assert [m for _, _, m in answers] == [C.Soks(0, EMPTY_IDS_HASH), C.ALLS]
     assert msg.send(msg.service.service_id, C.Subs(), key) == C.Err(E.SERVICE)
 
 
@@ -280,14 +199,15 @@ def test_nsubs_counts_and_a_newer_session_takes_the_service_over(w):
     owner, queues = _associate(w, ntf, 3)
     service_id, cert_hash = ntf.service.service_id, ntf.service.cert_hash
     key = PrivateKey(Alg.ED25519, ntf.service_private)
-    assert ntf.send(service_id, C.Nsubs(), key) == C.Soks(3)
-    assert ntf.send(service_id, C.Nsubs(), key) == C.Soks(3)  # already subscribed
+    digest = ids_hash(q[2] for q in queues)  # of the notifier ids
+    assert ntf.send(service_id, C.Nsubs(), key) == C.Soks(3, digest)
+    assert ntf.send(service_id, C.Nsubs(), key) == C.Soks(3, digest)  # already subscribed
     # a second session of the same service (same certificate): the first gets ENDS 3
     again = w.conn(role=ServiceRole.NOTIFIER, cert_hash=cert_hash)
     assert again.service.service_id == service_id
     again_key = PrivateKey(Alg.ED25519, again.service_private)
-    assert again.send(service_id, C.Nsubs(), again_key) == C.Soks(3)
-    assert ntf.events() == [(service_id, C.Ends(3))]
+    assert again.send(service_id, C.Nsubs(), again_key) == C.Soks(3, digest)
+    assert ntf.events() == [(service_id, C.Ends(3, digest))]
     # notifications now go to the newer session
     sender = w.conn()
     for ids, _, _, _ in queues:
@@ -308,7 +228,7 @@ def test_associations_survive_the_session(w):
     assert not w.broker.deliver_notifications().pushes
     back = w.conn(role=ServiceRole.NOTIFIER, cert_hash=cert_hash)
     assert back.service.service_id == service_id
-    assert back.send(service_id, C.Nsubs(), PrivateKey(Alg.ED25519, back.service_private)) == C.Soks(1)
+    assert back.send(service_id, C.Nsubs(), PrivateKey(Alg.ED25519, back.service_private)) == C.Soks(1, ids_hash([nid]))
     w.harness.apply(None, w.broker.deliver_notifications())
     [(ent, nmsg)] = back.events()
     assert ent == nid and isinstance(nmsg, C.Nmsg)
@@ -352,18 +272,19 @@ def test_messaging_service_subscriptions(w):
     svc = w.conn(role=ServiceRole.MESSAGING)
     ids, rk, _, _ = new_queue(svc, ntf=False)
     service_id, cert_hash = svc.service.service_id, svc.service.cert_hash
-    assert w.broker.subscriptions.service_count("R", svc.peer.id) == 1
-    # a newer session of the service creating a queue takes the service over: ENDS 1
+    assert w.broker.subscriptions.service_subs("R", svc.peer.id) == (1, ids_hash([ids.rcv_id]))
+    # a newer session of the service creating a queue takes the service over: ENDS 1 <hash>
     again = w.conn(role=ServiceRole.MESSAGING, cert_hash=cert_hash)
     ids2, rk2, _, _ = new_queue(again, ntf=False)
-    assert svc.events() == [(service_id, C.Ends(1))]
+    assert svc.events() == [(service_id, C.Ends(1, ids_hash([ids.rcv_id])))]
     # a direct SUB of a service's queue by another connection: the service's session gets END
     other = w.conn()
     assert other.send(ids2.rcv_id, C.SUB, rk2) == C.Sok(None)
     assert again.events() == [(ids2.rcv_id, C.END)]
-    assert w.broker.subscriptions.service_count("R", again.peer.id) == 0
-    # the association stays in the store (the reference changes it on SUB only later)
-    assert w.store.get_queue(ids2.rcv_id).rcv_service_id == service_id
+    assert w.broker.subscriptions.service_subs("R", again.peer.id) == (0, EMPTY_IDS_HASH)
+    # and the association ends with it (7.x; 6.5.5 kept it)
+    assert w.store.get_queue(ids2.rcv_id).rcv_service_id is None
+    assert w.store.service_queue_subs(service_id, "R") == (1, ids_hash([ids.rcv_id]))
     # deleting a service's queue tells the service's session DELD
     ids3, rk3, _, _ = new_queue(again, ntf=False)
     assert other.send(ids3.rcv_id, C.Del(), rk3) == C.OK

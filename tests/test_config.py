@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from smpfast.config import (
     InformationConfig,
     LimitsConfig,
     LogConfig,
+    NamesConfig,
     PrometheusConfig,
     StoreLogConfig,
     TransportConfig,
@@ -141,6 +143,14 @@ host_mode = onion
 required_host_mode = on
 own_server_domains = example.com  example.net
 client_concurrency = 8
+
+[NAMES]
+enable = on
+resolver_endpoint = https://names.example.com:8443/api/
+resolver_auth = Basic alice:pa:ss
+resolver_timeout_ms = 250
+resolver_max_response_bytes = 2048
+resolver_concurrency = 5
 """
 
 
@@ -187,6 +197,11 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         socks_proxy=SocksProxy("::1", 9150, b"alice", b"pw", isolate=False), socks_mode="always",
         host_mode="onion", required_host_mode=True, own_server_domains=("example.com", "example.net"),
         client_concurrency=8,
+    )
+    assert cfg.names == NamesConfig(
+        enable=True, resolver_endpoint="https://names.example.com:8443/api",
+        resolver_auth="Basic " + base64.b64encode(b"alice:pa:ss").decode(), resolver_timeout_ms=250,
+        resolver_max_response_bytes=2048, resolver_concurrency=5,
     )
     assert cfg.prometheus == PrometheusConfig(port=9091, bind="::1")
     assert cfg.log == LogConfig(stats_interval=0, level="error", format="json")

@@ -159,3 +159,51 @@ def test_two_workers_merge_into_one_report(server, tmp_path):
     assert doc["results"]["traffic"]["total"]["connections_opened"] == 2 * 3  # a connection per pair and side
     assert "worker 0:" in p.stdout and "worker 1:" in p.stdout and "Value (ms)" in p.stdout
     assert hgrm.read_text().splitlines()[-2].split()[-1] == "90]"
+
+
+# ---------------------------------------------------------------- subscribe --mode services
+
+
+@pytest.fixture(scope="module")
+def server19(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("load-server-19")
+    init_data_dir(directory, free_port())
+    with ServerProcess(directory, max_version=19) as srv:
+        yield srv
+
+
+@pytest.mark.slow
+def test_subscribe_services_mode_one_subs(server19, tmp_path):
+    path = tmp_path / "services.json"
+    p = _load(server19.address, "--scenario", "subscribe", "--mode", "services", "--queues", "300",
+              "--json", str(path), "--max-errors", "0")
+    assert p.returncode == 0, p.stderr
+    assert "300 queues of one messaging service, one SUBS" in p.stdout
+    doc = json.loads(path.read_text())
+    VALIDATOR.validate(doc)
+    assert doc["configuration"]["mode"] == "services" and doc["configuration"]["connections"] == 1
+    d = doc["results"]["scenario"]
+    assert d["mode"] == "services" and d["hash_matches"] and d["soks_count"] == 300
+    c = doc["results"]["counts"]
+    assert (c["sent"], c["received"], c["errors"]) == (300, 300, 0)
+    # the measured part (as for --mode queues, from the reconnect on): the hello blocks of
+    # the service's handshake (client hello; server hello and its service answer), then one
+    # SUBS up and SOKS + ALLS down, each in its own block
+    t = doc["results"]["traffic"]["run"]
+    assert (t["transmissions_sent"], t["transmissions_received"]) == (1, 2)
+    assert (t["blocks_sent"], t["blocks_received"]) == (1 + 1, 2 + 2)
+
+
+@pytest.mark.slow
+def test_subscribe_services_mode_needs_v19(server):
+    p = _load(server.address, "--scenario", "subscribe", "--mode", "services", "--queues", "5", "--quiet")
+    assert p.returncode == 1 and "v19" in p.stderr, (p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("args", [["--mode", "services"], ["-s", "subscribe", "--mode", "services", "-c", "3"],
+                                  ["-s", "subscribe", "--mode", "services", "--workers", "2", "--queues", "4"],
+                                  ["-s", "subscribe", "--mode", "everything"]])
+def test_services_mode_usage_errors(args):
+    p = _load("smp://q0nSMfsauvapypG-U61b_pDZGrfaj1DdXJnzzLMTZ2E=@127.0.0.1:1", *args)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "error" in p.stderr or "--mode" in p.stderr

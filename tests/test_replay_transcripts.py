@@ -305,6 +305,6 @@ def test_replay_detects_a_wrong_proxied_answer(monkeypatch: pytest.MonkeyPatch) 
 def test_replay_detects_a_wrong_pkey_range(monkeypatch: pytest.MonkeyPatch) -> None:
     import smpfast.proxy.service as service
 
-    monkeypatch.setattr(service, "relay_vrange", lambda vr: V.VersionRange(8, 18))
+    monkeypatch.setattr(service, "relay_vrange", lambda vr, cap=None: V.VersionRange(8, 18))
     with pytest.raises(ReplayMismatch, match=r"seq 6 "):
         Replay(PROXY, relay_server="B").run()

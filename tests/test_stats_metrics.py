@@ -110,7 +110,8 @@ def test_counters_metrics_and_csv_after_a_workload(smp_server, trio_run, tmp_pat
                     await trio.sleep(0.05)
         lines = stats_file.read_text().splitlines()
         rows = [dict(zip(CSV_COLUMNS, line.split(","))) for line in lines]
-        assert all(len(line.split(",")) == len(CSV_COLUMNS) == 96 for line in lines)
+        # the reference's 7.x line: 96 columns of 6.5.5, then the five name-resolution ones
+        assert all(len(line.split(",")) == len(CSV_COLUMNS) == 101 for line in lines)
         assert rows[0]["fromTime"] == datetime.datetime.now(datetime.timezone.utc).date().isoformat()
         # Each line holds the counts since the one before: together, the whole workload.
         for name, n in EXPECTED_COUNTERS.items():
@@ -168,9 +169,12 @@ def test_log_summary_line(smp_server, trio_run, caplog: pytest.LogCaptureFixture
 
 
 def test_csv_line_columns_and_schedule() -> None:
-    line = csv_line(datetime.date(2026, 12, 3), {"qCreated": 5, "msgSent": 7, "ntfCount": 2})
+    line = csv_line(datetime.date(2026, 12, 3), {"qCreated": 5, "msgSent": 7, "ntfCount": 2, "rslvReqs": 4,
+                                                 "rslvDisabled": 3})
     fields = line.split(",")
-    assert fields[0] == "2026-12-03" and len(fields) == 96
+    assert fields[0] == "2026-12-03" and len(fields) == 101
+    # v20: the last five columns are the reference's name-resolution counters
+    assert fields[-5:] == ["4", "0", "0", "0", "3"]
     assert fields[1] == "5" and fields[4] == "7" and fields[CSV_COLUMNS.index("ntfCount")] == "2"
     assert fields[2] == "0"  # qSecured: absent counts as 0
     assert set(GAUGES) <= set(CSV_COLUMNS)

@@ -143,7 +143,21 @@ def test_reference_backup_reads_and_writes_back_identically() -> None:
     assert backup.active_ntf == PeriodSets(set(), {17}, {17})
     # smpfast keeps no proxy counts, so they come back as 0; everything else is identical.
     expected = REFERENCE_BACKUP.replace("requests=3\nsuccesses=3", "requests=0\nsuccesses=0")
+    # a 6.5.5 backup has no rslvStats section; it is written as 7.x does, with zeros
+    expected += "rslvStats:\nreqs=0\nsucc=0\nnotFound=0\nresolverErrs=0\ndisabled=0\n"
     assert encode_backup(backup) == expected
+
+
+def test_v20_backup_keeps_the_name_resolution_counts() -> None:
+    """7.x appends `rslvStats:` with five counters (reqs, succ, notFound, resolverErrs, disabled)."""
+    text = REFERENCE_BACKUP.replace("requests=3\nsuccesses=3", "requests=0\nsuccesses=0") + (
+        "rslvStats:\nreqs=9\nsucc=4\nnotFound=2\nresolverErrs=1\ndisabled=2\n")
+    backup = decode_backup(text)
+    assert {k: backup.counters[k] for k in ("rslvReqs", "rslvSucc", "rslvNotFound", "rslvResolverErrs",
+                                            "rslvDisabled")} == {
+        "rslvReqs": 9, "rslvSucc": 4, "rslvNotFound": 2, "rslvResolverErrs": 1, "rslvDisabled": 2}
+    assert "reqs" not in backup.counters
+    assert encode_backup(backup) == text
 
 
 def test_older_backup_layouts() -> None:

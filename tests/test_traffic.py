@@ -188,3 +188,42 @@ def test_private_routing_row(tmp_path, capsys):
     assert cost["link"]["tls_bytes_up"] > 16384 and cost["proxied"]["tls_bytes_up"] > 16384
     assert "private routing (5 messages" in printed and "2.00x the blocks" in printed
     assert main(["traffic", "--private-routing", "-1"]) == 1
+
+
+# ---------------------------------------------------------------- --mode services
+
+
+def test_services_mode_one_subs_against_batched_subs(tmp_path, capsys):
+    out_json = tmp_path / "services.json"
+    code = main(["traffic", "--mode", "services", "--sweep", "5,600", "--json", str(out_json)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "one SUBS" in text and "batched SUB" in text and "SOKS count and hash match" in text
+    doc = json.loads(out_json.read_text())
+    assert doc["mode"] == "services" and doc["server_versions"][1] == 19 and doc["versions"] == [19]
+    for n in (5, 600):
+        subs = _one(doc, n=n, mode="services")
+        batched = _one(doc, n=n, mode="batched")
+        # one SUBS is one block up; down: SOKS and ALLS, each its own block
+        assert subs["client_to_server"]["blocks"] == 1 and subs["client_to_server"]["transmissions"] == 1
+        assert subs["server_to_client"]["blocks"] == 2 and subs["server_to_client"]["transmissions"] == 2
+        assert batched["client_to_server"]["transmissions"] == n
+        assert batched["server_to_client"]["transmissions"] == n
+        for direction in ("client_to_server", "server_to_client"):
+            d = subs[direction]
+            assert d["smp_bytes"] == d["blocks"] * BLOCK_SIZE
+    [row600] = [r for r in doc["rows"] if r["n"] == 600]
+    assert row600["hash_matches"] and row600["soks_count"] == 600
+    # 600 SUBs with two signatures each need several blocks; one SUBS always one
+    assert _one(doc, n=600, mode="batched")["client_to_server"]["blocks"] > 1
+    assert row600["reduction"]["total"]["blocks"] > 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "services", "--versions", "18"], "v19"),
+    (["--mode", "services", "--server-max-version", "18"], "--server-max-version 19"),
+    (["--mode", "services", "--sweep", "2000000"], "--sweep"),
+])
+def test_services_mode_bad_arguments(args, message, capsys):
+    assert main(["traffic", *args]) == 1
+    assert message in capsys.readouterr().err

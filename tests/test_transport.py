@@ -755,3 +755,51 @@ def test_handler_transport_error_ends_only_that_connection(files, sctx):
 
     run(main)
 
+
+
+# -- TLS on the socket itself (the server's connections) ----------------------------------
+
+
+def test_server_connections_run_tls_on_their_socket(files, sctx):
+    """The server side is a SocketBlockConnection: no memory BIOs; its byte counters come
+    from OpenSSL's socket BIO and agree with the client's; it can also be a client."""
+    from smpfast.transport.socket_tls import SocketBlockConnection
+
+    async def main():
+        async with running_server(sctx) as st:
+            conn = await open_block_connection("127.0.0.1", st.port, files.key_hash)
+            await conn.send_blocks(blocks(3))
+            await receive_n(conn, 3)
+            server = st.conns[0]
+            assert isinstance(server, SocketBlockConnection)
+            assert not hasattr(server, "_incoming")
+            assert server.tls_version == "TLSv1.3" and server.alpn == "smp/1"
+            assert server.tls_unique == conn.tls_unique and len(server.tls_unique) == 32
+            assert server.local_port == st.port
+            await until(lambda: server.tls_bytes_out == conn.tls_bytes_in)
+            assert conn.tls_bytes_out == server.tls_bytes_in > 3 * BLOCK_SIZE
+            await conn.aclose()
+
+            stream = await trio.open_tcp_stream("127.0.0.1", st.port)
+            client = SocketBlockConnection(stream, client_context(), server_side=False)
+            await client.handshake(5)
+            assert client.tls_unique is not None
+            data = blocks(4)
+            got = []
+
+            async def reader():
+                while len(got) < 4:
+                    got.extend(await client.receive_blocks())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await client.send_blocks(data[:1])
+                await client.send_blocks(data[1:])
+            assert got == data
+            await client.aclose()
+            await client.aclose()  # idempotent
+            with pytest.raises(TransportClosed):
+                await client.receive_blocks()
+
+    run(main)
+

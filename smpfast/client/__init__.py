@@ -99,6 +99,9 @@ UnexpectedResponse, an unusable one ResponseError)
         count of SOKS); ``service_subscribe() -> int`` (SUBS); both UnsupportedByVersion
         outside a service session
     ``ping()``
+    ``resolve(name) -> NameRecord`` (v20: RSLV → RNAME; ``name`` a str or
+        ``protocol.names.SimplexDomain``; ERR NAME ... raises SMPError; below v20
+        UnsupportedByVersion, as the reference's client)
     SUB/NSUB accept OK (v<16) and SOK (v16+).
 
 Private message routing (v8+: this server as an SMP proxy)
@@ -109,6 +112,9 @@ Private message routing (v8+: this server as an SMP proxy)
         answer, Err included; the proxy's ERR PROXY ... raises SMPError)
     ``proxied_send(relay, snd_id, body, sender_key=None, notification=False)``,
     ``proxied_sender_secure(relay, snd_id, sender_key)``
+    ``proxied_resolve(relay, name) -> NameRecord`` (RSLV forwarded to the relay; needs the
+        relay's proxied version 20, else UnsupportedByVersion; the relay's ERR NAME raises
+        SMPError)
 
 Values (``types``)
     ``RecipientQueue(rcv_id, snd_id, rcv_auth_key, rcv_dh_key, srv_dh_key, box_key,

@@ -13,6 +13,8 @@ from ..protocol import commands as C
 from ..protocol import versions as V
 from ..protocol.address import QueueMode, SMPServer
 from ..protocol.commands import Response
+from ..protocol.ids_hash import EMPTY_IDS_HASH
+from ..protocol.names import NameRecord, SimplexDomain, parse_domain
 from ..protocol.session import ServiceCredentials
 from ..transport import CLIENT_ALPN
 from ..transport.socks import SocksProxy
@@ -282,13 +284,35 @@ class SMPClient(ClientBase):
 
     async def service_subscribe(self) -> int:
         """SUBS: subscribe every queue associated with this (messaging) service; returns
-        the count of SOKS (the reference answers ERR CMD PROHIBITED for now)."""
-        reply = await self._call(*self._service_command(C.Subs()), C.Soks)
-        return reply.count  # type: ignore[attr-defined]
+        the count of SOKS. The waiting messages of those queues then arrive as MSG events
+        (entity: the recipient id), followed by one ALLS event (v19)."""
+        return (await self.service_subscribe_all())[0]
+
+    async def service_subscribe_all(self, count: int = -1, ids_hash: bytes = EMPTY_IDS_HASH) -> tuple[int, bytes]:
+        """SUBS carrying what this service believes it has associated (``count`` and the
+        IdsHash of the recipient ids; from v19, else sent as the bare tag): the server's
+        (count, IdsHash) from SOKS (the hash is all zeros below v19)."""
+        reply = await self._call(*self._service_command(C.Subs(count, ids_hash)), C.Soks)
+        return reply.count, reply.ids_hash  # type: ignore[attr-defined]
+
+    async def service_subscribe_notifications_all(self, count: int = -1,
+                                                  ids_hash: bytes = EMPTY_IDS_HASH) -> tuple[int, bytes]:
+        """NSUBS with an expected (count, IdsHash of notifier ids): the server's (count,
+        IdsHash) from SOKS."""
+        reply = await self._call(*self._service_command(C.Nsubs(count, ids_hash)), C.Soks)
+        return reply.count, reply.ids_hash  # type: ignore[attr-defined]
 
     async def ping(self) -> None:
         """PING → PONG."""
         await self._call(b"", C.PING, None, C.Pong)
+
+    async def resolve(self, name: str | SimplexDomain) -> NameRecord:
+        """RSLV → RNAME (v20): the record of ``name``. ERR NAME (NO_RESOLVER, NOT_FOUND,
+        RESOLVER ...) raises SMPError; a malformed name raises ParseError before sending."""
+        if self.version < V.NAMES:
+            raise UnsupportedByVersion("RSLV needs v20+")
+        reply = await self._call(b"", C.Rslv(_domain(name)), None, C.Rname)
+        return reply.record  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ private routing
 
@@ -337,6 +361,18 @@ class SMPClient(ClientBase):
     async def proxied_sender_secure(self, relay: ProxiedRelay, snd_id: bytes, sender_key: PrivateKey) -> None:
         """SKEY through this proxy."""
         _check(await self.proxied(relay, snd_id, C.Skey(sender_key.public.der), sender_key), C.Ok)
+
+    async def proxied_resolve(self, relay: ProxiedRelay, name: str | SimplexDomain) -> NameRecord:
+        """RSLV forwarded through this proxy to ``relay`` (the reference's client needs the
+        proxied version to be 20 or more). The relay's ERR NAME raises SMPError."""
+        if relay.version < V.NAMES:
+            raise UnsupportedByVersion("a forwarded RSLV needs the relay's proxied version 20+")
+        answer = await self.proxied(relay, b"", C.Rslv(_domain(name)))
+        return _check(answer, C.Rname).record  # type: ignore[attr-defined]
+
+
+def _domain(name: str | SimplexDomain) -> SimplexDomain:
+    return name if isinstance(name, SimplexDomain) else parse_domain(name)
 
 
 def _sok_service(reply: Response) -> bytes | None:

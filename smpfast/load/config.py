@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 from .stages import Schedule, Stage, format_stages
 
 SCENARIOS = ("messaging", "subscribe", "fanout")
+SUBSCRIBE_MODES = ("queues", "services")  # --mode: SUBs in batches, or one SUBS of a messaging service
+SERVICES_MIN_VERSION = 19  # messaging services subscribe with SUBS from v19
 AUTH_ALGS = ("ed25519", "x25519")
 STAGE_TARGETS = ("rate", "concurrency")  # what --stages sets: the open loop's rate or the closed loop's concurrency
 X25519_MIN_VERSION = 7  # X25519 authorization needs the server's signed session key
@@ -76,6 +78,7 @@ class LoadConfig:
     quiet: bool = False
     socks5: str | None = None  # --socks5: connect through this SOCKS5 proxy (e.g. Tor)
     proxy: str | None = None  # --proxied: the SMP proxy senders route messages through
+    mode: str = "queues"  # subscribe: "queues" (SUBs in batches) or "services" (one SUBS, v19)
 
     @property
     def open_loop(self) -> bool:
@@ -110,6 +113,8 @@ class LoadConfig:
         """Connections per side: messaging senders and recipients each get this many
         (default one per pair); fanout members' queues are spread over this many (default
         one per member, the sender has its own); subscribe re-subscribes from this many."""
+        if self.mode == "services":
+            return 1
         if self.connections is not None:
             return self.connections
         if self.scenario == "messaging":
@@ -191,6 +196,7 @@ class LoadConfig:
             "queues": self.effective_queues(),
             "group": self.group if self.scenario == "fanout" else None,
             "batch": self.batch if self.scenario == "subscribe" else None,
+            "mode": self.mode if self.scenario == "subscribe" else None,
             "concurrency": self.effective_concurrency(),
             "rate": self.rate,
             "duration": self.duration,
@@ -261,6 +267,15 @@ class LoadConfig:
             raise UsageError("--duration must be positive")
         if self.drain_timeout <= 0 or self.connect_timeout <= 0:
             raise UsageError("timeouts must be positive")
+        if self.mode not in SUBSCRIBE_MODES:
+            raise UsageError(f"--mode must be one of {', '.join(SUBSCRIBE_MODES)}")
+        if self.mode == "services":
+            if self.scenario != "subscribe":
+                raise UsageError("--mode services is a subscribe mode (--scenario subscribe)")
+            if self.workers != 1:
+                raise UsageError("--mode services: one service connection, so one worker (--workers 1)")
+            if self.connections not in (None, 1):
+                raise UsageError("--mode services subscribes from one service connection (no --connections)")
         if self.scenario == "subscribe":
             if self.rate is not None or self.messages is not None or self.duration is not None:
                 raise UsageError("subscribe takes no --rate, --messages or --duration")

@@ -15,6 +15,7 @@ from .config import (
     OPEN_LOOP_CONCURRENCY,
     SCENARIOS,
     STAGE_TARGETS,
+    SUBSCRIBE_MODES,
     LoadConfig,
     Thresholds,
     Warmup,
@@ -34,6 +35,8 @@ scenarios:
              and acknowledged. Latency: intended send time -> MSG checked at the recipient.
   subscribe  create N queues, then re-subscribe them from C new connections in batches
              of B (B=1: unbatched): the reconnect storm. Throughput in SUB/s.
+             --mode services: one messaging service (v19) creates the N queues, reconnects
+             and subscribes them all with one SUBS (until ALLS); queues/s.
   fanout     one sender sends each message to the queues of a group of G members.
 
 load models:
@@ -150,6 +153,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"messaging: queues, at least P (default P); subscribe: queues (default {DEFAULT_SUBSCRIBE_QUEUES})")
     g.add_argument("--group", "-g", type=int, default=10, metavar="G", help="fanout: group members (default 10)")
     g.add_argument("--batch", "-b", type=int, default=135, metavar="B", help="subscribe: SUBs per batch (default 135; 1 = unbatched)")
+    g.add_argument("--mode", choices=SUBSCRIBE_MODES, default="queues",
+                   help="subscribe: queues (default: C connections re-subscribe in batches of B SUBs) or "
+                   "services (one messaging service, v19: creates the queues, reconnects and "
+                   "subscribes them all with one SUBS, until ALLS)")
     g.add_argument("--size", type=int, default=1024, metavar="BYTES", help="message body size (default 1024)")
     g.add_argument("--concurrency", type=int, metavar="K",
                    help="closed loop: sends in flight per sender (default 1); open loop: SENDs awaiting "
@@ -225,4 +232,5 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         quiet=args.quiet,
         socks5=args.socks5,
         proxy=None if args.proxied is None else (args.proxied or args.address),
+        mode=args.mode,
     )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import trio
 
 from ..client import SMPClient
+from ..protocol.session import ServiceCredentials
 from ..limits import raise_open_files_limit
 from .histogram import Latency
 
@@ -61,14 +62,14 @@ class Pool:
         self.opened = 0
 
     async def connect_one(self, nursery: trio.Nursery, latency: Latency | None = None,
-                          address: str | None = None) -> SMPClient:
+                          address: str | None = None, service: ServiceCredentials | None = None) -> SMPClient:
         """One client (to ``address``, default the run's), its reader running in
         ``nursery``; raises ConnectError. The handshake time (not the wait for a free
-        handshake slot) goes to ``latency``."""
+        handshake slot) goes to ``latency``. ``service``: a service session's certificate."""
         async with self.limiter:
             t = time.perf_counter()
             client = await SMPClient.connect(address or self.address, max_version=self.max_version, timeout=self.timeout,
-                                             socks=self.socks)
+                                             socks=self.socks, service=service)
             took = time.perf_counter() - t
         self.connect_latency.record(took)
         if latency is not None:

@@ -164,7 +164,10 @@ def _describe(c: dict) -> str:
     elif s == "fanout":
         what = f"1 sender to a group of {c['group']}, {c['size']}-byte bodies"
     else:
-        what = f"{c['queues']} queues from {c['connections']} connections, batches of {c['batch']}, auth {c['auth']}"
+        if c.get("mode") == "services":
+            what = f"{c['queues']} queues of one messaging service, one SUBS, auth {c['auth']}"
+        else:
+            what = f"{c['queues']} queues from {c['connections']} connections, batches of {c['batch']}, auth {c['auth']}"
         return f"subscribe: {what}" + (f", {c['workers']} workers" if c["workers"] > 1 else "")
     if c["stages"]:
         kind = "open loop, rate" if c["model"] == "open" else "closed loop, concurrency"

@@ -233,17 +233,19 @@ def seal_forwarded(session_key: bytes, session_id: bytes, fwd: Forwarded, corr_i
     return Rres(cp.seal_forward_response(session_key, cb_nonce(fwd.rfwd_corr_id), fr))
 
 
-def relay_vrange(server_vrange: VersionRange) -> VersionRange | None:
-    """The range a proxy returns in PKEY: the relay's range capped to 8..17 (hiding the
-    client's version from the relay), or None (PROXY BROKER TRANSPORT VERSION)."""
-    return server_vrange.intersect(PROXIED_VRANGE)
+def relay_vrange(server_vrange: VersionRange, cap: VersionRange = PROXIED_VRANGE) -> VersionRange | None:
+    """The range a proxy returns in PKEY: the relay's range capped to ``cap`` (8..17 for a
+    proxy whose own top is 18, hiding the client's version from the relay; 8..20 at 20:
+    handshake.proxied_vrange), or None (PROXY BROKER TRANSPORT VERSION)."""
+    return server_vrange.intersect(cap)
 
 
-def pkey_error(version: int, server_vrange: VersionRange, has_key: bool) -> ErrorType | None:
+def pkey_error(version: int, server_vrange: VersionRange, has_key: bool,
+               cap: VersionRange = PROXIED_VRANGE) -> ErrorType | None:
     """Why a connected relay session cannot be returned in PKEY (the reference's
-    proxyResp): the link's version below 8 or no range in 8..17 → TRANSPORT VERSION; no
+    proxyResp): the link's version below 8 or no range in ``cap`` → TRANSPORT VERSION; no
     signed session key → TRANSPORT NO_AUTH; None when it can."""
-    if relay_vrange(server_vrange) is None or version < V.SENDING_PROXY:
+    if relay_vrange(server_vrange, cap) is None or version < V.SENDING_PROXY:
         return _transport("VERSION")
     if not has_key:
         return _transport("NO_AUTH")

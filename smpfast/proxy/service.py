@@ -2,7 +2,7 @@
 the broker handed over (``delivery.ProxyRequest``) is answered, using the relay links.
 
 - PRXY → PKEY: the relay's session id, its range capped to 8..17 (the client's version
-  stays hidden from the relay) and its certificate chain with the signed session key, from
+  stays hidden from the relay; 8..20 for a server whose own top version is 20) and its certificate chain with the signed session key, from
   the link's handshake. A link below v8 or without a range in 8..17: PROXY BROKER TRANSPORT
   VERSION; without a signed key: TRANSPORT NO_AUTH; no link: the pool's error.
 - PFWD → PRES: forwarded over the link whose session id is the PFWD's entity; none:
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
+from ..protocol.handshake import PROXIED_VRANGE, proxied_vrange
 from ..protocol.proxy import pkey_error, relay_vrange
 from .relays import RelayError, RelayLink, RelayPool
 
@@ -32,9 +33,13 @@ def _temporary(e: E.ErrorType) -> bool:
 
 
 class ProxyService:
-    def __init__(self, pool: RelayPool, count: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, pool: RelayPool, count: Callable[[str, int], None] | None = None,
+                 server_max: int = V.SERVER_MAX_VERSION) -> None:
         self.pool = pool
         self._count = count or (lambda name, n=1: None)
+        # PKEY's cap: 8..17 as before unless this server's own top version is 20 or more,
+        # where it follows the reference's proxiedSMPRelayVersion (8..20 at 20).
+        self.cap = proxied_vrange(server_max) if server_max >= V.NAMES else PROXIED_VRANGE
 
     def _inc(self, group: str, own: bool, field: str) -> None:
         self._count(f"{group}.{field}", 1)
@@ -60,12 +65,12 @@ class ProxyService:
             self._inc("pRelays", own, "errorsConnect" if _temporary(e.error) else "errorsOther")
             return C.Err(e.error)
         self._inc("pRelays", link.own, "requests")
-        error = pkey_error(link.version, link.server_vrange, link.cert_key is not None)
+        error = pkey_error(link.version, link.server_vrange, link.cert_key is not None, self.cap)
         if error is not None:
             self._inc("pRelays", link.own, "errorsCompat")
             return C.Err(error)
         self._inc("pRelays", link.own, "successes")
-        return C.Pkey(link.session_id, relay_vrange(link.server_vrange), link.cert_key)  # type: ignore[arg-type]
+        return C.Pkey(link.session_id, relay_vrange(link.server_vrange, self.cap), link.cert_key)  # type: ignore[arg-type]
 
     async def _pfwd(self, corr_id: bytes, entity_id: bytes, cmd: C.Pfwd) -> C.Response:
         link = self.pool.lookup(entity_id)

@@ -40,8 +40,11 @@ from ..protocol.transmission import decode_server_transmissions, encode_server_t
 from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from ..protocol.proxy import ProxyLayerError, open_forwarded, seal_forwarded
-from .delivery import NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, Subscription
+from ..protocol.ids_hash import ServiceSubs, queue_id_hash
 from . import cluster as X
+from .delivery import (NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, ServiceWalk,
+                       Subscription)
+from .names import STAT_DISABLED, STAT_REQUESTS, ForwardedName, NameRequest
 from .stats import ActiveQueues
 from ..store.records import (
     MODE_CONTACT,
@@ -113,6 +116,8 @@ class BrokerConfig:
     message_ttl: int | None = 21 * DAY  # seconds; None: messages never expire
     expire_on_send: bool = EXPIRE_ON_SEND  # the reference's default when the INI is silent
     ntf_ttl: int = 24 * 3600
+    # [NAMES] enable: RSLV goes to the shell's resolver; off: ERR NAME NO_RESOLVER at once.
+    names_enabled: bool = False
 
 
 class Peer:
@@ -139,11 +144,13 @@ class Peer:
 
     def forwarded(self, version: int) -> "Peer":
         """This connection as a proxied client's command sees it: the version the RFWD
-        carries, the same session (id, keys, verifier)."""
+        carries, the same session (id, keys, verifier), and no service (the reference
+        verifies forwarded commands without the link's service)."""
         other = Peer.__new__(Peer)
         for name in Peer.__slots__:
             setattr(other, name, getattr(self, name))
         other.version = version
+        other.service = other.service_key = None
         return other
 
     @property
@@ -222,7 +229,10 @@ class Broker:
         self._deferred: list[tuple[ConnId, list[Answer]]] | None = None
         self._undo: list[tuple[Subscription, bytes | None]] | None = None  # delivery state
         self._undo_notes: list[list] | None = None  # notification lists appended to
-        self._proxied: list[ProxyRequest] | None = None  # the block's PRXY/PFWD
+        self._proxied: list[ProxyRequest | NameRequest] | None = None  # the block's PRXY/PFWD/RSLV
+        self._walks: list[ServiceWalk] | None = None  # the block's service deliveries (SUBS)
+        # Delivery states a block made for service sessions, removed if the block is undone.
+        self._undo_deliveries: list[tuple[ConnId, bytes]] | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -470,8 +480,11 @@ class Broker:
         deferred: list[tuple[ConnId, list[Answer]]] = []
         undo: list[tuple[Subscription, bytes | None]] = []
         undo_notes: list[list] = []
-        proxied: list[ProxyRequest] = []
+        proxied: list[ProxyRequest | NameRequest] = []
+        walks: list[ServiceWalk] = []
+        undo_deliveries: list[tuple[ConnId, bytes]] = []
         self._deferred, self._undo, self._undo_notes, self._proxied = deferred, undo, undo_notes, proxied
+        self._walks, self._undo_deliveries = walks, undo_deliveries
         try:
             with self.store.unit():
                 fresh: dict[bytes, QueueRecord | None] | None = {} if self.store.shared_writers else None
@@ -498,17 +511,22 @@ class Broker:
                 sub.delivered = delivered
             for notes in reversed(undo_notes):
                 notes.pop()
+            for conn, rid in undo_deliveries:
+                self.subscriptions.queues_of(conn).pop(rid, None)
             self.durability.store_failed(e)
             failure = C.Err(store_error(e))
             responses = [(item.corr_id, item.entity_id, failure) for item in verified]
             events = []
             deferred.clear()
             proxied.clear()
+            walks.clear()
         finally:
             self._deferred = self._undo = self._undo_notes = self._proxied = None
+            self._walks = self._undo_deliveries = None
         for target, items in deferred:
             self._push(target, items)
         self._effects.proxied.extend(proxied)
+        self._effects.walks.extend(walks)
         self._reply_responses(responses, events)
 
     def answers_after_failed_commit(self, peer: Peer, answers: list[Answer]) -> tuple[list[Answer], Effects]:
@@ -527,6 +545,8 @@ class Broker:
                     out.append((corr_id, entity_id, msg if isinstance(msg, C.Err) else C.Err(STORE_FAILED)))
                 elif msg is C.END or msg is C.DELD:
                     out.append((corr_id, entity_id, C.END))
+                elif isinstance(msg, C.Alls):
+                    out.append((corr_id, entity_id, msg))  # shows no state: the walk did end
         finally:
             self._effects = None
         return out, effects
@@ -619,7 +639,7 @@ class Broker:
                 store.cover_miss(entity, True)
             item.queue = q
             key = None if q is None or q.notifier is None else q.notifier.notifier_key
-        elif isinstance(cmd, C.Ping):
+        elif isinstance(cmd, (C.Ping, C.Rslv)):
             check = self._service_checks(peer, cmd, service_sig)
             return True if check is None else check
         elif isinstance(cmd, (C.Subs, C.Nsubs)):
@@ -692,7 +712,14 @@ class Broker:
                 out.append((corr_id, entity, C.Err(E.INTERNAL)))
             return
         if isinstance(cmd, C.Rfwd):
-            out.append((corr_id, b"", self._forwarded(peer, corr_id, cmd)))
+            answer = self._forwarded(peer, corr_id, cmd)
+            if answer is not None:  # None: a forwarded RSLV, sealed into RRES once resolved
+                out.append((corr_id, b"", answer))
+            return
+        if isinstance(cmd, C.Rslv):
+            answer = self._resolve(peer, NameRequest(peer.id, corr_id, cmd.domain))
+            if answer is not None:
+                out.append((corr_id, b"", answer))
             return
         if isinstance(cmd, C.New):
             out.append((corr_id, entity, self._create_queue(peer, cmd, corr_id)))
@@ -701,9 +728,7 @@ class Broker:
             out.append((corr_id, entity, self._subscribe_service(peer, NTF)))
             return
         if isinstance(cmd, C.Subs):
-            # The reference does not take recipient service subscriptions yet ("TODO
-            # [certs rcv]"): a verified SUBS answers CMD PROHIBITED.
-            out.append((corr_id, entity, C.Err(E.CMD_PROHIBITED)))
+            out.append((corr_id, entity, self._subscribe_service(peer, RCV)))
             return
         q = item.queue
         if q is None:  # verified commands always carry their queue; guard anyway
@@ -748,10 +773,23 @@ class Broker:
         password = self.config.create_password
         return password is None or cmd.basic_auth == password
 
-    def _forwarded(self, peer: Peer, rfwd_corr_id: bytes, cmd: C.Rfwd) -> C.Response:
+    def _resolve(self, peer: Peer, request: NameRequest) -> C.Response | None:
+        """RSLV (v20): with no resolver configured the answer, NAME NO_RESOLVER; else None
+        and the request goes to the shell, which answers once the resolver has."""
+        self._count(STAT_REQUESTS)
+        if not self.config.names_enabled:
+            self._count(STAT_DISABLED)
+            return C.Err(E.NAME_NO_RESOLVER)
+        if self._proxied is None:  # outside a block (never: commands come in blocks)
+            return C.Err(E.INTERNAL)
+        self._proxied.append(request)
+        return None
+
+    def _forwarded(self, peer: Peer, rfwd_corr_id: bytes, cmd: C.Rfwd) -> C.Response | None:
         """The relay role (processForwardedCommand): open the RFWD, run the client's
-        command as the proxy's session at the version it carries (only SEND, SKEY, LKEY and
-        LGET), and seal its answer into the RRES."""
+        command as the proxy's session at the version it carries (only SEND, SKEY, LKEY,
+        LGET and RSLV), and seal its answer into the RRES. None: a forwarded RSLV that the
+        shell resolves and answers later (NameRequest)."""
         try:
             fwd = open_forwarded(peer.session_key, peer.session_private, peer.session_id, rfwd_corr_id, cmd)
         except ProxyLayerError as e:
@@ -769,7 +807,14 @@ class Broker:
             verdict = self._prepare_verification(client, item, t.auth, t.service_sig, t.t_for_auth)
             if isinstance(verdict, cauth.AuthRequest):
                 verdict = peer.verifier.verify_batch((verdict,))[0] or E.AUTH
-            if verdict is True:
+            if verdict is True and isinstance(t.command, C.Rslv):
+                sealing = ForwardedName(peer.session_key, peer.session_id, fwd, corr_id, entity)  # type: ignore[arg-type]
+                resolved = self._resolve(peer, NameRequest(peer.id, rfwd_corr_id, t.command.domain, sealing))
+                if resolved is None:
+                    self._count("pMsgFwdsRecv")
+                    return None
+                answer = resolved
+            elif verdict is True:
                 inner: list[Answer] = []
                 self._execute(client, item, inner, [])
                 [(corr_id, entity, answer)] = inner
@@ -845,8 +890,8 @@ class Broker:
                     self._count("ntfNewCreated")
                 if service_id is not None:
                     # Subscribed as the service, not queue by queue (the reference's
-                    # subscribeNewQueue; it delivers no MSG to such a subscription yet).
-                    self._take_service(peer, RCV, service_id, add=1)
+                    # subscribeNewQueue): its messages reach the service's session.
+                    self._take_service(peer, RCV, service_id, add=(1, queue_id_hash(rid)))
                 elif cmd.subscribe:
                     self._take_subscription(peer, rid)
                 return C.Ids(
@@ -872,35 +917,45 @@ class Broker:
             self._event(previous, rid, C.END)
         return sub
 
-    def _take_service(self, peer: Peer, party: str, service_id: bytes, add: int = 0,
-                      count: int | None = None, subscribed: bool = False) -> None:
-        """``peer`` becomes the service's subscriber; an older session of it gets ENDS."""
-        previous = self.subscriptions.take_service(party, peer.id, service_id, add, count, subscribed)
+    def _take_service(self, peer: Peer, party: str, service_id: bytes, add: ServiceSubs | None = None,
+                      subs: ServiceSubs | None = None, subscribed: bool = False) -> None:
+        """``peer`` becomes the service's subscriber; an older session of it gets ENDS
+        with the count and hash it held."""
+        previous = self.subscriptions.take_service(party, peer.id, service_id, add, subs, subscribed)
         if previous is not None:
-            conn, lost = previous
-            self._event(conn, service_id, C.Ends(lost))
+            conn, (count, digest) = previous
+            self._event(conn, service_id, C.Ends(count, digest))
 
     def _leave_service(self, peer: Peer, party: str, service_id: bytes | None, entity: bytes,
                        event: C.Response) -> None:
-        """A queue leaves the service: the service's subscriber (if another connection)
-        holds one less and is told ``event`` (END or DELD) for it."""
+        """Queue ``entity`` (recipient or notifier id) leaves the service: the service's
+        subscriber holds it no more and, if another connection, is told ``event`` (END or
+        DELD) for it."""
         if service_id is not None:
             if self._remote and self.subscriptions.subscriber_of_service(party, service_id) is None:
                 self._remote_event((X.LEFT_SERVICE, party, service_id, entity, "DELD" if event is C.DELD else "END"))
                 return
-            conn = self.subscriptions.leave_service(party, service_id, except_conn=peer.id)
+            conn = self.subscriptions.leave_service(party, service_id, entity, except_conn=peer.id)
             if conn is not None:
                 self._event(conn, entity, event)
 
     def _sub(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        if peer.service is not None:  # verification let only a messaging service's SUB here
+            self._sub_as_service(peer, q, item, out, events)
+            return
         rid = q.recipient_id
+        current = q.rcv_service_id
+        if current is not None:
+            # A direct subscription ends the queue's association with its service (the
+            # reference's prepareBatchSubs); the service's session gets END for it.
+            q.rcv_service_id = None
+            self.store.update_queue(q)
+            self._count("rcvServices.assocRemoved")
+            self._leave_service(peer, RCV, current, rid, C.END)
         sub = self.subscriptions.get(peer.id, rid)
         had_sub = sub is not None
         if sub is None:
             sub = self._take_subscription(peer, rid)
-            # A direct subscription: the queue's service no longer holds it (its session
-            # gets END), although the association stays in the store (the reference).
-            self._leave_service(peer, RCV, q.rcv_service_id, rid, C.END)
         elif sub.prohibited:
             self._count("qSubProhibited")
             out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
@@ -915,6 +970,121 @@ class Broker:
                 self._count("qSub")  # as the reference: only subscriptions with a message waiting
             self._set_delivered(sub, msg.msg_id)
             events.append((b"", rid, self._msg(q, msg)))
+
+    def _sub_as_service(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
+        """SUB in a messaging service's session (the reference's sharedSubscribeQueue): the
+        queue is associated with the service (stored) and the session holds it as the
+        service's subscriber (count and hash); its direct subscriber and the service it
+        belonged to before get END. SOK carries the service id; a waiting message follows."""
+        assert peer.service is not None
+        rid = q.recipient_id
+        sid = peer.service.service_id
+        subs = self.subscriptions
+        sub = subs.get(peer.id, rid)
+        if sub is not None and sub.prohibited:
+            self._count("qSubProhibited")
+            out.append((item.corr_id, item.entity_id, C.Err(E.CMD_PROHIBITED)))
+            return
+        current = q.rcv_service_id
+        # The session holds the service's queues after SUBS, or the ones it took one by one
+        # (the reference's test: a non-zero count).
+        held = subs.service_subscribed(RCV, peer.id) or subs.service_count(RCV, peer.id) > 0
+        if current != sid:
+            q.rcv_service_id = sid  # a new or moved association
+            self.store.update_queue(q)
+            self._count("rcvServices.assocNew" if current is None else "rcvServices.assocUpdated")
+        else:
+            self._count("rcvServices.assocDuplicate")
+        if current != sid or not held:
+            if not held:
+                self._count("rcvServices.subCount")
+            self._count("rcvServices.subQueues")
+            direct = subs.drop_queue(rid)
+            if direct is not None and direct != peer.id:
+                self._count("qSubEnd")
+                self._event(direct, rid, C.END)
+            if current != sid:
+                self._leave_service(peer, RCV, current, rid, C.END)
+            self._take_service(peer, RCV, sid, add=(1, queue_id_hash(rid)))
+        elif sub is not None:
+            self._count("qSubDuplicate")
+        out.append((item.corr_id, item.entity_id, C.Sok(sid)))
+        msg = self.store.peek_message(rid)
+        if sub is not None:
+            self._set_delivered(sub, None)
+        if msg is not None:
+            sub = self._service_delivery(peer.id, rid)
+            self._set_delivered(sub, msg.msg_id)
+            events.append((b"", rid, self._msg(q, msg)))
+
+    def _service_delivery(self, conn: ConnId, rid: bytes) -> Subscription:
+        """The delivery state of ``rid`` in messaging service session ``conn``; one made
+        while a block runs goes again if the block is undone."""
+        subs = self.subscriptions
+        sub = subs.get(conn, rid)
+        if sub is None:
+            sub = subs.service_delivery(conn, rid)
+            if self._undo_deliveries is not None:
+                self._undo_deliveries.append((conn, rid))
+        return sub
+
+    def walk_service(self, peer: Peer, walk: ServiceWalk, page: int = 128, budget: int = 128) -> Effects:
+        """One step of a messaging service's delivery after its first SUBS (the reference's
+        deliverServiceMessages): up to ``page`` of the service's queues, in recipient-id
+        order from where the last step ended, stopping early after ``budget`` MSGs. Each
+        queue with a waiting message and no delivery state in the session yet gets one and
+        its head is sent (MSG, empty corrId, the recipient id), one batch each; a queue
+        already delivering (a SEND or SUB since the SUBS) is skipped, so there is never more
+        than one unacknowledged MSG per queue. After the last queue: the per-queue errors
+        and ALLS in one batch. The walk ends silently if the session lost the service."""
+        effects = self._effects = Effects()
+        try:
+            self._walk_service(peer, walk, page, max(1, budget))
+        finally:
+            self._effects = None
+        return effects
+
+    def _walk_service(self, peer: Peer, walk: ServiceWalk, page: int, budget: int) -> None:
+        subs = self.subscriptions
+        if walk.done:
+            return
+        if not peer.connected or subs.subscriber_of_service(RCV, walk.service_id) != peer.id:
+            walk.done = True
+            return
+        store = self.store
+        try:
+            rids = store.service_queues_after(walk.service_id, RCV, walk.cursor, page)
+        except StoreError as e:
+            walk.done = True
+            self._reply([(b"", b"", C.Err(store_error(e)))])  # instead of ALLS, as the reference
+            return
+        mine = subs.queues_of(peer.id)
+        sent = 0
+        for rid in rids:
+            if sent >= budget:
+                return  # the rest of the page in the next step
+            walk.cursor = rid
+            walk.queues += 1
+            if rid in mine:
+                continue  # delivering already
+            try:
+                msg = store.peek_message(rid)
+                q = None if msg is None else store.get_queue(rid)
+            except StoreError as e:
+                walk.errors.append((b"", rid, C.Err(store_error(e))))
+                continue
+            if q is None:
+                continue
+            sub = subs.service_delivery(peer.id, rid)
+            sub.delivered = msg.msg_id
+            sent += 1
+            self._reply([(b"", rid, self._msg(q, msg))])
+        walk.delivered += sent
+        if len(rids) < page:
+            walk.done = True
+            self._count("rcvServicesSubMsg", walk.delivered)
+            self._reply(walk.errors + [(b"", b"", C.ALLS)])
+            walk.errors = []
 
     def _get(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
         rid = q.recipient_id
@@ -1136,13 +1306,21 @@ class Broker:
         return C.OK
 
     def _deliver(self, rid: bytes, q: QueueRecord, msg: StoredMessage) -> None:
-        """Push a message that arrived in an empty queue to its subscriber, if idle."""
-        found = self.subscriptions.subscriber_of(rid)
-        if found is None:
-            if self._remote:  # its subscriber may be in another worker
-                self._remote_event((X.KICK, rid, msg.msg_id))
-            return
-        subscriber, sub = found
+        """Push a message that arrived in an empty queue to its subscriber, if idle: the
+        session subscribed as the queue's messaging service when it has one (v19),
+        else its own subscriber."""
+        if q.rcv_service_id is not None:
+            subscriber = self.subscriptions.subscriber_of_service(RCV, q.rcv_service_id)
+            if subscriber is None:
+                return
+            sub = self._service_delivery(subscriber, rid)
+        else:
+            found = self.subscriptions.subscriber_of(rid)
+            if found is None:
+                if self._remote:  # its subscriber may be in another worker
+                    self._remote_event((X.KICK, rid, msg.msg_id))
+                return
+            subscriber, sub = found
         if sub.prohibited or sub.delivered is not None:
             return
         self._set_delivered(sub, msg.msg_id)
@@ -1200,7 +1378,7 @@ class Broker:
                 self._event(direct, nid, C.END)
             if current != sid:
                 self._leave_service(peer, NTF, current, nid, C.END)
-            self._take_service(peer, NTF, sid, add=1)
+            self._take_service(peer, NTF, sid, add=(1, queue_id_hash(nid)))
             return C.Sok(sid)
         if current is not None:
             notifier.ntf_service_id = None  # a direct subscription ends the association
@@ -1215,17 +1393,27 @@ class Broker:
         return C.Sok(None)
 
     def _subscribe_service(self, peer: Peer, party: str) -> C.Response:
-        """NSUBS (the reference's subscribeServiceNotifications): the session subscribes
-        every notifier associated with its service; SOKS with their count."""
+        """SUBS/NSUBS (the reference's sharedSubscribeService): the session subscribes every
+        queue (notifier) associated with its service; SOKS with the store's count and
+        IdsHash of them (one read: the store keeps them), an older session of the service
+        gets ENDS. A repeat in the session answers what the session holds now. For a
+        messaging service the first SUBS also starts the delivery of every waiting
+        message (a ``ServiceWalk`` the shell drives; it ends with ALLS)."""
         service = peer.service
         if service is None:  # verification guarantees a service; guard anyway
             return C.Err(E.INTERNAL)
         subs = self.subscriptions
         if subs.service_subscribed(party, peer.id):
-            return C.Soks(subs.service_count(party, peer.id))
-        count = self.store.service_queue_count(service.service_id, party)
-        self._take_service(peer, party, service.service_id, count=count, subscribed=True)
-        return C.Soks(count)
+            return C.Soks(*subs.service_subs(party, peer.id))
+        sid = service.service_id
+        count, digest = self.store.service_queue_subs(sid, party)
+        self._take_service(peer, party, sid, subs=(count, digest), subscribed=True)
+        if party == RCV:
+            self._count("rcvServices.subCount")
+            self._count("rcvServices.subQueues", count)
+            if self._walks is not None:
+                self._walks.append(ServiceWalk(peer.id, sid))
+        return C.Soks(count, digest)
 
     def _notification_target(self, nid: bytes, service_id: bytes | None) -> ConnId | None:
         subs = self.subscriptions
@@ -1337,14 +1525,14 @@ class Broker:
         dropped = self.subscriptions.drop_service(party, service_id)
         if dropped is not None:
             conn, lost = dropped
-            effects.pushes.append((conn, self.durability.current(), [(b"", service_id, C.Ends(lost))]))
+            effects.pushes.append((conn, self.durability.current(), [(b"", service_id, C.Ends(*lost))]))
         if party == NTF:
             self._ship_notifications(effects, [n for n, s in self.notification_service.items() if s == service_id])
         return effects
 
     def remote_left_service(self, party: str, service_id: bytes, entity: bytes, event: str) -> Effects:
         effects = Effects()
-        conn = self.subscriptions.leave_service(party, service_id)
+        conn = self.subscriptions.leave_service(party, service_id, entity)
         if conn is not None:
             msg = C.DELD if event == "DELD" else C.END
             effects.pushes.append((conn, self.durability.current(), [(b"", entity, msg)]))
@@ -1426,7 +1614,7 @@ Broker._RECIPIENT_HANDLERS = {
 
 
 # What a relay executes of a forwarded transmission (the reference's rejectOrVerify).
-_FORWARDED_COMMANDS = (C.Send, C.Skey, C.Lkey, C.Lget)
+_FORWARDED_COMMANDS = tuple(C.FORWARDED_COMMANDS)
 
 _AUTH_COUNTERS: dict[type, str] = {
     C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",

@@ -263,10 +263,10 @@ class ClusterSubscriptions(Subscriptions):
             self._taken((NTF_SUBSCRIBED, nid))
         return new, previous
 
-    def take_service(self, party: str, conn: ConnId, service_id: bytes, add: int = 0,
-                     count: int | None = None, subscribed: bool = False):
+    def take_service(self, party: str, conn: ConnId, service_id: bytes, add=None, subs=None,
+                     subscribed: bool = False):
         held = self.service_subscriber.get((party, service_id)) == conn
-        result = super().take_service(party, conn, service_id, add, count, subscribed)
+        result = super().take_service(party, conn, service_id, add, subs, subscribed)
         if not held:
             self._taken((SERVICE_TAKEN, party, service_id))
         return result

@@ -23,14 +23,17 @@ import trio
 from ..protocol import commands as C
 from ..protocol import errors as E
 from ..protocol import versions as V
+from ..protocol.names import DETAIL_INTERNAL
 from ..protocol.session import Established, ServerSession, ServiceRequested
 from ..transport import BlockConnection, TransportError
 from .broker import Broker, Peer, ServiceRefused, encode_answers
 from .committer import CommitFailed, GroupCommitter
-from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest
+from .delivery import Answer, Batch, Effects, LocalDelivery, ProxyRequest, ServiceWalk
+from .names import NameRequest
 
 if TYPE_CHECKING:
     from ..proxy.service import ProxyService
+    from .resolver import HttpResolver
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,33 @@ OUTBOX_LIMIT = 128
 READ_SLICE = 0.0005
 # Proxied commands of one client in flight at once (the reference's client_concurrency).
 DEFAULT_PROXY_CONCURRENCY = 32
+# A messaging service's delivery after SUBS walks this many of its queues per step (about
+# 1 ms of store reads), then lets the other connections run.
+SERVICE_WALK_PAGE = 128
+# Name resolutions of one client in flight at once, counted together with its proxied
+# commands (the reference's resolver_concurrency): higher, because the forwarded RSLVs of
+# many clients share one proxy's connection.
+DEFAULT_RESOLVER_CONCURRENCY = 1000
+
+
+class ForkedCommands:
+    """The commands of one connection running off its reader (the reference's procThreads):
+    one count, each kind of command with its own limit on it."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._released = trio.Event()
+
+    async def acquire(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` run, then count one more."""
+        while self.running >= limit:
+            await self._released.wait()
+        self.running += 1
+
+    def release(self) -> None:
+        self.running -= 1
+        released, self._released = self._released, trio.Event()
+        released.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +109,8 @@ class Connection:
         delivery: LocalDelivery | None = None,
         proxy: "ProxyService | None" = None,
         proxy_concurrency: int = DEFAULT_PROXY_CONCURRENCY,
+        resolver: "HttpResolver | None" = None,
+        resolver_concurrency: int = DEFAULT_RESOLVER_CONCURRENCY,
     ) -> None:
         self.conn = conn
         self.broker = broker
@@ -101,8 +133,12 @@ class Connection:
         self._drained = trio.Event()
         # The proxy role: PRXY/PFWD are answered by tasks (they wait for relays), at most
         # ``proxy_concurrency`` at once; the reader waits for a free slot, as the reference.
+        # RSLV with a resolver too, at most ``resolver_concurrency`` on the same count.
         self.proxy = proxy
-        self._proxy_slots = trio.CapacityLimiter(proxy_concurrency)
+        self.proxy_concurrency = proxy_concurrency
+        self.resolver = resolver
+        self.resolver_concurrency = resolver_concurrency
+        self._forked = ForkedCommands()
         self._nursery: trio.Nursery | None = None
 
     def put(self, generation: int, answers: list[Answer]) -> None:
@@ -238,10 +274,31 @@ class Connection:
         else:
             effects = broker.finish_block(peer, prepared, peer.verifier.verify_batch(prepared.requests))
         self._apply(effects)
-        for request in effects.proxied:
-            await self._proxy_slots.acquire_on_behalf_of(request)
+        for walk in effects.walks:
             assert self._nursery is not None
-            self._nursery.start_soon(self._answer_proxied, request)
+            self._nursery.start_soon(self._walk_service, walk)
+        for request in effects.proxied:
+            assert self._nursery is not None
+            if isinstance(request, NameRequest):
+                await self._forked.acquire(self.resolver_concurrency)
+                self._nursery.start_soon(self._answer_name, request)
+            else:
+                await self._forked.acquire(self.proxy_concurrency)
+                self._nursery.start_soon(self._answer_proxied, request)
+
+    async def _walk_service(self, walk: ServiceWalk) -> None:
+        """Deliver a messaging service's waiting messages after its SUBS, a page of queues
+        at a time, each step only while the outbox has room (a service that does not read
+        is not sent 100k MSGs into memory) and yielding between steps."""
+        peer = self.peer
+        assert peer is not None
+        outbox = self.outbox
+        limit = self.outbox_limit
+        while not walk.done:
+            while len(outbox) >= limit:
+                await self._drained.wait()
+            self._apply(self.broker.walk_service(peer, walk, SERVICE_WALK_PAGE, limit - len(outbox)))
+            await trio.lowlevel.checkpoint()
 
     async def _answer_proxied(self, request: ProxyRequest) -> None:
         """Answer a PRXY/PFWD once its relay has (the reference's forkProxiedCmd)."""
@@ -254,9 +311,22 @@ class Connection:
             log.exception("proxied command failed")
             answer = C.Err(E.INTERNAL)
         finally:
-            self._proxy_slots.release_on_behalf_of(request)
+            self._forked.release()
         # Nothing of this server's state is shown: it waits for nothing but earlier answers.
         self.put(self.broker.durability.current(), [(request.corr_id, request.entity_id, answer)])
+
+    async def _answer_name(self, request: NameRequest) -> None:
+        """Answer an RSLV (direct, or forwarded: RRES) once the resolver has."""
+        try:
+            if self.resolver is None:  # the broker hands none over without one; answer anyway
+                result = E.NameResolutionError("RESOLVER", DETAIL_INTERNAL)
+            else:
+                result = await self.resolver.resolve(request.domain)
+        finally:
+            self._forked.release()
+        stat, answer = request.answer(result)
+        self.broker.count(stat)
+        self.put(self.broker.durability.current(), [answer])
 
     # ------------------------------------------------------------------ writing
 

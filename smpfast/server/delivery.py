@@ -14,15 +14,20 @@ notifier's) subscriber.
 Services (v16): a service session subscribes as its service, not queue by queue. For each
 party (``RCV``: a messaging service's queues; ``NTF``: a notifier service's notifiers) a
 service has at most one subscribed connection, which counts the associated queues it holds
-(the reference's serviceSubsCount). A newer session of the same service takes the service
-over and the old one is told ``ENDS <its count>``; a queue leaving the service (subscribed
-by another connection, deleted) costs the service's connection one from its count, with
-``END``/``DELD`` for the queue. Which queues belong to a service is in the store.
+and hashes (v19 IdsHash) the associated queues it holds (the reference's serviceSubsCount).
+A newer session of the same service takes the service over and the old one is told
+``ENDS <its count> <its hash>``; a queue leaving the service (subscribed by another
+connection, deleted) costs the service's connection that queue, with ``END``/``DELD`` for
+it. Which queues belong to a service is in the store. A messaging service's connection
+receives the messages of its queues through per-queue delivery states in its relations,
+made on first delivery (``service_delivery``), without being each queue's subscriber.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from ..protocol.ids_hash import NO_SERVICE_SUBS, ServiceSubs, add_service_subs, queue_id_hash, subtract_service_subs
 
 ConnId = int
 Answer = tuple[bytes, bytes, object]  # (corrId, entityId, response or event)
@@ -49,7 +54,7 @@ class Subscriptions:
     """
 
     __slots__ = ("subscriber", "ntf_subscriber", "service_subscriber", "_queues", "_notifiers",
-                 "_service_counts", "_service_subscribed")
+                 "_service_subs", "_service_subscribed")
 
     def __init__(self) -> None:
         self.subscriber: dict[bytes, ConnId] = {}  # recipient id -> subscribed connection
@@ -58,7 +63,8 @@ class Subscriptions:
         self.service_subscriber: dict[tuple[str, bytes], ConnId] = {}
         self._queues: dict[ConnId, dict[bytes, Subscription]] = {}
         self._notifiers: dict[ConnId, set[bytes]] = {}
-        self._service_counts: dict[tuple[str, ConnId], int] = {}  # associated queues it holds
+        # (party, conn) -> (count, IdsHash) of the associated queues it holds as its service
+        self._service_subs: dict[tuple[str, ConnId], ServiceSubs] = {}
         self._service_subscribed: set[tuple[str, ConnId]] = set()  # SUBS/NSUBS done
 
     # --- connections
@@ -78,7 +84,7 @@ class Subscriptions:
         for key in [k for k, c in self.service_subscriber.items() if c == conn]:
             del self.service_subscriber[key]
         for party in (RCV, NTF):
-            self._service_counts.pop((party, conn), None)
+            self._service_subs.pop((party, conn), None)
             self._service_subscribed.discard((party, conn))
 
     def is_open(self, conn: ConnId) -> bool:
@@ -95,7 +101,7 @@ class Subscriptions:
         return (
             bool(self._queues.get(conn))
             or bool(self._notifiers.get(conn))
-            or any(self._service_counts.get((party, conn)) or (party, conn) in self._service_subscribed
+            or any(self.service_count(party, conn) or (party, conn) in self._service_subscribed
                    for party in (RCV, NTF))
         )
 
@@ -168,7 +174,12 @@ class Subscriptions:
 
     def service_count(self, party: str, conn: ConnId) -> int:
         """The associated queues ``conn`` holds as its service's subscriber."""
-        return self._service_counts.get((party, conn), 0)
+        return self._service_subs.get((party, conn), NO_SERVICE_SUBS)[0]
+
+    def service_subs(self, party: str, conn: ConnId) -> ServiceSubs:
+        """(count, IdsHash) of the associated queues ``conn`` holds as its service's
+        subscriber (what a repeated SUBS/NSUBS answers and ENDS carries)."""
+        return self._service_subs.get((party, conn), NO_SERVICE_SUBS)
 
     def service_subscribed(self, party: str, conn: ConnId) -> bool:
         """Whether ``conn`` subscribed all its service's queues (SUBS/NSUBS)."""
@@ -177,42 +188,74 @@ class Subscriptions:
     def subscriber_of_service(self, party: str, service_id: bytes) -> ConnId | None:
         return self.service_subscriber.get((party, service_id))
 
-    def take_service(self, party: str, conn: ConnId, service_id: bytes, add: int = 0,
-                     count: int | None = None, subscribed: bool = False) -> tuple[ConnId, int] | None:
+    def take_service(self, party: str, conn: ConnId, service_id: bytes, add: ServiceSubs | None = None,
+                     subs: ServiceSubs | None = None,
+                     subscribed: bool = False) -> tuple[ConnId, ServiceSubs] | None:
         """``conn`` becomes the service's subscriber, holding ``add`` more queues (or
-        exactly ``count``; ``subscribed``: all of them, after SUBS/NSUBS). Returns the
-        connection that held the service before and the count it held (it must be told
-        ENDS with it), or None."""
+        exactly ``subs``; ``subscribed``: all of them, after SUBS/NSUBS). Returns the
+        connection that held the service before and the (count, hash) it held (it must be
+        told ENDS with it), or None. The old holder's deliveries for the service's queues end
+        with it."""
         key = (party, conn)
-        self._service_counts[key] = (self._service_counts.get(key, 0) if count is None else count) + add
+        held = self._service_subs.get(key, NO_SERVICE_SUBS) if subs is None else subs
+        self._service_subs[key] = held if add is None else add_service_subs(held, add)
         if subscribed:
             self._service_subscribed.add(key)
         previous = self.service_subscriber.get((party, service_id))
         self.service_subscriber[(party, service_id)] = conn
         if previous is None or previous == conn:
             return None
-        lost = self._service_counts.pop((party, previous), 0)
+        lost = self._service_subs.pop((party, previous), NO_SERVICE_SUBS)
         self._service_subscribed.discard((party, previous))
+        if party == RCV:
+            self._drop_service_deliveries(previous)
         return previous, lost
 
-    def drop_service(self, party: str, service_id: bytes) -> tuple[ConnId, int] | None:
+    def drop_service(self, party: str, service_id: bytes) -> tuple[ConnId, ServiceSubs] | None:
         """Another worker's session took the service: its subscriber here (if any) and
-        the count it held."""
+        the (count, hash) it held; its deliveries for the service's queues end."""
         conn = self.service_subscriber.pop((party, service_id), None)
         if conn is None:
             return None
         self._service_subscribed.discard((party, conn))
-        return conn, self._service_counts.pop((party, conn), 0)
+        lost = self._service_subs.pop((party, conn), NO_SERVICE_SUBS)
+        if party == RCV:
+            self._drop_service_deliveries(conn)
+        return conn, lost
 
-    def leave_service(self, party: str, service_id: bytes, except_conn: ConnId | None = None) -> ConnId | None:
-        """One queue left the service: its subscriber (unless it is ``except_conn``) holds
-        one less. Returns that subscriber (to be told END or DELD for the queue), or None."""
+    def leave_service(self, party: str, service_id: bytes, queue_id: bytes,
+                      except_conn: ConnId | None = None) -> ConnId | None:
+        """Queue ``queue_id`` (a recipient id for RCV, a notifier id for NTF) left the
+        service: the service's subscriber holds it no more (count and hash). Returns that
+        subscriber unless it is ``except_conn`` (to be told END or DELD for the queue)."""
         conn = self.service_subscriber.get((party, service_id))
-        if conn is None or conn == except_conn:
+        if conn is None:
             return None
         key = (party, conn)
-        self._service_counts[key] = max(0, self._service_counts.get(key, 0) - 1)
-        return conn
+        self._service_subs[key] = subtract_service_subs(self._service_subs.get(key, NO_SERVICE_SUBS),
+                                                        (1, queue_id_hash(queue_id)))
+        if party == RCV and self.subscriber.get(queue_id) != conn:
+            self._queues[conn].pop(queue_id, None)  # its delivery for the service
+        return None if conn == except_conn else conn
+
+    def service_delivery(self, conn: ConnId, rid: bytes) -> Subscription:
+        """The delivery state of a queue ``conn`` receives as its messaging service's
+        subscriber (made on first use; no queue subscriber changes)."""
+        mine = self._queues[conn]
+        sub = mine.get(rid)
+        if sub is None:
+            sub = mine[rid] = Subscription()
+        return sub
+
+    def _drop_service_deliveries(self, conn: ConnId) -> None:
+        """``conn`` lost its service: the deliveries it had for the service's queues end
+        (its own direct subscriptions and GET relations stay)."""
+        mine = self._queues.get(conn)
+        if not mine:
+            return
+        subscriber = self.subscriber
+        for rid in [r for r, s in mine.items() if not s.prohibited and subscriber.get(r) != conn]:
+            del mine[rid]
 
 
 RCV = "R"  # the parties of service subscriptions: a messaging service's queues
@@ -233,21 +276,46 @@ class ProxyRequest:
         return f"ProxyRequest({self.conn}, {self.corr_id.hex()[:12]}, {type(self.command).__name__})"
 
 
+class ServiceWalk:
+    """The delivery of the messages pending when a messaging service subscribed (its first
+    SUBS of the session): the broker walks the service's queues a page at a time
+    (``Broker.walk_service``) and the connection shell drives it between other work, only
+    while the connection's outbox has room. ``cursor``: the last recipient id walked;
+    ``errors``: per-queue ERRs sent with ALLS at the end."""
+
+    __slots__ = ("conn", "service_id", "cursor", "done", "errors", "queues", "delivered")
+
+    def __init__(self, conn: ConnId, service_id: bytes) -> None:
+        self.conn = conn
+        self.service_id = service_id
+        self.cursor: bytes | None = None
+        self.done = False
+        self.errors: list[Answer] = []
+        self.queues = 0  # walked so far
+        self.delivered = 0  # MSGs sent by the walk
+
+    def __repr__(self) -> str:
+        return f"ServiceWalk({self.conn}, {self.queues} queues, done={self.done})"
+
+
 class Effects:
     """What processing a block (or a server action) requires: ``replies`` for the
     connection that sent the block, ``pushes`` for other connections, in the order they
     were made. Each batch carries the commit generation it waits for. ``proxied``: the
-    block's PRXY/PFWD, answered later by the shell (they need the network)."""
+    block's forked commands, answered later by the shell (they need the network): PRXY/PFWD
+    as ``ProxyRequest``, RSLV with a resolver configured as ``names.NameRequest``. ``walks``:
+    the service deliveries a SUBS started, driven by the shell after the replies."""
 
-    __slots__ = ("replies", "pushes", "proxied")
+    __slots__ = ("replies", "pushes", "proxied", "walks")
 
     def __init__(self) -> None:
         self.replies: list[Batch] = []
         self.pushes: list[Push] = []
         self.proxied: list[ProxyRequest] = []
+        self.walks: list[ServiceWalk] = []
 
     def __bool__(self) -> bool:
-        return bool(self.replies) or bool(self.pushes) or bool(self.proxied)
+        return bool(self.replies) or bool(self.pushes) or bool(self.proxied) or bool(self.walks)
 
 
 class Outbox(Protocol):

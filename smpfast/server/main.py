@@ -14,7 +14,7 @@ import os
 import signal
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -30,12 +30,13 @@ from ..store.errors import StoreError
 from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
-from .connection import OUTBOX_LIMIT, Connection, Identity
+from .connection import DEFAULT_RESOLVER_CONCURRENCY, OUTBOX_LIMIT, Connection, Identity
 from . import cluster
 from .cluster import ClusterDelivery, ClusterNode, Link
 from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
+from .resolver import HttpResolver, ResolverSettings
 from .metrics import METRICS_FILE, make_registry, metrics_text, serve_metrics, write_metrics_file
 from .stats import (
     STATS_BACKUP_FILE,
@@ -86,6 +87,8 @@ class ServerSettings:
     metrics_bind: str = "127.0.0.1"
     relays: RelayPoolConfig = field(default_factory=RelayPoolConfig)  # the proxy role's links
     proxy_client_concurrency: int = DEFAULT_CLIENT_CONCURRENCY  # [PROXY] client_concurrency
+    resolver: ResolverSettings | None = None  # [NAMES] with enable = on; None: NAME NO_RESOLVER
+    resolver_concurrency: int = DEFAULT_RESOLVER_CONCURRENCY  # [NAMES] resolver_concurrency
     metrics_file: str | None = None  # the Prometheus text file; None: off
     metrics_file_interval: float = 60.0  # [STORE_LOG] prometheus_interval
     stats_backup_file: str | None = None  # counters saved on stop, restored on start
@@ -144,7 +147,10 @@ class Server:
         else:
             self.committer = GroupCommitter(store, self.settings.commit_interval)
         self.delivery = LocalDelivery() if worker is None else ClusterDelivery()
+        # The broker answers RSLV itself exactly when no resolver is configured.
+        broker_config = replace(broker_config or BrokerConfig(), names_enabled=self.settings.resolver is not None)
         self.broker = Broker(store, broker_config, self.committer, delivery=self.delivery)
+        self.resolver: HttpResolver | None = None  # made in serve() from settings.resolver
         self.cluster: ClusterNode | None = None
         if worker is not None:
             self.delivery.committer = self.committer
@@ -181,7 +187,7 @@ class Server:
         self.port_contexts = port_contexts or {}  # a port's own context (the one shared with HTTPS)
         self._stop = trio.Event()
         self.relays = RelayPool(self.settings.relays)  # the proxy role's links to relays
-        self.proxy = ProxyService(self.relays, self.broker.count)
+        self.proxy = ProxyService(self.relays, self.broker.count, identity.max_version)
 
     def stop(self) -> None:
         self._stop.set()
@@ -212,8 +218,16 @@ class Server:
                 background.start_soon(self._log_stats_summary)
             if s.metrics_file is not None and primary:
                 background.start_soon(self._write_metrics_file)
-            async with self.relays:  # closed once no connection is left to use it
-                await self._serve_connections(task_status)
+            if s.resolver is not None:
+                self.resolver = HttpResolver(s.resolver)
+                background.start_soon(self._probe_resolver, self.resolver)
+            try:
+                async with self.relays:  # closed once no connection is left to use it
+                    await self._serve_connections(task_status)
+            finally:
+                if self.resolver is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.resolver.aclose()
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
                 if worker is not None and not primary:
@@ -272,6 +286,17 @@ class Server:
             await self._stop.wait()
             # Stop accepting and reading; what was processed is committed below.
             connections.cancel_scope.cancel()
+
+    async def _probe_resolver(self, resolver: HttpResolver) -> None:
+        """The reference's start-up probe of the resolver: only logged, the server serves
+        either way (RSLV answers ERR NAME RESOLVER until the resolver is reachable)."""
+        log.info("[NAMES] resolver enabled, endpoint %s", resolver.settings.endpoint)
+        problem = await resolver.probe()
+        if problem is None:
+            log.info("[NAMES] resolver health probe ok")
+        else:
+            log.warning("[NAMES] resolver health probe failed (%s); the server still starts, "
+                        "RSLV answers ERR NAME RESOLVER until the resolver is reachable", problem)
 
     def stats_gauges(self) -> dict[str, int]:
         store = self.store
@@ -408,6 +433,8 @@ class Server:
             delivery=self.delivery,
             proxy=self.proxy,
             proxy_concurrency=s.proxy_client_concurrency,
+            resolver=self.resolver,
+            resolver_concurrency=s.resolver_concurrency,
         )
         self.connections.add(connection)
         self.registry.opened(connection, _local_port(conn))
@@ -491,6 +518,9 @@ def read_stats_backup(path: str) -> StatsBackup | None:
 
 
 def _local_port(conn) -> int:
+    port = getattr(conn, "local_port", None)
+    if port is not None:
+        return port
     try:
         return conn.stream.socket.getsockname()[1]
     except (AttributeError, OSError, IndexError):
@@ -575,6 +605,8 @@ def build_server(config: Config, max_version: int | None = None,
             max_relays=config.limits.proxy_relay_connections,
         ),
         proxy_client_concurrency=config.proxy.client_concurrency,
+        resolver=config.names.resolver_settings(),
+        resolver_concurrency=config.names.resolver_concurrency,
         metrics_file=str(config.config_dir / METRICS_FILE) if sl.prometheus_interval else None,
         metrics_file_interval=float(sl.prometheus_interval or 60),
         # As the reference: the counters are saved across restarts with the daily stats on.

@@ -79,6 +79,14 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[tuple[dict[str, str], str], ...]], .
     ("simplex_smp_subscribtion_ntf_errors", "counter", "Notification subscription errors.", (
         ({"type": "auth"}, "ntfSubAuth"), ({"type": "duplicate"}, "ntfSubDuplicate"))),
     ("simplex_smp_clients_total", "gauge", "Connected clients.", (({}, "clients"),)),
+    ("simplex_smp_names_reqs", "counter", "Total RSLV requests.", (({}, "rslvReqs"),)),
+    ("simplex_smp_names_success", "counter", "Names resolved and returned.", (({}, "rslvSucc"),)),
+    ("simplex_smp_names_not_found", "counter", "Names not registered (resolver answered 404 or 400).",
+     (({}, "rslvNotFound"),)),
+    ("simplex_smp_names_resolver_errs", "counter", "Resolver errors (HTTP status, transport, decoding, timeout).",
+     (({}, "rslvResolverErrs"),)),
+    ("simplex_smp_names_disabled", "counter", "RSLV answered NAME NO_RESOLVER (no resolver configured).",
+     (({}, "rslvDisabled"),)),
 )
 
 

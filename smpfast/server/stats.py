@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from .names import NAME_STATS
+
 STATS_FILE = "smp-server-stats.daily.log"  # the reference's name, in the server directory
 STATS_BACKUP_FILE = "smp-server-stats.log"  # the reference's serverStatsBackupFile
 
@@ -42,6 +44,9 @@ COUNTERS = (
     "msgExpired", "msgNtfs", "msgNtfExpired",
     "ntfServices.assocNew", "ntfServices.assocDuplicate", "ntfServices.assocUpdated",
     "ntfServices.assocRemoved", "ntfServices.subCount", "ntfServices.subQueues",
+    "rcvServices.assocNew", "rcvServices.assocDuplicate", "rcvServices.assocUpdated",
+    "rcvServices.assocRemoved", "rcvServices.subCount", "rcvServices.subQueues", "rcvServicesSubMsg",
+    *NAME_STATS,
 )
 # Read at the moment of writing, not reset (the reference's qCount/msgCount/ntfCount and
 # its entity counts queueCount/notifierCount; smpfast has one source for each pair).
@@ -74,6 +79,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "ntfSubB", "msgNtfsB", "msgNtfExpired", "ntfCount",
     "rcvServiceCount", "ntfServiceCount", "rcvServiceQueuesCount", "ntfServiceQueuesCount",
     *_SERVICE,
+    *NAME_STATS,  # v20: rslvReqs, rslvSucc, rslvNotFound, rslvResolverErrs, rslvDisabled
 )
 
 
@@ -217,6 +223,8 @@ BACKUP_COUNTERS = (
 _PROXY_FIELDS = ("requests", "successes", "errorsConnect", "errorsCompat", "errorsOther")
 _SERVICE_FIELDS = ("assocNew", "assocDuplicate", "assocUpdated", "assocRemoved", "subCount",
                    "subDuplicate", "subQueues", "subEnd")
+# The backup's "rslvStats:" section: its keys for the NAME_STATS counters, in order.
+_NAME_FIELDS = dict(zip(("reqs", "succ", "notFound", "resolverErrs", "disabled"), NAME_STATS))
 
 
 class StatsBackupError(ValueError):
@@ -270,6 +278,7 @@ def encode_backup(backup: StatsBackup) -> str:
     lines.append("pMsgFwdsRecv=0")
     for section in ("rcvServices", "ntfServices"):
         lines += [f"{section}:", *(f"{name}=0" for name in _SERVICE_FIELDS)]
+    lines += ["rslvStats:", *(f"{key}={c(name, 0)}" for key, name in _NAME_FIELDS.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -315,7 +324,9 @@ def decode_backup(text: str) -> StatsBackup:
             name = {"dayMsgQueues": "day", "weekMsgQueues": "week", "monthMsgQueues": "month"}[period]
             setattr(sets["activeQueues"], name, _parse_set(name + "Hashes", value))
             continue
-        if key == "fromTime":
+        if section == "rslvStats" and key in _NAME_FIELDS:
+            counters[_NAME_FIELDS[key]] = _parse_int(key, value)
+        elif key == "fromTime":
             from_time = parse_utc(value)
         elif key in _PROXY_FIELDS or key in _SERVICE_FIELDS:
             continue  # proxy and service sections: smpfast keeps no such counts

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
+from ..protocol.ids_hash import ServiceSubs
 from .records import QueueRecord, ServiceRecord, StoredMessage
 
 DEFAULT_QUOTA = 128  # the reference's msgQueueQuota
@@ -87,7 +88,7 @@ class QueueStore(ABC):
     #
     # A queue is associated with a service through its record (rcv_service_id: party 'R';
     # notifier.ntf_service_id: party 'N'); add_queue, update_queue and delete_queue keep an
-    # index of these associations, which service_queue_count reads.
+    # index of these associations and, per service and party, their count and IdsHash.
 
     @abstractmethod
     def get_service(self, service_id: bytes) -> ServiceRecord | None: ...
@@ -102,8 +103,21 @@ class QueueStore(ABC):
         is already in use. RecordError for an invalid record."""
 
     @abstractmethod
+    def service_queue_subs(self, service_id: bytes, party: str) -> ServiceSubs:
+        """(count, IdsHash) of the queues associated with the service as party 'R'
+        (recipient ids) or 'N' (notifier ids): kept with every association change, so
+        this is a lookup, not a scan (SOKS answers with it)."""
+
     def service_queue_count(self, service_id: bytes, party: str) -> int:
         """Queues associated with the service as party 'R' (recipient) or 'N' (notifier)."""
+        return self.service_queue_subs(service_id, party)[0]
+
+    @abstractmethod
+    def service_queues_after(self, service_id: bytes, party: str, cursor: bytes | None,
+                             limit: int) -> list[bytes]:
+        """Up to ``limit`` ids (recipient ids for 'R', notifier ids for 'N') associated
+        with the service, ascending, all greater than ``cursor``: one page per call, so
+        that a walk over 100k queues can yield between pages."""
 
     @abstractmethod
     def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:

@@ -14,6 +14,9 @@ Named databases:
   service_certs  certificate hash -> service id
   service_queues u8 len(service id) || service id || party ('R'|'N') || queue id -> b""
              (the associations held in queue records: rcv_service_id / ntf_service_id)
+  service_subs   u8 len(service id) || service id || party -> u64 BE count || IdsHash (16)
+             of that service's associated ids (absent: none), written in the same
+             transaction as each association change, so SUBS/NSUBS answer with one read
 
 Opening is a memory map plus a few fixed reads: no scan, so start-up time does not depend on
 the number of queues or messages. The environment runs with sync=False/metasync=False: commit()
@@ -51,6 +54,7 @@ from typing import TypeVar
 
 import lmdb
 
+from ..protocol.ids_hash import NO_SERVICE_SUBS, ServiceSubs, queue_id_hash, xor_hashes
 from .base import DEFAULT_QUOTA, Store, WriteResult
 from .errors import (
     DuplicateIdError,
@@ -109,11 +113,14 @@ def _engine_call(method: Callable[..., _R]) -> Callable[..., _R]:
 
 _DB_NAMES = (
     b"queues", b"senders", b"notifiers", b"links", b"messages", b"qstate", b"meta",
-    b"services", b"service_certs", b"service_queues",
+    b"services", b"service_certs", b"service_queues", b"service_subs",
 )
 # Added after the first stores were made: a store without them gets them at its first open
 # by this version, its service index built then from the queue records (once).
 _SERVICE_DBS = frozenset((b"services", b"service_certs", b"service_queues"))
+# Added later still: a store without it gets its counts and hashes computed once at open.
+_SERVICE_SUBS_DB = b"service_subs"
+_SERVICE_SUBS = struct.Struct(">Q16s")
 _FORMAT_KEY = b"format"
 _U32 = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
@@ -155,6 +162,35 @@ def _build_service_index(txn: lmdb.Transaction, queues: object, index: object) -
                 txn.put(_service_queue_key(*entry), b"", db=index)
     finally:
         cur.close()
+
+
+def _service_subs_key(service_id: bytes, party: str) -> bytes:
+    return _service_queue_key(service_id, party, b"")
+
+
+def _decode_service_subs(v: bytes | None) -> ServiceSubs:
+    if v is None:
+        return NO_SERVICE_SUBS
+    if len(v) != _SERVICE_SUBS.size:
+        raise StoreError("corrupt service count record")
+    return _SERVICE_SUBS.unpack(v)
+
+
+def _build_service_subs(txn: lmdb.Transaction, index: object, subs: object) -> None:
+    """Counts and hashes of a store made before they were kept, from its service index."""
+    totals: dict[bytes, list] = {}
+    cur = txn.cursor(db=index)
+    try:
+        for key, _ in cur:
+            n = key[0]
+            head = key[: n + 2]  # length, service id, party
+            entry = totals.setdefault(head, [0, 0])
+            entry[0] += 1
+            entry[1] ^= int.from_bytes(queue_id_hash(key[n + 2:]), "big")
+    finally:
+        cur.close()
+    for head, (count, digest) in totals.items():
+        txn.put(head, _SERVICE_SUBS.pack(count, digest.to_bytes(16, "big")), db=subs)
 
 
 def _prefix(rid: bytes) -> bytes:
@@ -228,8 +264,12 @@ class LMDBStore(Store):
                 if unknown:
                     raise StoreFormatError(f"{path} is an LMDB environment but not an smpfast store")
                 dbs = {n: env.open_db(n, txn=txn) for n in _DB_NAMES}
-                if names and not _SERVICE_DBS & names:
+                rebuilt = bool(names) and not _SERVICE_DBS & names
+                if rebuilt:
                     _build_service_index(txn, dbs[b"queues"], dbs[b"service_queues"])
+                if names and (rebuilt or _SERVICE_SUBS_DB not in names):
+                    txn.drop(dbs[_SERVICE_SUBS_DB], delete=False)  # whatever it held is stale
+                    _build_service_subs(txn, dbs[b"service_queues"], dbs[_SERVICE_SUBS_DB])
                 fmt = txn.get(_FORMAT_KEY, db=dbs[b"meta"])
                 if fmt is None:
                     if names:
@@ -253,6 +293,7 @@ class LMDBStore(Store):
         self._services = dbs[b"services"]
         self._service_certs = dbs[b"service_certs"]
         self._service_queues = dbs[b"service_queues"]
+        self._service_subs = dbs[_SERVICE_SUBS_DB]
 
     # --- transaction plumbing -------------------------------------------------------------
 
@@ -634,9 +675,23 @@ class LMDBStore(Store):
     def _reindex_services(self, txn: lmdb.Transaction, old: QueueRecord | None, new: QueueRecord | None) -> None:
         before, after = queue_services(old), queue_services(new)
         for entry in before - after:
-            txn.delete(_service_queue_key(*entry), db=self._service_queues)
+            if txn.delete(_service_queue_key(*entry), db=self._service_queues):
+                self._change_subs(txn, entry, -1)
         for entry in after - before:
-            txn.put(_service_queue_key(*entry), b"", db=self._service_queues)
+            if txn.put(_service_queue_key(*entry), b"", db=self._service_queues, overwrite=False):
+                self._change_subs(txn, entry, 1)
+
+    def _change_subs(self, txn: lmdb.Transaction, entry: tuple[bytes, str, bytes], delta: int) -> None:
+        """One id joined (+1) or left (-1) the service: its count and hash, in the same
+        transaction as the index entry (never out of step with it)."""
+        sid, party, qid = entry
+        key = _service_subs_key(sid, party)
+        count, digest = _decode_service_subs(txn.get(key, db=self._service_subs))
+        count += delta
+        if count > 0:
+            txn.put(key, _SERVICE_SUBS.pack(count, xor_hashes(digest, queue_id_hash(qid))), db=self._service_subs)
+        else:
+            txn.delete(key, db=self._service_subs)
 
     @_engine_call
     def get_service(self, service_id: bytes) -> ServiceRecord | None:
@@ -666,21 +721,37 @@ class LMDBStore(Store):
         return True
 
     @_engine_call
-    def service_queue_count(self, service_id: bytes, party: str) -> int:
+    def service_queue_subs(self, service_id: bytes, party: str) -> ServiceSubs:
         if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
             raise StoreUsageError(f"unknown service party {party!r}")
-        prefix = _service_queue_key(service_id, party, b"")
         txn = self._begin()
+        return _decode_service_subs(txn.get(_service_subs_key(service_id, party), db=self._service_subs))
+
+    @_engine_call
+    def service_queues_after(self, service_id: bytes, party: str, cursor: bytes | None,
+                             limit: int) -> list[bytes]:
+        if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
+            raise StoreUsageError(f"unknown service party {party!r}")
+        prefix = _service_subs_key(service_id, party)
+        txn = self._begin()
+        out: list[bytes] = []
+        if limit <= 0:
+            return out
         cur = txn.cursor(db=self._service_queues)
-        n = 0
         try:
-            ok = cur.set_range(prefix)
-            while ok and cur.key().startswith(prefix):
-                n += 1
+            ok = cur.set_range(prefix if cursor is None else prefix + cursor)
+            if ok and cursor is not None and cur.key() == prefix + cursor:
+                ok = cur.next()
+            n = len(prefix)
+            while ok and len(out) < limit:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    break
+                out.append(key[n:])
                 ok = cur.next()
         finally:
             cur.close()
-        return n
+        return out
 
     @_engine_call
     def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:

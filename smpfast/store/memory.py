@@ -5,10 +5,12 @@ and unit semantics match LMDBStore."""
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..protocol.ids_hash import NO_SERVICE_SUBS, ServiceSubs, queue_id_hash, xor_hashes
 from .base import DEFAULT_QUOTA, Store, WriteResult
 from .errors import DuplicateIdError, QueueNotFound, StoreError, StoreUsageError
 from .records import (
@@ -43,6 +45,10 @@ class MemoryStore(Store):
         self._service_certs: dict[bytes, bytes] = {}  # cert hash -> service id
         # (service id, party) -> ids of the queues (recipient or notifier ids) associated
         self._service_queues: dict[tuple[bytes, str], set[bytes]] = {}
+        # (service id, party) -> (count, IdsHash) of those ids, kept with each change
+        self._service_subs: dict[tuple[bytes, str], ServiceSubs] = {}
+        # (service id, party) -> its ids sorted, for service_queues_after (dropped on change)
+        self._service_sorted: dict[tuple[bytes, str], list[bytes]] = {}
         self._undo: list[Callable[[], None]] = []
         self._unit_mark: int | None = None  # undo-log length when the open unit began
         self._closed = False
@@ -65,6 +71,8 @@ class MemoryStore(Store):
 
     def _undo_to(self, mark: int) -> None:
         undo = self._undo
+        if len(undo) > mark:
+            self._service_sorted.clear()  # undone associations are not tracked there
         while len(undo) > mark:
             undo.pop()()
 
@@ -198,11 +206,23 @@ class MemoryStore(Store):
             if members is not None and qid in members:
                 members.discard(qid)
                 self._logged(lambda m=members, q=qid: m.add(q))
+                self._change_subs((sid, party), -1, qid)
         for sid, party, qid in after - before:
             members = self._service_queues.setdefault((sid, party), set())
             if qid not in members:
                 members.add(qid)
                 self._logged(lambda m=members, q=qid: m.discard(q))
+                self._change_subs((sid, party), 1, qid)
+
+    def _change_subs(self, key: tuple[bytes, str], delta: int, qid: bytes) -> None:
+        """One id joined (+1) or left (-1) the service: its count and hash follow."""
+        count, digest = self._service_subs.get(key, NO_SERVICE_SUBS)
+        count += delta
+        if count:
+            self._set(self._service_subs, key, (count, xor_hashes(digest, queue_id_hash(qid))))
+        else:
+            self._del(self._service_subs, key)
+        self._service_sorted.pop(key, None)
 
     def get_service(self, service_id: bytes) -> ServiceRecord | None:
         self._check_open()
@@ -222,11 +242,23 @@ class MemoryStore(Store):
         self._set(self._service_certs, rec.cert_hash, rec.service_id)
         return True
 
-    def service_queue_count(self, service_id: bytes, party: str) -> int:
+    def service_queue_subs(self, service_id: bytes, party: str) -> ServiceSubs:
         self._check_open()
         if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
             raise StoreUsageError(f"unknown service party {party!r}")
-        return len(self._service_queues.get((service_id, party), ()))
+        return self._service_subs.get((service_id, party), NO_SERVICE_SUBS)
+
+    def service_queues_after(self, service_id: bytes, party: str, cursor: bytes | None,
+                             limit: int) -> list[bytes]:
+        self._check_open()
+        if party not in (SERVICE_RECIPIENT, SERVICE_NOTIFIER):
+            raise StoreUsageError(f"unknown service party {party!r}")
+        key = (service_id, party)
+        ids = self._service_sorted.get(key)
+        if ids is None:
+            ids = self._service_sorted[key] = sorted(self._service_queues.get(key, ()))
+        start = 0 if cursor is None else bisect.bisect_right(ids, cursor)
+        return ids[start:start + max(limit, 0)]
 
     def services_after(self, cursor: bytes | None, limit: int) -> list[ServiceRecord]:
         self._check_open()

@@ -52,6 +52,10 @@ JSON document (``--json FILE``)::
 ``claim`` is about the subscription requests (client to server) of the N = 90 row; it
 "holds" when 90 unbatched SUBs took 90 blocks and the batched ones took one.
 
+``--mode services`` measures something else: a messaging service (v19) re-subscribing N
+associated queues with N batched SUBs against one SUBS (``services.py``; its own table and
+JSON document with ``"mode": "services"``).
+
 This package's ``__init__`` imports nothing heavy: ``smpfast --help`` loads ``cli``.
 """
 

@@ -12,6 +12,12 @@ import sys
 from ..usage import CliError
 from . import DEFAULT_MESSAGE_SIZE, DEFAULT_SWEEP, DEFAULT_VERSIONS, IN_PROCESS_MAX_VERSION
 
+# The measurements --mode chooses (the services module's constants, without importing it).
+MODES = ("batching", "services")
+SERVICES_MIN_VERSION = 19
+DEFAULT_SERVICES_SWEEP = (100, 1000, 10000)
+MAX_SERVICES_N = 1_000_000
+
 MAX_N = 255 * 8  # a sanity bound: the sweep is about batch sizes, not load
 
 
@@ -38,16 +44,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", nargs="?", metavar="ADDRESS",
                    help="server address smp://<fingerprint>[:<password>]@<host>[:<port>] "
                    "(default: an in-process server on loopback)")
-    p.add_argument("--sweep", type=_int_list, default=list(DEFAULT_SWEEP), metavar="N,N,...",
+    p.add_argument("--mode", choices=MODES, default="batching",
+                   help="batching (default): batched against unbatched commands; services: a "
+                   "messaging service (v19) re-subscribing N associated queues with one SUBS "
+                   "against N SUBs in batches")
+    p.add_argument("--sweep", type=_int_list, default=None, metavar="N,N,...",
                    help="the batch sizes N to measure, one row each (default: %s; the verdict "
-                   "needs 90)" % ",".join(map(str, DEFAULT_SWEEP)))
+                   "needs 90); --mode services: the numbers of queues (default: %s)"
+                   % (",".join(map(str, DEFAULT_SWEEP)), ",".join(map(str, DEFAULT_SERVICES_SWEEP))))
     p.add_argument("--versions", type=_int_list, default=None, metavar="V,V,...",
                    help="SMP versions to measure; 6 connects without ALPN like a pre-v7 client "
                    "(default: %s, those the server offers; its highest if it has no 18)"
                    % ",".join(map(str, DEFAULT_VERSIONS)))
-    p.add_argument("--server-max-version", type=int, default=IN_PROCESS_MAX_VERSION, metavar="V",
+    p.add_argument("--server-max-version", type=int, default=None, metavar="V",
                    help="without ADDRESS: the highest version the in-process server offers "
-                   f"(default: {IN_PROCESS_MAX_VERSION})")
+                   f"(default: {IN_PROCESS_MAX_VERSION}; --mode services: {SERVICES_MIN_VERSION})")
     p.add_argument("--details", action="store_true",
                    help="print the full table: both directions, blocks, SMP bytes and TLS bytes")
     p.add_argument("--message-size", type=int, default=DEFAULT_MESSAGE_SIZE, metavar="BYTES",
@@ -70,8 +81,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _validate(args: argparse.Namespace) -> None:
     from smpfast.protocol.versions import ALL_VERSIONS
 
-    if any(n < 1 or n > MAX_N for n in args.sweep):
-        raise CliError(f"--sweep: every N must be in 1..{MAX_N}")
+    services = args.mode == "services"
+    if args.sweep is None:
+        args.sweep = list(DEFAULT_SERVICES_SWEEP if services else DEFAULT_SWEEP)
+    if args.server_max_version is None:
+        args.server_max_version = SERVICES_MIN_VERSION if services else IN_PROCESS_MAX_VERSION
+    top = MAX_SERVICES_N if services else MAX_N
+    if any(n < 1 or n > top for n in args.sweep):
+        raise CliError(f"--sweep: every N must be in 1..{top}")
+    if services:
+        if args.versions is not None and any(v < SERVICES_MIN_VERSION for v in args.versions):
+            raise CliError(f"--mode services: messaging services exist from v{SERVICES_MIN_VERSION} (--versions)")
+        if args.server_max_version < SERVICES_MIN_VERSION and not args.address:
+            raise CliError(f"--mode services needs --server-max-version {SERVICES_MIN_VERSION} or more")
     if args.versions is not None and any(v not in ALL_VERSIONS for v in args.versions):
         raise CliError(f"--versions: known versions are {','.join(map(str, ALL_VERSIONS))}")
     if args.server_max_version not in ALL_VERSIONS or args.server_max_version < 7:
@@ -108,6 +130,8 @@ def default_versions(vmin: int, vmax: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    if args.mode == "services":
+        return run_services(args)
     if args.address:
         from smpfast.load.config import UsageError
         from smpfast.load.diagnose import check_address
@@ -209,3 +233,59 @@ def run(args: argparse.Namespace) -> int:
         plot(results, args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def run_services(args: argparse.Namespace) -> int:
+    """``--mode services``: one SUBS against N batched SUBs of a messaging service."""
+    import trio
+
+    from smpfast.client import ClientError, parse_address
+    from smpfast.protocol.address import format_server
+    from .local import local_server
+    from .measure import SOCKS5, TrafficError, server_versions
+    from .services import measure_services, services_document, services_table
+
+    def progress(version: int, n: int) -> None:
+        if sys.stderr.isatty():
+            print(f"  v{version} N={n} done", file=sys.stderr, flush=True)
+
+    async def main() -> tuple[dict, list]:
+        SOCKS5.set(args.socks5)
+
+        async def measure(address: str, kind: str) -> tuple[dict, list]:
+            vmin, vmax = await server_versions(address)
+            versions = args.versions or [vmax]
+            if vmax < SERVICES_MIN_VERSION or any(not vmin <= v <= vmax for v in versions):
+                raise TrafficError(f"the server offers v{vmin}-v{vmax}; messaging services need "
+                                   f"v{SERVICES_MIN_VERSION}+ (--versions)")
+            rows = await measure_services(address, versions, args.sweep, args.timeout, progress)
+            srv, _ = parse_address(address)
+            doc = services_document(rows, address=format_server(srv), server=kind,
+                                    server_versions=[vmin, vmax], versions=versions, sweep=args.sweep)
+            return doc, rows
+
+        if args.address:
+            return await measure(args.address, "external")
+        async with local_server(args.server_max_version) as address:
+            return await measure(address, "in-process")
+
+    try:
+        doc, rows = trio.run(main)
+    except ClientError as e:
+        raise CliError(f"traffic: {e}") from None
+    except (TrafficError, ValueError) as e:
+        raise CliError(f"traffic: {e}") from None
+    except trio.TooSlowError:
+        raise CliError("traffic: a subscription took longer than --timeout allows") from None
+    where = "in-process smpfast server, MemoryStore" if doc["server"] == "in-process" else "external server"
+    print(f"smpfast traffic --mode services: {doc['address']} ({where}, offers v{doc['server_versions'][0]}"
+          f"-v{doc['server_versions'][1]})")
+    print("a messaging service re-subscribes N associated queues: N SUBs in one batch against one SUBS "
+          "(until ALLS); SMP bytes = blocks x 16384; reduction = batched / SUBS\n")
+    print(services_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        print(f"JSON written to {args.json}")
+    return 0 if all(r.hash_matches for r in rows) else 1

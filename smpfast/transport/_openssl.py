@@ -86,6 +86,47 @@ def set_tls_lists(ctx: ssl.SSLContext, *, ciphersuites: str, groups: str, sigalg
         raise OSError(f"TLS 1.3 suites are {sorted(got)} after setting {sorted(wanted)}")
 
 
+_ssl_offset_checked: bool | None = None
+
+
+def _ssl_pointer(sslobj: object, lib: ctypes.CDLL) -> int:
+    """The SSL* inside a CPython ``_ssl._SSLSocket`` (the ``_sslobj`` of an SSLSocket or
+    SSLObject): its struct is ``PyObject_HEAD``, ``PyObject *Socket``, ``SSL *ssl``. The
+    offset is accepted once SSL_get_SSL_CTX of the pointer read there gives the (already
+    verified) SSL_CTX* of the object's context."""
+    global _ssl_offset_checked
+    offset = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    if type(sslobj).__basicsize__ < offset + ctypes.sizeof(ctypes.c_void_p):
+        raise OSError("unexpected _SSLSocket layout")
+    ptr = ctypes.c_void_p.from_address(id(sslobj) + offset).value
+    if not ptr:
+        raise OSError("no SSL pointer found")
+    if _ssl_offset_checked is None:
+        lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+        lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+        for name in ("SSL_get_rbio", "SSL_get_wbio"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+            getattr(lib, name).restype = ctypes.c_void_p
+        for name in ("BIO_number_read", "BIO_number_written"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+            getattr(lib, name).restype = ctypes.c_uint64
+        _ssl_offset_checked = lib.SSL_get_SSL_CTX(ptr) == _ssl_ctx_pointer(sslobj.context, lib)
+    if not _ssl_offset_checked:
+        raise OSError("SSL pointer does not match the connection's context")
+    return ptr
+
+
+def socket_bytes(sslobj: object) -> tuple[int, int]:
+    """(bytes read from, bytes written to) the socket of a connection OpenSSL runs on its
+    socket (an SSLSocket's ``_sslobj``), handshake included. OSError if unavailable."""
+    lib = _load()
+    try:
+        ptr = _ssl_pointer(sslobj, lib)
+    except AttributeError as e:
+        raise OSError(f"libssl BIO counters unavailable: {e}") from None
+    return lib.BIO_number_read(lib.SSL_get_rbio(ptr)), lib.BIO_number_written(lib.SSL_get_wbio(ptr))
+
+
 # ---- client certificates -------------------------------------------------------------------
 #
 # The reference's server asks every client for a certificate and validates a non-empty chain

@@ -26,6 +26,7 @@ from . import identity
 from .errors import HandshakeTimeout, TransportClosed, TransportError
 from .limit import ConnectionLimit
 from .listen import open_listeners
+from .socket_tls import SocketBlockConnection
 from .tls import CLIENT_ALPN, client_context
 
 if TYPE_CHECKING:
@@ -452,7 +453,7 @@ async def serve_blocks(
             limit.release()
 
     async def serve_connection(stream: trio.SocketStream) -> None:
-        conn = BlockConnection(stream, ssl_context, server_side=True)
+        conn = SocketBlockConnection(stream, ssl_context)
         try:
             try:
                 await conn.handshake(handshake_timeout)

@@ -22,7 +22,7 @@ from ..tracker import INTERRUPTED
 from ..pool import traffic_delta
 from ..progress import INTERVAL
 from ..stats import Series, Stats
-from ..config import spread
+from ..config import SERVICES_MIN_VERSION, UsageError, spread
 from .base import Context, Result, check_version, each, open_connections, server_info
 
 LATENCIES = ("batch", "connect")
@@ -32,6 +32,8 @@ _SUB_OK = (C.Ok, C.Sok)
 
 async def run(ctx: Context) -> Result:
     cfg = ctx.cfg
+    if cfg.mode == "services":
+        return await run_services(ctx)
     n, B = cfg.effective_queues(), cfg.batch
     C_ = min(cfg.effective_connections(), n)
     stats = Stats(LATENCIES)
@@ -168,6 +170,108 @@ async def run(ctx: Context) -> Result:
             "batches": batches,
             "connections": C_,
             "connections_failed": len(failed_connects),
+            "connect_seconds": round(connect_seconds, 6),
+            "subscribe_seconds": round(subscribe_seconds, 6),
+            "storm_seconds": round(connect_seconds + subscribe_seconds, 6),
+            "connections_lost": stats.connections_lost,
+            "interrupted": storm.interrupted,
+            "ended_early": storm.interrupted,
+        },
+        generator=meter.stop(),
+    )
+
+
+async def run_services(ctx: Context) -> Result:
+    """``--mode services``: one messaging service (a throw-away certificate) creates the N
+    queues in its session (NEW associates each), closes it, reconnects and subscribes them
+    all with one SUBS carrying its count and IdsHash, until ALLS. One latency sample (SUBS
+    sent → ALLS); SOKS must match the service's own count and hash."""
+    from ...protocol.ids_hash import ids_hash
+    from ...traffic.services import throwaway_service
+
+    cfg = ctx.cfg
+    n = cfg.effective_queues()
+    stats = Stats(LATENCIES)
+    service = throwaway_service()
+
+    # ---- set-up: the service creates its queues (subscribed, so associated), then leaves
+    ctx.phases.enter("connect", 1, "service connection")
+    creator = await ctx.pool.connect_one(ctx.nursery, service=service)
+    ctx.phases.advance()
+    check_version(cfg, creator)
+    if creator.service is None:
+        raise UsageError(f"--mode services needs a server offering v{SERVICES_MIN_VERSION}+ that takes "
+                         f"service certificates (negotiated v{creator.version})")
+    info = server_info(creator)
+    ctx.phases.enter("create", n, "queues")
+    made = await queues.create(creator, n, cfg.auth, subscribe=True, progress=ctx.phases.advance)
+    expected = (n, ids_hash(q.rcv_id for q in made))
+    await creator.aclose()
+
+    # ---- the reconnect: one service connection, one SUBS
+    await ctx.control.ready()
+    storm = Storm()
+    ctx.control.attach(storm)
+    meter = CpuMeter()
+    before = ctx.pool.traffic()
+    ctx.phases.enter("connect", 1, "service connection")
+    t_connect = clock()
+    client: SMPClient | None = None
+    try:
+        with storm.new_scope():
+            client = await ctx.pool.connect_one(ctx.nursery, stats.latencies["connect"], service=service)
+    except ClientError as e:
+        stats.failed(False, clock(), f"connect failed: {short_cause(e)}", n)
+    connect_seconds = clock() - t_connect
+    ctx.phases.advance()
+    ctx.phases.enter("subscribe", n, "queues")
+    t0 = clock()
+    series = Series(stats, t0)
+    got: tuple[int, bytes] | None = None
+    delivered = 0
+    for _ in range(n):
+        stats.sent(False, t0)
+    if client is not None:
+        with storm.new_scope():
+            try:
+                got = await client.service_subscribe_all(*expected)
+                while not isinstance((ev := await client.next_event()).message, C.Alls):
+                    if isinstance(ev.message, C.Msg):
+                        delivered += 1
+            except ClientClosed:
+                stats.connections_lost += 1
+                stats.failed(False, clock(), "connection closed", n)
+            except ClientError as e:
+                stats.failed(False, clock(), f"SUBS failed: {short_cause(e)}", n)
+            except trio.Cancelled:
+                stats.failed(False, None, INTERRUPTED, n)
+                raise
+    now = clock()
+    if got is not None:
+        if got == expected:
+            stats.received_many(n, now, now - t0)
+        else:
+            stats.failed(False, now, "SOKS count or hash differs from the service's", n)
+        ctx.phases.advance(n)
+    ctx.control.attach(None)
+    subscribe_seconds = (stats.last_measured or now) - t0
+    series.sample(clock(), "subscribe")
+    return Result(
+        stats=stats,
+        unit="subscriptions",
+        latency="batch",
+        elapsed=max(subscribe_seconds, 1e-9),
+        traffic=traffic_delta(ctx.pool.traffic(), before),
+        server=info,
+        series=series.rows,
+        details={
+            "mode": "services",
+            "queues": n,
+            "soks_count": None if got is None else got[0],
+            "hash_matches": got == expected,
+            "messages_delivered": delivered,
+            "connections": 1,
+            "connections_failed": 0 if client is not None else 1,
             "connect_seconds": round(connect_seconds, 6),
             "subscribe_seconds": round(subscribe_seconds, 6),
             "storm_seconds": round(connect_seconds + subscribe_seconds, 6),
