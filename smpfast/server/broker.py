@@ -1312,6 +1312,8 @@ class Broker:
         if q.rcv_service_id is not None:
             subscriber = self.subscriptions.subscriber_of_service(RCV, q.rcv_service_id)
             if subscriber is None:
+                if self._remote:  # the service's session may be in another worker
+                    self._remote_event((X.KICK, rid, msg.msg_id, q.rcv_service_id))
                 return
             sub = self._service_delivery(subscriber, rid)
         else:
@@ -1437,18 +1439,23 @@ class Broker:
         effects.pushes.append((conn, self.durability.current(), [(b"", rid, C.END)]))
         return effects, sub.delivered is not None
 
-    def deliver_heads(self, heads: list[tuple[bytes, bytes | None]]) -> Effects:
+    def deliver_heads(self, heads: list[tuple[bytes, bytes | None, bytes | None]]) -> Effects:
         """These queues may hold a message for their subscriber (``(rid, msg id)``: a
         message another worker committed and made durable; ``(rid, None)``: a subscription
-        just ordered by the hub): deliver each queue's head to its subscriber here if it
+        just ordered by the hub; a third member names the messaging service whose session
+        receives the queue's messages): deliver each queue's head to its subscriber here if it
         waits for none, as SEND into an empty queue does. The head read is shown at once
         when it is the announced durable message; any other head may be another process's
         commit not yet on disk, so it is read again in a unit and waits for the next sync."""
         effects = Effects()
         subs = self.subscriptions
         todo = []
-        for rid, msg_id in dict.fromkeys(heads):
-            found = subs.subscriber_of(rid)
+        for rid, msg_id, service_id in dict.fromkeys(heads):
+            if service_id is not None:  # a messaging service's queue: its session's delivery
+                conn = subs.subscriber_of_service(RCV, service_id)
+                found = None if conn is None else (conn, self._service_delivery(conn, rid))
+            else:
+                found = subs.subscriber_of(rid)
             if found is not None and not found[1].prohibited and found[1].delivered is None:
                 todo.append((rid, msg_id, found))
         if not todo:

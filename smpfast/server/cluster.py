@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .delivery import NTF, ConnId, LocalDelivery, Push, Subscriptions
+from .delivery import NTF, RCV, ConnId, LocalDelivery, Push, Subscriptions
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -50,7 +50,8 @@ SUBSCRIBED = "S"  # (rid): a connection of this worker became the queue's subscr
 NTF_SUBSCRIBED = "N"  # (nid)
 SERVICE_TAKEN = "V"  # (party, service id)
 CLOSED = "C"  # (rids, nids, services): subscriptions that ended with their connection
-KICK = "K"  # (rid, msg id or None): a durable message (that one) may wait for the queue's subscriber
+KICK = "K"  # (rid, msg id or None[, service id]): a durable message (that one) may wait for the
+# queue's subscriber (or its messaging service's session)
 DELETED = "D"  # (rid, tell): the queue is gone; tell: its subscriber gets DELD
 NTF_DELETED = "X"  # (nid, tell)
 NOTIFICATIONS = "T"  # (nid, service id or None, [(msg id, ts, nonce, encrypted meta)])
@@ -106,6 +107,10 @@ class Hub:
                 elif tag == SERVICE_TAKEN and event[1] == NTF:
                     for nid in list(self._held_by_service.get(event[2], ())):
                         self._release_held(worker, nid, event[2], send)
+            elif tag == KICK and len(event) > 3:
+                owner = owners.get((SERVICE_TAKEN, RCV, event[3]))
+                if owner is not None:
+                    send(owner, event)
             elif tag == KICK or tag == BLOCKED:
                 owner = owners.get((SUBSCRIBED, event[1]))
                 if owner is not None:
@@ -381,12 +386,12 @@ class ClusterNode:
         subs = self.subscriptions
         route = self.delivery.route
         self.received += len(events)
-        heads: list[tuple[bytes, bytes | None]] = []  # (queue, the durable message announced)
+        heads: list[tuple] = []  # (queue, the durable message announced, its service)
         for event in events:
             tag = event[0]
             if tag == SUBSCRIBED:
                 if subs.echoed(event):
-                    heads.append((event[1], None))
+                    heads.append((event[1], None, None))
             elif tag in (NTF_SUBSCRIBED, SERVICE_TAKEN):
                 subs.echoed(event)
             elif tag == LOST:
@@ -402,7 +407,7 @@ class ClusterNode:
                 if not subs.in_flight((SERVICE_TAKEN, event[1], event[2])):
                     route(broker.remote_service_takeover(event[1], event[2]).pushes)
             elif tag == KICK:
-                heads.append((event[1], event[2]))
+                heads.append((event[1], event[2], event[3] if len(event) > 3 else None))
             elif tag == DELETED:
                 route(broker.remote_deleted(event[1], event[2]).pushes)
             elif tag == NTF_DELETED:
