@@ -451,6 +451,8 @@ def _start_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--port", help="TCP port(s) to serve, comma-separated (overrides [TRANSPORT] port)")
     p.add_argument("--bind", help="listen address (overrides [TRANSPORT] bind), e.g. :: or 127.0.0.1")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes (overrides [TRANSPORT] workers; 1: a single process)")
 
 
 def _start_overrides(config: Config, args: argparse.Namespace) -> Config:
@@ -465,6 +467,10 @@ def _start_overrides(config: Config, args: argparse.Namespace) -> Config:
             changes["bind"] = str(ipaddress.ip_address(args.bind))
         except ValueError:
             raise CliError(f"--bind: {args.bind!r} is not an IP address (such as ::, 0.0.0.0 or 127.0.0.1)") from None
+    if getattr(args, "workers", None) is not None:
+        if not 1 <= args.workers <= 256:
+            raise CliError(f"--workers: {args.workers} is not between 1 and 256")
+        changes["workers"] = args.workers
     if not changes:
         return config
     return dataclasses.replace(config, transport=dataclasses.replace(config.transport, **changes))

@@ -124,6 +124,21 @@ class TransportConfig:
     # Ask clients for TLS certificates, as services (v16) answer (the reference: on by
     # default, and `init` does not write it).
     accept_service_credentials: bool = True
+    # Worker processes serving the ports together (SO_REUSEPORT) on one store; None: one
+    # per core. 1: a single process, as before workers existed.
+    workers: int | None = None
+
+    @property
+    def worker_count(self) -> int:
+        return default_workers() if self.workers is None else self.workers
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -524,6 +539,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "log_tls_errors": parse_on_off,
         "control_port": _int_range(1, 65535),
         "accept_service_credentials": parse_on_off,
+        "workers": _int_range(1, 256),
     },
     "INACTIVE_CLIENTS": {
         "disconnect": parse_on_off,
@@ -880,6 +896,9 @@ log_tls_errors = off
 # The operators' control port: plain text, always on 127.0.0.1 only (`telnet 127.0.0.1
 # <port>`, then `help`). Commented out: no control port.
 {control_line}
+# Worker processes, each with its own event loop, serving the ports together on one store
+# (commented out: one per core; 1: a single process).
+# workers = 4
 
 [PROXY]
 # The server is also an SMP proxy for private message routing: a client sends each message

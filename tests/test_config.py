@@ -97,6 +97,7 @@ bind = ::
 log_tls_errors = on
 control_port = 5225
 accept_service_credentials = off
+workers = 3
 
 [INACTIVE_CLIENTS]
 disconnect = off
@@ -180,7 +181,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
                                   control_port_user_password="us3r", daily_block_queue_quota=-1)
     assert cfg.transport == TransportConfig(
         host=("smp.example.com", "[2001:db8::1]", "192.0.2.1"), port=(5224, 443), bind="::", log_tls_errors=True,
-        control_port=5225, accept_service_credentials=False,
+        control_port=5225, accept_service_credentials=False, workers=3,
     )
     assert cfg.inactive_clients == InactiveClientsConfig(False, 600, 60)
     assert cfg.store.path == Path("/var/lib/smpfast")

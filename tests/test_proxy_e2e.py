@@ -60,7 +60,7 @@ def test_messages_through_a_proxy_reach_the_relay(smp_server, trio_run):
                 r = await sender.proxy_relay(relay.address)
                 assert r.version == 17 and len(r.session_id) == 32
                 again = await sender.proxy_relay(relay.address)
-                assert again.session_id == r.session_id and len(proxy.server.relays.links) == 1
+                assert again.session_id == r.session_id and len(proxy.relay_links()) == 1
                 await sender.proxied_send(r, q.snd_id, b"via proxy 1")
                 await expect_msg(recipient, q, b"via proxy 1")
                 key = generate_private_key(Alg.ED25519)
@@ -71,11 +71,11 @@ def test_messages_through_a_proxy_reach_the_relay(smp_server, trio_run):
                 assert isinstance(answer, C.Err) and str(answer.error) == "CMD PROHIBITED"
                 unsigned = await sender.proxied(r, q.snd_id, C.Send(C.MsgFlags(False), b"x"))
                 assert isinstance(unsigned, C.Err) and str(unsigned.error) == "AUTH"  # secured now
-            stats = proxy.server.broker.stats
+            stats = proxy.stats()
             assert stats["pRelays.requests"] == 2 and stats["pRelays.successes"] == 2
             assert stats["pMsgFwds.requests"] == 5 and stats["pMsgFwds.successes"] == 5
-            assert relay.server.broker.stats["pMsgFwdsRecv"] == 5
-            assert relay.server.broker.stats["msgSent"] == 2
+            assert relay.stats()["pMsgFwdsRecv"] == 5
+            assert relay.stats()["msgSent"] == 2
 
     trio_run(main)
 
@@ -140,7 +140,7 @@ def test_every_proxy_error_for_real(smp_server, trio_run):
                 bad = C.Pfwd(17, sent.pfwd.dh_key, enc[:50] + bytes((enc[50] ^ 0xFF,)) + enc[51:])
                 reply = await c.request(r.session_id, bad, corr_id=sent.nonce)
                 assert str(reply.error) == "PROXY PROTOCOL CRYPTO"
-            stats = proxy.server.broker.stats
+            stats = proxy.stats()
             assert stats["pRelays.errorsConnect"] == 2 and stats["pRelays.errorsCompat"] == 1
             assert stats["pRelays.errorsOther"] == 1  # HOST
             assert stats["pMsgFwds.errorsConnect"] == 1  # NO_SESSION
@@ -183,17 +183,17 @@ def test_a_stopped_relay_times_out_and_a_restarted_one_is_reconnected(smp_server
             async with smp_server(max_version=MAX, relays=relays(request_timeout=1.0)) as proxy:
                 async with sc.connect(proxy.address) as c:
                     r = await c.proxy_relay(relay_address)
-                    os.kill(relay_proc.pid, signal.SIGSTOP)
+                    relay_proc.signal_all(signal.SIGSTOP)
                     try:
                         with pytest.raises(SMPError) as e:
                             await c.proxied(r, b"q" * 24, C.Send(C.MsgFlags(False), b"x"))
                         assert str(e.value.error) == "PROXY BROKER TIMEOUT"
                     finally:
-                        os.kill(relay_proc.pid, signal.SIGCONT)
+                        relay_proc.signal_all(signal.SIGCONT)
                     await c.proxied(r, b"q" * 24, C.Send(C.MsgFlags(False), b"x"))  # alive again: AUTH inside
                     relay_proc.stop()
                     with trio.fail_after(10):
-                        while proxy.server.relays.lookup(r.session_id) is not None:
+                        while proxy.relay_lookup(r.session_id) is not None:
                             await trio.sleep(0.05)
                     with pytest.raises(SMPError) as e:
                         await c.proxied(r, b"q" * 24, C.PING)
@@ -225,7 +225,7 @@ def test_socks5_between_proxy_and_relay(smp_server, trio_run):
                         r = await sender.proxy_relay(with_hosts(relay.address, ONION))
                         await sender.proxied_send(r, q.snd_id, b"through tor")
                         await expect_msg(recipient, q, b"through tor")
-                        [link] = proxy.server.relays.links
+                        [link] = proxy.relay_links()
                         assert link.client.via_socks and link.client.host == ONION
                 assert f"-> {ONION}" in socks.log()
 
@@ -269,7 +269,7 @@ def test_client_concurrency_holds_the_client_back(smp_server, trio_run, tmp_path
                                   proxy_client_concurrency=concurrency) as proxy:
                 async with sc.connect(proxy.address) as c:
                     r = await c.proxy_relay(relay_proc.address)
-                    os.kill(relay_proc.pid, signal.SIGSTOP)
+                    relay_proc.signal_all(signal.SIGSTOP)
                     order = []
                     try:
                         async def pfwd(name):
@@ -288,7 +288,7 @@ def test_client_concurrency_holds_the_client_back(smp_server, trio_run, tmp_path
                             await trio.sleep(0.1)
                             n.start_soon(ping)
                     finally:
-                        os.kill(relay_proc.pid, signal.SIGCONT)
+                        relay_proc.signal_all(signal.SIGCONT)
                     assert order == expected
 
     trio_run(main, timeout=60)

@@ -192,7 +192,7 @@ def test_outbox_bound_stops_reading_a_client_that_does_not_read(smp_server, trio
                     blocked = 1
                     break
                 sent += 1
-                for c in srv.server.connections:
+                for c in (c for w in srv.workers for c in w.connections):
                     if c.peer is not None and c.conn is not None:
                         server_side = c
                         peak = max(peak, len(c.outbox))
@@ -517,5 +517,5 @@ def test_limits_from_the_ini_apply_to_smpfast_start(tmp_path, trio_run):
     with ServerProcess(data) as server:
         trio_run(main, timeout=120)
         log = server.log()
-    assert log.count("refusing new ones") == 1, log
+    assert 1 <= log.count("refusing new ones") <= server.workers, log  # one per spell of each worker
     assert "Traceback" not in log

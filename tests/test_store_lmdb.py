@@ -294,3 +294,51 @@ def test_kill_9_from_outside_at_a_random_moment(tmp_path):
     assert acked >= 60
     # a batch may have been committed but not yet acknowledged when the kill landed
     _check_after_crash(tmp_path, acked, acked + 5)
+
+
+# --------------------------------------------------------------------------- shared mode
+
+
+_OTHER_WORKER = """
+import sys
+from smpfast.store import LMDBStore
+from smpfast.store.records import StoredMessage
+store = LMDBStore(sys.argv[1], map_size=1 << 26, durability="none", shared=True)
+rid = bytes.fromhex(sys.argv[2])
+q = store.get_queue(rid)  # committed by the other process: visible without its commit()
+assert q is not None, "the other process's unit is not visible"
+with store.unit():
+    assert store.write_message(rid, StoredMessage(b"m" * 24, 1, False, b"from the other process")).stored
+store.close()
+"""
+
+
+def test_shared_mode_units_are_transactions_other_processes_see(tmp_path):
+    """Worker processes on one environment (shared=True): a unit is committed at its end
+    (no write transaction stays open to block the other processes), reads outside units see
+    the latest commit of any process, and a unit counts as a write for the group commit."""
+    store = LMDBStore(str(tmp_path / "db"), map_size=1 << 26, durability="none", shared=True)
+    try:
+        rid = b"R" * 24
+        with store.unit():
+            assert store.add_queue(qrec(rid))
+        assert store.uncommitted_writes >= 1  # answers wait for the next sync
+        # no store.commit(): the other process must see the queue anyway
+        subprocess.run([sys.executable, "-c", _OTHER_WORKER, str(tmp_path / "db"), rid.hex()], check=True,
+                       timeout=60)
+        assert store.message_count(rid) == 1
+        assert store.peek_message(rid).body == b"from the other process"
+        with store.unit():  # a unit that only reads counts too: it may show others' commits
+            store.peek_message(rid)
+        assert store.uncommitted_writes >= 2
+        store.commit()
+        assert store.uncommitted_writes == 0
+        store.sync()
+        # a failing unit is undone alone; what earlier units wrote stays
+        with pytest.raises(RuntimeError):
+            with store.unit():
+                store.delete_message(rid, b"m" * 24)
+                raise RuntimeError("the block failed")
+        assert store.message_count(rid) == 1
+    finally:
+        store.close()

@@ -41,6 +41,7 @@ from ..store import Store
 from ..store.errors import StoreError, StoreFullError, StoreUsageError
 from ..protocol.proxy import ProxyLayerError, open_forwarded, seal_forwarded
 from ..protocol.ids_hash import ServiceSubs, queue_id_hash
+from . import cluster as X
 from .delivery import (NTF, RCV, Answer, ConnId, Delivery, Effects, LocalDelivery, ProxyRequest, ServiceWalk,
                        Subscription)
 from .names import STAT_DISABLED, STAT_REQUESTS, ForwardedName, NameRequest
@@ -211,6 +212,9 @@ class Broker:
         self.random_bytes = random_bytes
         self.delivery: Delivery = delivery if delivery is not None else LocalDelivery()
         self.subscriptions = self.delivery.subscriptions
+        # Other worker processes hold subscriptions too: what concerns theirs goes to the
+        # hub as pushes to ``cluster.REMOTE`` (cluster.py).
+        self._remote = getattr(self.delivery, "remote", False)
         self.notifications: dict[bytes, list[tuple[bytes, int, bytes, bytes]]] = {}
         # The service of notifiers with notifications waiting (their NMSGs go to the
         # service's subscriber), as the queue record says now.
@@ -256,8 +260,11 @@ class Broker:
                 self._write_outside_block(lambda: added.append(self.store.add_service(rec)))
                 if added[0]:
                     return rec.service_id, self.durability.current()
-                if self.store.service_by_cert(cert_hash) is not None:  # cannot happen: one thread
-                    break
+                known = self.store.service_by_cert(cert_hash)
+                if known is not None:  # another worker process created it meanwhile
+                    if known.role != role:
+                        raise ServiceRefused(f"the certificate belongs to a service of role {known.role}")
+                    return known.service_id, self.durability.current()
         except StoreError as e:
             raise ServiceRefused(f"store: {e}") from None
         raise ServiceRefused("no free service id")
@@ -286,6 +293,8 @@ class Broker:
         if subscriber is not None:
             event = (b"", q.recipient_id, C.Err(E.ErrorType("BLOCKED", info)))
             effects.pushes.append((subscriber, self.durability.current(), [event]))
+        elif self._remote:
+            effects.pushes.append(self._remote_push((X.BLOCKED, q.recipient_id, info.encode())))
         return effects
 
     def unblock_queue(self, q: QueueRecord) -> None:
@@ -302,11 +311,15 @@ class Broker:
         self._write_outside_block(lambda: self.store.delete_queue(rid))
         self._count_deleted(q)
         self.subscriptions.drop_queue(rid)
+        remote = [(X.DELETED, rid, False)]
         if q.notifier is not None:
             nid = q.notifier.notifier_id
             self.notifications.pop(nid, None)
             self.notification_service.pop(nid, None)
             self.subscriptions.drop_notifier(nid)
+            remote.append((X.NTF_DELETED, nid, False))
+        if self._remote:
+            self.delivery.route([self._remote_push(*remote)])
         return count
 
     def _write_outside_block(self, write: Callable[[], object]) -> None:
@@ -336,6 +349,13 @@ class Broker:
 
     def _event(self, conn: ConnId, entity_id: bytes, msg: C.Response) -> None:
         self._push(conn, [(b"", entity_id, msg)])
+
+    def _remote_event(self, *events: tuple) -> None:
+        """Events for the hub, sent once this block's writes are durable."""
+        self._push(X.REMOTE, [(b"", b"", event) for event in events])
+
+    def _remote_push(self, *events: tuple):
+        return (X.REMOTE, self.durability.current(), [(b"", b"", event) for event in events])
 
     def _set_delivered(self, sub: Subscription, msg_id: bytes | None) -> None:
         if self._undo is not None:
@@ -467,7 +487,18 @@ class Broker:
         self._walks, self._undo_deliveries = walks, undo_deliveries
         try:
             with self.store.unit():
+                fresh: dict[bytes, QueueRecord | None] | None = {} if self.store.shared_writers else None
                 for item in verified:
+                    if fresh is not None and item.queue is not None:
+                        # Other processes write the store too: the record is read again
+                        # under the writer lock, shared by the block's commands on it.
+                        rid = item.queue.recipient_id
+                        if rid not in fresh:
+                            fresh[rid] = self.store.get_queue(rid)
+                        if fresh[rid] is None:  # deleted meanwhile
+                            responses.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                            continue
+                        item.queue = fresh[rid]
                     try:
                         self._execute(peer, item, responses, events)
                     except StoreUsageError:
@@ -901,6 +932,9 @@ class Broker:
         subscriber holds it no more and, if another connection, is told ``event`` (END or
         DELD) for it."""
         if service_id is not None:
+            if self._remote and self.subscriptions.subscriber_of_service(party, service_id) is None:
+                self._remote_event((X.LEFT_SERVICE, party, service_id, entity, "DELD" if event is C.DELD else "END"))
+                return
             conn = self.subscriptions.leave_service(party, service_id, entity, except_conn=peer.id)
             if conn is not None:
                 self._event(conn, entity, event)
@@ -1187,6 +1221,8 @@ class Broker:
         subscriber = self.subscriptions.drop_notifier(nid)
         if subscriber is not None and subscriber != peer.id:
             self._event(subscriber, nid, C.DELD)
+        elif self._remote:
+            self._remote_event((X.NTF_DELETED, nid, True))
         self._leave_service(peer, NTF, notifier.ntf_service_id, nid, C.DELD)
 
     def _off(self, peer: Peer, q: QueueRecord, item: _Pending, out: list, events: list) -> None:
@@ -1205,6 +1241,8 @@ class Broker:
         subscriber = self.subscriptions.drop_queue(rid)
         if subscriber is not None:
             self._event(subscriber, rid, C.DELD)
+        elif self._remote:
+            self._remote_event((X.DELETED, rid, True))
         self._leave_service(peer, RCV, q.rcv_service_id, rid, C.DELD)
         if q.notifier is not None:
             self._notifier_gone(peer, q.notifier)
@@ -1274,11 +1312,15 @@ class Broker:
         if q.rcv_service_id is not None:
             subscriber = self.subscriptions.subscriber_of_service(RCV, q.rcv_service_id)
             if subscriber is None:
+                if self._remote:  # the service's session may be in another worker
+                    self._remote_event((X.KICK, rid, msg.msg_id, q.rcv_service_id))
                 return
             sub = self._service_delivery(subscriber, rid)
         else:
             found = self.subscriptions.subscriber_of(rid)
             if found is None:
+                if self._remote:  # its subscriber may be in another worker
+                    self._remote_event((X.KICK, rid, msg.msg_id))
                 return
             subscriber, sub = found
         if sub.prohibited or sub.delivered is not None:
@@ -1291,6 +1333,10 @@ class Broker:
     def _notify(self, notifier: NotifierRecord, msg: StoredMessage) -> None:
         nonce, enc = cmsg.encrypt_ntf_meta(cmsg.precompute(notifier.ntf_dh_secret), msg.msg_id, msg.ts)
         nid = notifier.notifier_id
+        if self._remote and self._notification_target(nid, notifier.ntf_service_id) is None:
+            # Nobody here holds the notifier: the hub gives it to whoever does (or keeps it).
+            self._remote_event((X.NOTIFICATIONS, nid, notifier.ntf_service_id, [(msg.msg_id, msg.ts, nonce, enc)]))
+            return
         pending = self.notifications.setdefault(nid, [])
         pending.append((msg.msg_id, msg.ts, nonce, enc))
         self._note_service(nid, notifier.ntf_service_id)
@@ -1370,6 +1416,157 @@ class Broker:
             if self._walks is not None:
                 self._walks.append(ServiceWalk(peer.id, sid))
         return C.Soks(count, digest)
+
+    def _notification_target(self, nid: bytes, service_id: bytes | None) -> ConnId | None:
+        subs = self.subscriptions
+        return subs.ntf_subscriber.get(nid) if service_id is None else subs.subscriber_of_service(NTF, service_id)
+
+    # ------------------------------------------------------------------ other workers
+
+    # What the hub tells this worker (cluster.ClusterNode): each returns the effects for
+    # this worker's connections (and events for the hub, as pushes to cluster.REMOTE).
+
+    def remote_takeover(self, rid: bytes) -> tuple[Effects, bool]:
+        """A connection of another worker subscribed ``rid``: ours gets END. The flag says
+        whether it had a message unacknowledged (the new subscriber is owed it)."""
+        effects = Effects()
+        found = self.subscriptions.subscriber_of(rid)
+        if found is None:
+            return effects, False
+        conn, sub = found
+        self.subscriptions.drop_queue(rid)
+        self._count("qSubEnd")
+        effects.pushes.append((conn, self.durability.current(), [(b"", rid, C.END)]))
+        return effects, sub.delivered is not None
+
+    def deliver_heads(self, heads: list[tuple[bytes, bytes | None, bytes | None]]) -> Effects:
+        """These queues may hold a message for their subscriber (``(rid, msg id)``: a
+        message another worker committed and made durable; ``(rid, None)``: a subscription
+        just ordered by the hub; a third member names the messaging service whose session
+        receives the queue's messages): deliver each queue's head to its subscriber here if it
+        waits for none, as SEND into an empty queue does. The head read is shown at once
+        when it is the announced durable message; any other head may be another process's
+        commit not yet on disk, so it is read again in a unit and waits for the next sync."""
+        effects = Effects()
+        subs = self.subscriptions
+        todo = []
+        for rid, msg_id, service_id in dict.fromkeys(heads):
+            if service_id is not None:  # a messaging service's queue: its session's delivery
+                conn = subs.subscriber_of_service(RCV, service_id)
+                found = None if conn is None else (conn, self._service_delivery(conn, rid))
+            else:
+                found = subs.subscriber_of(rid)
+            if found is not None and not found[1].prohibited and found[1].delivered is None:
+                todo.append((rid, msg_id, found))
+        if not todo:
+            return effects
+        durable, uncertain = [], []
+        try:
+            for rid, msg_id, found in todo:
+                q = self.store.get_queue(rid)  # outside a unit: no sync to wait for
+                if q is None or q.status == STATUS_BLOCKED:
+                    continue
+                head = self.store.peek_message(rid)
+                if head is None:
+                    continue
+                if head.msg_id == msg_id:
+                    durable.append((found, rid, q, head))
+                else:
+                    uncertain.append((rid, found))
+            with self.store.unit():
+                for rid, found in uncertain:
+                    q = self.store.get_queue(rid)
+                    head = None if q is None or q.status == STATUS_BLOCKED else self.store.peek_message(rid)
+                    if head is not None:
+                        durable.append((found, rid, q, head))
+        except StoreError as e:
+            self.durability.store_failed(e)
+            return effects
+        generation = self.durability.current()  # after the unit: it may show others' commits
+        for (conn, sub), rid, q, head in durable:
+            if sub.delivered is None:
+                sub.delivered = head.msg_id
+                effects.pushes.append((conn, generation, [(b"", rid, self._msg(q, head))]))
+        return effects
+
+    def remote_deleted(self, rid: bytes, tell: bool) -> Effects:
+        effects = Effects()
+        conn = self.subscriptions.drop_queue(rid)
+        if conn is not None and tell:
+            effects.pushes.append((conn, self.durability.current(), [(b"", rid, C.DELD)]))
+        return effects
+
+    def remote_notifier_deleted(self, nid: bytes, tell: bool) -> Effects:
+        effects = Effects()
+        self.notifications.pop(nid, None)
+        self.notification_service.pop(nid, None)
+        conn = self.subscriptions.drop_notifier(nid)
+        if conn is not None and tell:
+            effects.pushes.append((conn, self.durability.current(), [(b"", nid, C.DELD)]))
+        return effects
+
+    def _ship_notifications(self, effects: Effects, nids: list[bytes]) -> None:
+        events = []
+        for nid in nids:
+            pending = self.notifications.pop(nid, None)
+            sid = self.notification_service.pop(nid, None)
+            if pending:
+                events.append((X.NOTIFICATIONS, nid, sid, pending))
+        if events:
+            effects.pushes.append(self._remote_push(*events))
+
+    def remote_ntf_takeover(self, nid: bytes) -> Effects:
+        """Another worker's connection subscribed the notifier: ours gets END, and the
+        notifications waiting here go to the hub (for the new subscriber)."""
+        effects = Effects()
+        conn = self.subscriptions.drop_notifier(nid)
+        if conn is not None:
+            effects.pushes.append((conn, self.durability.current(), [(b"", nid, C.END)]))
+        if nid not in self.notification_service:
+            self._ship_notifications(effects, [nid])
+        return effects
+
+    def remote_service_takeover(self, party: str, service_id: bytes) -> Effects:
+        """A session of the service in another worker took it over: ours gets ENDS."""
+        effects = Effects()
+        dropped = self.subscriptions.drop_service(party, service_id)
+        if dropped is not None:
+            conn, lost = dropped
+            effects.pushes.append((conn, self.durability.current(), [(b"", service_id, C.Ends(*lost))]))
+        if party == NTF:
+            self._ship_notifications(effects, [n for n, s in self.notification_service.items() if s == service_id])
+        return effects
+
+    def remote_left_service(self, party: str, service_id: bytes, entity: bytes, event: str) -> Effects:
+        effects = Effects()
+        conn = self.subscriptions.leave_service(party, service_id, entity)
+        if conn is not None:
+            msg = C.DELD if event == "DELD" else C.END
+            effects.pushes.append((conn, self.durability.current(), [(b"", entity, msg)]))
+        return effects
+
+    def remote_blocked(self, rid: bytes, info: bytes) -> Effects:
+        effects = Effects()
+        conn = self.subscriptions.subscriber.get(rid)
+        if conn is not None:
+            try:
+                error = E.parse_error_type(b"BLOCKED " + info)
+            except ParseError:
+                error = E.BLOCKED_SPAM
+            effects.pushes.append((conn, self.durability.current(), [(b"", rid, C.Err(error))]))
+        return effects
+
+    def add_notifications(self, nid: bytes, service_id: bytes | None, items: list) -> Effects:
+        """Notifications from another worker for a notifier held here (sent with the next
+        ``deliver_notifications``); back to the hub if nobody here holds it any more."""
+        effects = Effects()
+        items = [tuple(n) for n in items]
+        if self._notification_target(nid, service_id) is None:
+            effects.pushes.append(self._remote_push((X.NOTIFICATIONS, nid, service_id, items)))
+            return effects
+        self.notifications.setdefault(nid, []).extend(items)
+        self._note_service(nid, service_id)
+        return effects
 
     def deliver_notifications(self) -> Effects:
         """Send stored notifications to their subscribers (the reference does this every

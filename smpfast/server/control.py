@@ -124,7 +124,7 @@ class ServerControl:
 
     def counters(self) -> Counters:
         broker, store = self.server.broker, self.server.store
-        stats = broker.stats
+        stats = self.server.counter_totals()
         return Counters(
             from_time=self.started_at,
             queues_created=stats.get("qCreated", 0),
@@ -269,6 +269,7 @@ class ControlPort:
                 if end < 0:
                     break
                 line, buffer = buffer[:end], buffer[end + 1 :]
+                await self.server.refresh_stats()  # several workers: their counters too
                 reply = session.handle_line(line)
                 await self._write(stream, reply)
                 if reply.close:

@@ -211,6 +211,18 @@ class Subscriptions:
             self._drop_service_deliveries(previous)
         return previous, lost
 
+    def drop_service(self, party: str, service_id: bytes) -> tuple[ConnId, ServiceSubs] | None:
+        """Another worker's session took the service: its subscriber here (if any) and
+        the (count, hash) it held; its deliveries for the service's queues end."""
+        conn = self.service_subscriber.pop((party, service_id), None)
+        if conn is None:
+            return None
+        self._service_subscribed.discard((party, conn))
+        lost = self._service_subs.pop((party, conn), NO_SERVICE_SUBS)
+        if party == RCV:
+            self._drop_service_deliveries(conn)
+        return conn, lost
+
     def leave_service(self, party: str, service_id: bytes, queue_id: bytes,
                       except_conn: ConnId | None = None) -> ConnId | None:
         """Queue ``queue_id`` (a recipient id for RCV, a notifier id for NTF) left the
@@ -326,6 +338,7 @@ class LocalDelivery:
     """Delivery to the connections of this process."""
 
     __slots__ = ("subscriptions", "_outboxes")
+    remote = False  # no other worker processes (cluster.ClusterDelivery has them)
 
     def __init__(self, subscriptions: Subscriptions | None = None) -> None:
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()

@@ -31,6 +31,8 @@ from ..transport import ConnectionLimit, serve_blocks
 from .broker import Broker, BrokerConfig
 from .committer import GroupCommitter
 from .connection import DEFAULT_RESOLVER_CONCURRENCY, OUTBOX_LIMIT, Connection, Identity
+from . import cluster
+from .cluster import ClusterDelivery, ClusterNode, Link
 from .delivery import LocalDelivery
 from .control import ConnectionRegistry, ControlPort, ControlSettings
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
@@ -90,6 +92,24 @@ class ServerSettings:
     metrics_file: str | None = None  # the Prometheus text file; None: off
     metrics_file_interval: float = 60.0  # [STORE_LOG] prometheus_interval
     stats_backup_file: str | None = None  # counters saved on stop, restored on start
+    # A worker of several ([TRANSPORT] workers > 1): listen with SO_REUSEPORT; ``own_ports``
+    # are listened on by this worker alone (tests place clients on a chosen worker).
+    reuse_port: bool = False
+    own_ports: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class WorkerRole:
+    """A server that is worker ``index`` of several (``[TRANSPORT] workers``): ``link`` to
+    the hub; ``committer``: one shared by workers in one process (tests), else None."""
+
+    index: int
+    link: Link
+    committer: GroupCommitter | None = None
+    # The cap on connections shared with the other workers: one object (workers in one
+    # process) or the shared-memory array of every worker's count (processes).
+    limit: ConnectionLimit | None = None
+    connection_slots: object | None = None
 
 
 def verification_threads() -> int:
@@ -113,19 +133,38 @@ class Server:
         settings: ServerSettings | None = None,
         web: WebServer | None = None,
         port_contexts: dict[int, ssl.SSLContext] | None = None,
+        worker: "WorkerRole | None" = None,
     ) -> None:
         self.store = store
         self.identity = identity
         self.ssl_context = ssl_context
         self.settings = settings or ServerSettings()
-        self.committer = GroupCommitter(store, self.settings.commit_interval)
-        self.delivery = LocalDelivery()
+        # One of several workers (cluster.py): its delivery reaches the others through the
+        # hub; workers in one process (tests) share one committer, run by worker 0.
+        self.worker = worker
+        if worker is not None and worker.committer is not None:
+            self.committer = worker.committer
+        else:
+            self.committer = GroupCommitter(store, self.settings.commit_interval)
+        self.delivery = LocalDelivery() if worker is None else ClusterDelivery()
         # The broker answers RSLV itself exactly when no resolver is configured.
         broker_config = replace(broker_config or BrokerConfig(), names_enabled=self.settings.resolver is not None)
         self.broker = Broker(store, broker_config, self.committer, delivery=self.delivery)
         self.resolver: HttpResolver | None = None  # made in serve() from settings.resolver
+        self.cluster: ClusterNode | None = None
+        if worker is not None:
+            self.delivery.committer = self.committer
+            self.cluster = ClusterNode(self.broker, self.delivery)
+            self.cluster.clients = lambda: len(self.connections)
+        # The other workers' counters and clients, gathered before each operator answer.
+        self._others: tuple[dict[str, int], int] = ({}, 0)
         self.connections: set[Connection] = set()
-        self.limit = ConnectionLimit(self.settings.max_connections)
+        if worker is not None and worker.limit is not None:
+            self.limit = worker.limit
+        elif worker is not None and worker.connection_slots is not None:
+            self.limit = ConnectionLimit(self.settings.max_connections, worker.connection_slots, worker.index)
+        else:
+            self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
         self.registry = ConnectionRegistry(self.broker.clock)
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
@@ -137,9 +176,12 @@ class Server:
         self.active_queues = ActiveQueues()
         self.broker.active_queues = self.active_queues
         self.stats_log: StatsLog | None = None
+        # Several workers: the daily line counts every worker (this view is refreshed
+        # before each line); one process: the broker's live counters themselves.
+        self._stats_view: dict[str, int] = self.broker.stats if worker is None else {}
         if self.settings.stats_file is not None:
             self.stats_log = StatsLog(
-                self.settings.stats_file, self.broker.stats, self.stats_gauges, self.started_at, self.active_queues
+                self.settings.stats_file, self._stats_view, self.stats_gauges, self.started_at, self.active_queues
             )
         self.web = web
         self.port_contexts = port_contexts or {}  # a port's own context (the one shared with HTTPS)
@@ -154,20 +196,27 @@ class Server:
         """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
         s = self.settings
         self._verify_limiter = trio.CapacityLimiter(verification_threads())
-        if s.stats_backup_file is not None:
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
             self.restore_stats(s.stats_backup_file)
+        worker = self.worker
+        primary = worker is None or worker.index == 0
         async with trio.open_nursery() as background:
-            background.start_soon(self.committer.run)
+            if worker is None or worker.committer is None or primary:
+                background.start_soon(self.committer.run)
+            if worker is not None:
+                background.start_soon(self.delivery.send_to, worker.link)
+                background.start_soon(self.cluster.receive_from, worker.link)
             background.start_soon(self._release_memory)
             background.start_soon(self._deliver_notifications)
-            background.start_soon(self._expire_messages)
+            if primary:  # one expiry pass over the shared store is enough
+                background.start_soon(self._expire_messages)
             if s.inactive_ttl is not None:
                 background.start_soon(self._expire_inactive_clients)
-            if s.stats_file is not None:
+            if s.stats_file is not None and primary:
                 background.start_soon(self._write_daily_stats)
             if s.stats_summary_interval is not None:
                 background.start_soon(self._log_stats_summary)
-            if s.metrics_file is not None:
+            if s.metrics_file is not None and primary:
                 background.start_soon(self._write_metrics_file)
             if s.resolver is not None:
                 self.resolver = HttpResolver(s.resolver)
@@ -181,8 +230,13 @@ class Server:
                         await self.resolver.aclose()
             with trio.CancelScope(shield=True):
                 await self.committer.flush()
+                if worker is not None and not primary:
+                    # Its counts outlive it: the hub adds them to every later sum.
+                    await self.delivery.flush_final((cluster.RETIRED, dict(self.broker.stats)))
+                elif worker is not None and s.stats_backup_file is not None:
+                    await self.refresh_stats()  # the others stopped first: their final counts
             background.cancel_scope.cancel()
-        if s.stats_backup_file is not None:
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
             self.save_stats(s.stats_backup_file)
 
     async def _serve_connections(self, task_status: trio.TaskStatus) -> None:
@@ -190,10 +244,10 @@ class Server:
         s = self.settings
         async with trio.open_nursery() as connections:
             ports = []
-            for port in s.ports:
+            for port, reuse in [(p, s.reuse_port) for p in s.ports] + [(p, False) for p in s.own_ports]:
                 try:
                     listeners = await connections.start(
-                        lambda task_status, port=port: serve_blocks(
+                        lambda task_status, port=port, reuse=reuse: serve_blocks(
                             self._handle,
                             port,
                             self.port_contexts.get(port, self.ssl_context),
@@ -201,24 +255,29 @@ class Server:
                             handshake_timeout=s.tls_handshake_timeout,
                             on_handshake_error=self._tls_error,
                             limit=self.limit,
+                            reuse_port=reuse,
                             task_status=task_status,
                         )
                     )
                 except OSError as e:  # raised before listening: say which port
                     raise ListenError("SMP", s.bind, port, e) from e
                 ports.append(listeners[0].socket.getsockname()[1])
-            self.ports = ports
-            self.registry.watch_ports(ports)
-            if s.metrics_port is not None:
+            self.ports = ports[: len(s.ports)]
+            self.own_ports = ports[len(s.ports) :]
+            self.registry.watch_ports(self.ports)
+            primary = self.worker is None or self.worker.index == 0
+            # With several workers, worker 0 alone serves the operator's ports.
+            if s.metrics_port is not None and primary:
                 try:
                     self.metrics_port = await connections.start(
-                        serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind
+                        serve_metrics, make_registry(self.stats_values), s.metrics_port, s.metrics_bind,
+                        self.refresh_stats if self.cluster is not None else None,
                     )
                 except OSError as e:
                     raise ListenError("metrics", s.metrics_bind, s.metrics_port, e) from e
-            if self.web is not None:
+            if self.web is not None and primary:
                 await connections.start(self.web.serve, s.bind)
-            if self.control is not None:
+            if self.control is not None and primary:
                 try:
                     await connections.start(self.control.serve)
                 except OSError as e:
@@ -250,19 +309,41 @@ class Server:
             "ntfCount": sum(len(n) for n in self.broker.notifications.values()),
         }
 
+    async def refresh_stats(self) -> None:
+        """Several workers: ask the others for their counters (``counter_totals``)."""
+        if self.cluster is not None:
+            self._others = await self.cluster.others_stats()
+
+    def counter_totals(self) -> dict[str, int]:
+        """The counters of this worker plus the others' as last gathered (one process:
+        the broker's)."""
+        totals = dict(self.broker.stats)
+        for name, n in self._others[0].items():
+            totals[name] = totals.get(name, 0) + n
+        return totals
+
+    def _update_stats_view(self) -> None:
+        if self._stats_view is not self.broker.stats:
+            self._stats_view.clear()
+            self._stats_view.update(self.counter_totals())
+
+    def client_count(self) -> int:
+        return len(self.connections) + self._others[1]
+
     def stats_values(self) -> dict[str, int]:
         """Counters since start, gauges now, and the connected clients (for /metrics)."""
         return {
-            **self.broker.stats,
+            **self.counter_totals(),
             **self.stats_gauges(),
             **self.active_queues.gauges(),
-            "clients": len(self.connections),
+            "clients": self.client_count(),
         }
 
     def save_stats(self, path: str) -> None:
         """The counters of the daily line in progress, as the reference's stats backup."""
         stats_log = self.stats_log
-        counters = stats_log.since_last_line() if stats_log is not None else dict(self.broker.stats)
+        self._update_stats_view()
+        counters = stats_log.since_last_line() if stats_log is not None else self.counter_totals()
         backup = StatsBackup(
             stats_log.from_time if stats_log is not None else self.stats_from,
             {**counters, **self.stats_gauges()},
@@ -280,15 +361,9 @@ class Server:
 
     def restore_stats(self, path: str) -> None:
         """Continue the counts saved by the previous run, then rename the file ``.bak``."""
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except FileNotFoundError:
+        backup = read_stats_backup(path)
+        if backup is None:
             return
-        try:
-            backup = decode_backup(text)
-        except StatsBackupError as e:
-            raise StatsBackupError(f"cannot read the saved statistics {path}: {e}") from None
         gauges = self.stats_gauges()
         for name, n in backup.counters.items():
             if name not in gauges:  # sizes are read from the store, never restored
@@ -309,6 +384,8 @@ class Server:
         log.info("daily stats in %s", s.stats_file)
         while True:
             await trio.sleep(seconds_until(self.broker.clock(), s.stats_start, s.stats_interval))
+            await self.refresh_stats()
+            self._update_stats_view()
             try:
                 self.stats_log.write(self.broker.clock())
             except OSError as e:
@@ -319,15 +396,19 @@ class Server:
         log.info("Prometheus metrics written every %g s to %s", s.metrics_file_interval, s.metrics_file)
         while True:
             await trio.sleep(s.metrics_file_interval)
+            await self.refresh_stats()
             try:
                 write_metrics_file(s.metrics_file, metrics_text(self.stats_values(), self.broker.clock(), self.stats_from))
             except OSError as e:
                 log.error("cannot write the metrics to %s: %s", s.metrics_file, e)
 
     async def _log_stats_summary(self) -> None:
+        if self.worker is not None and self.worker.index != 0:
+            return  # worker 0 logs the sums
         while True:
             await trio.sleep(self.settings.stats_summary_interval)
-            log.info("%s", stats_summary(self.broker.stats, self.stats_gauges(), len(self.connections)))
+            await self.refresh_stats()
+            log.info("%s", stats_summary(self.counter_totals(), self.stats_gauges(), self.client_count()))
 
     def _tls_error(self, error: Exception) -> None:
         # The transport's message already says "TLS handshake failed: ...".
@@ -423,6 +504,19 @@ class Server:
                     await connection.conn.aclose()
 
 
+def read_stats_backup(path: str) -> StatsBackup | None:
+    """The saved statistics (None: no file); StatsBackupError with the path if unreadable."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return decode_backup(text)
+    except StatsBackupError as e:
+        raise StatsBackupError(f"cannot read the saved statistics {path}: {e}") from None
+
+
 def _local_port(conn) -> int:
     port = getattr(conn, "local_port", None)
     if port is not None:
@@ -450,10 +544,12 @@ def load_serving_identity(
     return creds, Identity(creds.key_hash, tuple(creds.chain_der), creds.private_key, **extra), ctx
 
 
-def build_server(config: Config, max_version: int | None = None) -> tuple[Server, str]:
+def build_server(config: Config, max_version: int | None = None,
+                 worker: WorkerRole | None = None) -> tuple[Server, str]:
     """Open the store and credentials named by ``config``; returns the server and its
     address line. ``max_version``: offer up to it instead of what smpfast announces
-    (tests and benchmarks of features beyond the announced range)."""
+    (tests and benchmarks of features beyond the announced range). ``worker``: the server
+    is that worker of several processes (the store is opened shared, ports with SO_REUSEPORT)."""
     from ..store.lmdb import LMDBStore
 
     creds, identity, ctx = load_serving_identity(
@@ -461,7 +557,8 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
     )
     address = config.address(creds.fingerprint)
     sc = config.store
-    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability)
+    store = LMDBStore(str(sc.path), map_size=sc.map_size, map_size_max=sc.map_size_max, durability=sc.durability,
+                      shared=worker is not None)
     sl = config.store_log
     broker_config = BrokerConfig(
         allow_new_queues=config.auth.new_queues,
@@ -514,9 +611,11 @@ def build_server(config: Config, max_version: int | None = None) -> tuple[Server
         metrics_file_interval=float(sl.prometheus_interval or 60),
         # As the reference: the counters are saved across restarts with the daily stats on.
         stats_backup_file=str(config.config_dir / STATS_BACKUP_FILE) if sl.log_stats else None,
+        reuse_port=worker is not None,
     )
     web, port_contexts = _web_server(config, creds.fingerprint)
-    server = Server(store, identity, ctx, broker_config, settings, web=web, port_contexts=port_contexts)
+    server = Server(store, identity, ctx, broker_config, settings, web=web, port_contexts=port_contexts,
+                    worker=worker)
     return server, address
 
 
@@ -579,6 +678,11 @@ def configure_logging(level: str, fmt: str, *, debug: bool = False) -> None:
 def run(config: Config, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` in the foreground until SIGINT/SIGTERM; returns the exit code.
     Start-up failures propagate (the command turns them into one line)."""
+    workers = config.transport.worker_count
+    if workers > 1:
+        from .supervisor import run_workers
+
+        return run_workers(config, workers, debug=debug, max_version=max_version)
     configure_logging(config.log.level, config.log.format, debug=debug)
     open_files = raise_open_files_limit()
     server, address = build_server(config, max_version)

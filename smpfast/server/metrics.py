@@ -158,7 +158,9 @@ async def _read_request_line(stream: trio.SocketStream) -> bytes | None:
     return data.split(b"\n", 1)[0].strip() if data else None
 
 
-def metrics_handler(registry: CollectorRegistry) -> Callable[[trio.SocketStream], object]:
+def metrics_handler(registry: CollectorRegistry, refresh=None) -> Callable[[trio.SocketStream], object]:
+    """``refresh``: awaited before each answer (several workers: gather their counters)."""
+
     async def handle(stream: trio.SocketStream) -> None:
         try:
             line = await _read_request_line(stream)
@@ -168,6 +170,8 @@ def metrics_handler(registry: CollectorRegistry) -> Callable[[trio.SocketStream]
             elif parts[1].split(b"?", 1)[0] != b"/metrics":
                 reply = _response("404 Not Found", b"only /metrics is served\n")
             else:
+                if refresh is not None:
+                    await refresh()
                 body = generate_latest(registry)
                 reply = _response("200 OK", b"" if parts[0] == b"HEAD" else body, CONTENT_TYPE_LATEST)
             await stream.send_all(reply)
@@ -184,6 +188,7 @@ async def serve_metrics(
     registry: CollectorRegistry,
     port: int,
     host: str = DEFAULT_METRICS_BIND,
+    refresh=None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics`` on ``host``:``port`` until cancelled; ``started`` gets the port."""
@@ -191,4 +196,4 @@ async def serve_metrics(
     bound = listeners[0].socket.getsockname()[1]
     log.info("Prometheus metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
     task_status.started(bound)
-    await trio.serve_listeners(metrics_handler(registry), listeners)
+    await trio.serve_listeners(metrics_handler(registry, refresh), listeners)

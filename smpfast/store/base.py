@@ -211,6 +211,9 @@ class Store(QueueStore, MessageStore):
     # Called when abort() discards uncommitted writes (an engine failure outside a unit).
     on_abort: Callable[[], None] | None = None
     _writes: int = 0
+    # Other processes write the same store (worker processes on one LMDB environment):
+    # records read before a write unit may be stale inside it.
+    shared_writers: bool = False
 
     @property
     def uncommitted_writes(self) -> int:

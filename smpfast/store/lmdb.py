@@ -31,6 +31,15 @@ documents that with sync off, transactions stay atomic and consistent across an 
 without writemap and on a filesystem that keeps write order; with writemap the kernel may write
 the meta page before the pages it points to. So without writemap, a power loss between commit
 and sync loses the unsynced transactions (never acknowledged: the broker answers after sync).
+
+``shared=True`` (worker processes on one environment): LMDB has one writer at a time across
+processes, so a write transaction must not stay open between blocks. Each write unit is then
+its own LMDB transaction, begun at the unit's first read or write (its reads see the latest
+commit of every process, under the writer lock) and committed at its end without fsync;
+reads outside units use a new read-only transaction at every call. The group commit
+keeps its meaning, as fsync: a unit counts as a write even when it only read (it may have
+shown another process's commit that is not yet durable), so its answers wait for the next
+sync, which makes every commit before it durable.
 """
 
 from __future__ import annotations
@@ -94,6 +103,11 @@ def _engine_call(method: Callable[..., _R]) -> Callable[..., _R]:
         except BaseException as e:
             self._fail(e)
             raise  # _fail raises; this keeps type checkers informed
+        finally:
+            if self._read is not None:
+                # Shared: a snapshot kept open would keep every later commit of every
+                # process from reusing pages (the file would grow): end it with the call.
+                self._drop_read()
 
     return call
 
@@ -196,6 +210,7 @@ class LMDBStore(Store):
         durability: str = "fsync",
         writemap: bool = False,
         map_size_max: int | None = None,
+        shared: bool = False,
     ) -> None:
         if durability not in ("fsync", "none"):
             raise ValueError("durability must be 'fsync' or 'none'")
@@ -203,6 +218,8 @@ class LMDBStore(Store):
         self._txn: lmdb.Transaction | None = None  # the transaction reads and writes use now
         self._root: lmdb.Transaction | None = None  # the batch the group commit closes
         self._in_unit = False
+        self._shared = self.shared_writers = shared
+        self._read: lmdb.Transaction | None = None  # shared: the renewed read-only transaction
         # LMDB has no nested transactions with writemap: a unit is then the whole batch.
         self._nested = not writemap
         self._map_size = map_size
@@ -229,6 +246,9 @@ class LMDBStore(Store):
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
         self._env = env
+        if shared:
+            # A killed worker's reader slot would pin old pages until cleared.
+            env.reader_check()
         try:
             self._open_dbs(path)
         except BaseException:
@@ -281,16 +301,48 @@ class LMDBStore(Store):
         """The current transaction for reads: the unit's if one wrote, else the batch's."""
         if self._txn is not None:
             return self._txn
+        if self._shared and not self._in_unit:
+            return self._fresh_read()
         try:
-            self._root = self._txn = self._env.begin(write=True)
+            self._root = self._txn = self._env_begin(write=True)
         except lmdb.Error as e:
             raise StoreError(f"cannot begin a transaction: {e}") from e
         return self._txn
+
+    def _env_begin(self, **kwargs: object) -> lmdb.Transaction:
+        try:
+            return self._env.begin(**kwargs)
+        except lmdb.MapResizedError:
+            # Another process grew the map: adopt its size, then begin again.
+            self._drop_read()
+            self._env.set_mapsize(0)
+            self._map_size = self._env.info()["map_size"]
+            return self._env.begin(**kwargs)
+
+    def _fresh_read(self) -> lmdb.Transaction:
+        """Shared: a read-only snapshot of the latest commit of any process."""
+        self._drop_read()  # py-lmdb keeps the reader slot: a new read transaction is cheap
+        try:
+            txn = self._read = self._env_begin(write=False)
+        except lmdb.Error as e:
+            self._read = None
+            raise StoreError(f"cannot begin a read transaction: {e}") from e
+        return txn
+
+    def _drop_read(self) -> None:
+        txn, self._read = self._read, None
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
 
     def _write_txn(self) -> lmdb.Transaction:
         """The transaction a mutation writes into: inside a unit, a child of the batch
         (begun at the unit's first write), so that a failure aborts the unit alone."""
         txn = self._begin()
+        if self._shared:
+            return txn
         if self._in_unit and self._nested and txn is self._root:
             try:
                 txn = self._txn = self._env.begin(write=True, parent=txn)
@@ -304,6 +356,9 @@ class LMDBStore(Store):
         self._in_unit = True
 
     def _end_unit(self) -> None:
+        if self._shared:
+            self._end_shared_unit()
+            return
         child = self._txn
         if child is not None and child is not self._root:
             self._txn = self._root
@@ -317,8 +372,39 @@ class LMDBStore(Store):
         self._in_unit = False
 
     def _rollback_unit(self) -> None:
-        self._abort_unit()
+        if self._shared:
+            self._abort_shared_unit()
+        else:
+            self._abort_unit()
         self._in_unit = False
+
+    def _end_shared_unit(self) -> None:
+        """Shared: the unit's transaction is committed now (no fsync); it counts as a write
+        even if it only read (see the module docstring)."""
+        txn = self._txn
+        self._root = self._txn = None
+        try:
+            if txn is not None:
+                try:
+                    txn.commit()
+                except lmdb.MapFullError as e:
+                    self._want_growth()
+                    raise StoreFullError("the LMDB map is full at commit; the unit was aborted") from e
+                except lmdb.Error as e:
+                    raise StoreError(f"LMDB commit failed: {e}; the unit was aborted") from e
+                self._commits += 1
+                self._note_write()
+        finally:
+            self._in_unit = False
+
+    def _abort_shared_unit(self) -> None:
+        txn = self._txn
+        self._root = self._txn = None
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
 
     def _abort_unit(self) -> None:
         child = self._txn
@@ -332,7 +418,9 @@ class LMDBStore(Store):
     def _fail(self, e: BaseException) -> None:
         """Abort the unit (or, outside one, the batch) after an engine failure, then raise the
         StoreError for it."""
-        if self._in_unit and self._nested:
+        if self._in_unit and self._shared:
+            self._abort_shared_unit()
+        elif self._in_unit and self._nested:
             self._abort_unit()
         else:
             self.abort()
@@ -357,6 +445,7 @@ class LMDBStore(Store):
         if not self._grow_wanted or self._txn is not None:
             return
         self._grow_wanted = False
+        self._drop_read()
         new_size = min(self._map_size * 2, self._map_size_max)
         try:
             self._env.set_mapsize(new_size)
@@ -372,6 +461,9 @@ class LMDBStore(Store):
 
     def commit(self) -> None:
         txn = self._root
+        if self._shared and txn is None:
+            self._writes = 0  # the units committed themselves; sync() makes them durable
+            return
         if txn is None:
             return
         if self._in_unit:
@@ -391,6 +483,10 @@ class LMDBStore(Store):
         self._abort_unit()
         txn = self._root
         self._root = self._txn = None
+        if self._shared:
+            self._drop_read()
+            if txn is None:
+                return  # what the units wrote is committed: nothing is discarded
         self._discarded()
         if txn is not None:
             try:
@@ -414,6 +510,7 @@ class LMDBStore(Store):
     def close(self) -> None:
         with self._sync_lock:
             self.abort()
+            self._drop_read()
             self._env.close()
 
     # --- queues ---------------------------------------------------------------------------
@@ -456,6 +553,8 @@ class LMDBStore(Store):
                 txn.get(key, db=self._queues)  # a hit reads the queue after the index
             except lmdb.Error as e:
                 self._fail(e)
+        if self._read is not None:
+            self._drop_read()
         decode_queue(TYPICAL_QUEUE_RECORD)
 
     @_engine_call

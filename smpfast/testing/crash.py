@@ -14,6 +14,12 @@ ACKs everything, checks the notifier ids, and ``ledger.check`` turns it all into
 violations (see ``ledger.VIOLATIONS``). Exit code: 0 no violation, 1 violations, 2 the
 harness could not run.
 
+With ``--workers N`` the server runs N worker processes (``[TRANSPORT] workers``); a kill -9
+of the server then takes all of them (they die with the supervisor). ``--kill-workers`` kills
+one worker at a time instead (chosen by the seed): the supervisor starts a new one, the other
+workers go on; the harness drops all its connections at the kill (those on the other workers
+too, their unanswered commands staying "maybe") and reconnects once every worker serves again.
+
 Message expiry is out of play: bodies are minutes old at most, the TTL is days. Queues are
 kept well below the server's quota.
 """
@@ -434,8 +440,11 @@ class CrashHarness:
                  drivers: int = DEFAULT_DRIVERS,
                  min_load: float = DEFAULT_MIN_LOAD, max_load: float = DEFAULT_MAX_LOAD,
                  progress: Callable[[str], None] | None = None,
-                 before_drain: Callable[[Path, L.Ledger], None] | None = None) -> None:
+                 before_drain: Callable[[Path, L.Ledger], None] | None = None,
+                 workers: int = 1, kill_workers: bool = False) -> None:
         self.directory = Path(directory)
+        self.workers = workers
+        self.kill_workers = kill_workers and workers > 1
         # Called with the store directory while the server is down before the drain: lets a
         # test damage the store behind the server's back and see the checks catch it.
         self.before_drain = before_drain
@@ -451,7 +460,7 @@ class CrashHarness:
         self.rng = random.Random(seed)
         data = self.directory / "server"
         self.address = init_data_dir(data, free_port())
-        self.server = ServerProcess(data)
+        self.server = ServerProcess(data, workers=workers)
         self.store_path = data / DEFAULT_STORE_DIR
 
     def add(self, handle: QueueHandle) -> None:
@@ -469,8 +478,18 @@ class CrashHarness:
             raise
         return clients
 
+    def _server_running(self) -> bool:
+        return self.server.proc is not None and self.server.proc.poll() is None
+
     async def _start_server(self) -> None:
         self.ledger.start_lifetime()
+        if self.kill_workers and self._server_running():
+            # A worker was killed: wait until the supervisor's new one serves.
+            try:
+                await trio.to_thread.run_sync(self.server.wait_workers, READY_TIMEOUT)
+            except TimeoutError as e:
+                raise HarnessError(f"no worker replaced the killed one: {e}") from None
+            return
         try:
             await trio.to_thread.run_sync(self.server.start)
         except (RuntimeError, TimeoutError) as e:
@@ -479,7 +498,13 @@ class CrashHarness:
     def _kill_server(self) -> None:
         if self.server.proc is None or self.server.proc.poll() is not None:
             raise HarnessError("the server exited by itself:\n" + self.server.log()[-4000:])
-        self.server.kill()
+        if self.kill_workers:
+            pids = self.server.worker_pids()
+            if not pids:
+                raise HarnessError("no live worker to kill:\n" + self.server.log()[-4000:])
+            self.server.kill_worker(self.rng.choice(pids))
+        else:
+            self.server.kill()
         self.ledger.kills += 1
 
     # ------------------------------------------------------------------ rounds
@@ -514,6 +539,8 @@ class CrashHarness:
                 await ready.event.wait()
             await trio.sleep(load)
             self._kill_server()
+            if self.kill_workers:
+                nursery.cancel_scope.cancel()  # the other workers' connections too
             # Every task notices the closed connections; bound it in case one does not.
             nursery.cancel_scope.deadline = trio.current_time() + SETTLE_TIMEOUT
         self.ledger.end_lifetime()
@@ -640,15 +667,18 @@ def run_crash(rounds: int, *, seed: int = 1, pairs: int = DEFAULT_PAIRS, drivers
               min_load: float = DEFAULT_MIN_LOAD,
               max_load: float = DEFAULT_MAX_LOAD, directory: str | Path | None = None,
               progress: Callable[[str], None] | None = None,
-              before_drain: Callable[[Path, L.Ledger], None] | None = None) -> CrashResult:
+              before_drain: Callable[[Path, L.Ledger], None] | None = None,
+              workers: int = 1, kill_workers: bool = False) -> CrashResult:
     """Run the harness (its own trio loop) in ``directory`` (default: a temporary one,
     removed after); raises HarnessError when it cannot run."""
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="smpfast-crash-") as tmp:
             return run_crash(rounds, seed=seed, pairs=pairs, drivers=drivers, min_load=min_load,
-                             max_load=max_load, directory=tmp, progress=progress, before_drain=before_drain)
+                             max_load=max_load, directory=tmp, progress=progress, before_drain=before_drain,
+                             workers=workers, kill_workers=kill_workers)
     harness = CrashHarness(Path(directory), rounds=rounds, seed=seed, pairs=pairs, drivers=drivers,
-                           min_load=min_load, max_load=max_load, progress=progress, before_drain=before_drain)
+                           min_load=min_load, max_load=max_load, progress=progress, before_drain=before_drain,
+                           workers=workers, kill_workers=kill_workers)
     return trio.run(harness.run)
 
 
@@ -714,6 +744,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-load", type=_positive_float, default=DEFAULT_MAX_LOAD,
                    help=f"longest load before a kill, seconds (default {DEFAULT_MAX_LOAD})")
     p.add_argument("--dir", help="keep the server directory here (default: a temporary one)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes of the server ([TRANSPORT] workers, default 1)")
+    p.add_argument("--kill-workers", action="store_true",
+                   help="with --workers > 1: kill one worker per round instead of the whole server")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     return p
 
@@ -729,7 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_crash(args.rounds, seed=args.seed, pairs=args.pairs, drivers=args.drivers,
                            min_load=min(DEFAULT_MIN_LOAD, args.max_load), max_load=args.max_load,
-                           directory=args.dir, progress=progress)
+                           directory=args.dir, progress=progress, workers=args.workers,
+                           kill_workers=args.kill_workers)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_HARNESS

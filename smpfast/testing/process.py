@@ -4,6 +4,7 @@ that must measure the server from outside (CPU time, restarts, kill -9)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,12 +38,46 @@ def init_data_dir(directory: str | os.PathLike[str], port: int, password: str = 
     return out.strip().splitlines()[-1]
 
 
+_WORKER_STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+_WORKER_SERVING = re.compile(r"worker \d+ \(pid (\d+)\) serving")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _cpu_seconds(pid: int, reaped: bool = False) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = int(fields[11]) + int(fields[12])  # utime + stime
+    if reaped:
+        used += int(fields[13]) + int(fields[14])  # cutime + cstime: children it waited for
+    return used / ticks
+
+
 class ServerProcess:
     """``smpfast start --dir DIR`` in a child process.
 
     ``start()`` waits until the server prints its address (it is listening then);
     ``stop()`` sends SIGTERM and returns the exit code; ``kill()`` sends SIGKILL.
-    ``cpu_seconds()`` is the child's user + system CPU time so far (Linux /proc).
+    ``cpu_seconds()`` is the child's user + system CPU time so far (Linux /proc), its worker
+    processes' included. ``workers``: ``--workers N`` (default: the environment's
+    ``SMPFAST_TEST_WORKERS``, else 1, one process); ``worker_pids()`` are the live workers
+    (with N > 1), in the order of their index as the supervisor logged them.
     ``cwd``: the child's working directory (default: ours). ``python -m`` puts it first on
     the import path, ahead of PYTHONPATH, so to run another source tree's smpfast through
     ``env={"PYTHONPATH": tree}`` give a directory without an ``smpfast`` package in it.
@@ -54,8 +89,10 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         max_version: int | None = None,
+        workers: int | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.workers = workers if workers is not None else int(os.environ.get("SMPFAST_TEST_WORKERS", "1") or 1)
         self.max_version = max_version  # offer up to it (smpfast.testing.serve), not the announced range
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
@@ -67,9 +104,10 @@ class ServerProcess:
         self.log_path = self.directory / "server.log"
         self._log = open(self.log_path, "w")
         if self.max_version is None:
-            command = smpfast_command("start", "--dir", str(self.directory))
+            command = smpfast_command("start", "--dir", str(self.directory), "--workers", str(self.workers))
         else:
-            command = [sys.executable, "-m", "smpfast.testing.serve", str(self.directory), str(self.max_version)]
+            command = [sys.executable, "-m", "smpfast.testing.serve", str(self.directory), str(self.max_version),
+                       str(self.workers)]
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,
@@ -99,10 +137,59 @@ class ServerProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        """The server's CPU: the process, its live workers, and the workers it reaped."""
+        total = _cpu_seconds(self.pid, reaped=True)
+        for pid in _children(self.pid):
+            try:
+                total += _cpu_seconds(pid)
+            except FileNotFoundError:
+                pass  # exited meanwhile: counted once reaped
+        return total
+
+    def worker_pids(self) -> list[int]:
+        """The live workers' pids by worker index, from the supervisor's log lines."""
+        pids: dict[int, int] = {}
+        for line in self.log().splitlines():
+            m = _WORKER_STARTED.search(line)
+            if m:
+                pids[int(m.group(1))] = int(m.group(2))
+        live = {pid for pid in _children(self.pid) if _running(pid)}
+        return [pids[i] for i in sorted(pids) if pids[i] in live]
+
+    def serving_workers(self) -> list[int]:
+        """Live worker pids that logged that they serve."""
+        serving = {int(m.group(1)) for m in _WORKER_SERVING.finditer(self.log())}
+        return [pid for pid in self.worker_pids() if pid in serving]
+
+    def wait_workers(self, timeout: float = 30.0) -> list[int]:
+        """Wait until all ``workers`` workers serve (after a restart); their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.serving_workers()
+            if len(pids) == self.workers:
+                return pids
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError("the server exited:\n" + self.log()[-4000:])
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(self.serving_workers())} of {self.workers} workers serve")
+
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to the server and every worker (SIGSTOP/SIGCONT freeze and thaw
+        all of it; the supervisor alone would leave the workers serving)."""
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker (the supervisor starts another)."""
+        if pid not in self.worker_pids():
+            raise ValueError(f"{pid} is not a live worker of this server")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

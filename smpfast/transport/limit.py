@@ -4,6 +4,11 @@ Counted from accept (the TLS handshake included), so clients that never finish a
 handshake use up the cap too and cannot exhaust file descriptors. Over the cap a new
 connection is closed at once, before any TLS work; the warning is logged once per spell
 of refusals, not once per connection.
+
+Worker processes share the cap through ``slots``: an array in shared memory with each
+worker's open connections (its own slot written by it alone); a worker admits a connection
+while their sum is below the cap. Two workers admitting at the same instant may both pass
+at the cap (by at most one connection per worker).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ log = logging.getLogger("smpfast.transport")
 class ConnectionLimit:
     """``maximum`` connections at once (None: no cap)."""
 
-    def __init__(self, maximum: int | None) -> None:
+    def __init__(self, maximum: int | None, slots=None, slot: int = 0) -> None:
         self.maximum = maximum
+        self.slots = slots  # the workers' counts in shared memory, or None (one process)
+        self.slot = slot
         self.active = 0
         self.refused = 0  # in total
         self.peak = 0  # most open at once since the owner last reset it
@@ -26,14 +33,16 @@ class ConnectionLimit:
 
     def acquire(self) -> bool:
         """Count a new connection in; False when it must be refused (then do not release)."""
-        if self.maximum is not None and self.active >= self.maximum:
+        if self.maximum is not None and self.total() >= self.maximum:
             self.refused += 1
             self._refused_in_spell += 1
             if not self._refusing:
                 self._refusing = True
-                log.warning("%d connections open (max_connections): refusing new ones", self.active)
+                log.warning("%d connections open (max_connections): refusing new ones", self.total())
             return False
         self.active += 1
+        if self.slots is not None:
+            self.slots[self.slot] = self.active
         if self.active > self.peak:
             self.peak = self.active
         if self._refusing:
@@ -44,3 +53,9 @@ class ConnectionLimit:
 
     def release(self) -> None:
         self.active -= 1
+        if self.slots is not None:
+            self.slots[self.slot] = self.active
+
+    def total(self) -> int:
+        """Open connections of the whole server (every worker's)."""
+        return self.active if self.slots is None else sum(self.slots)

@@ -461,6 +461,7 @@ async def serve_blocks(
     backlog: int = 1024,
     on_handshake_error: Callable[[TransportError], None] | None = None,
     limit: ConnectionLimit | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Server: accept TCP on ``host``:``port`` (host None = all interfaces, port 0 =
@@ -471,8 +472,9 @@ async def serve_blocks(
     ``limit`` (shared between listeners) caps the connections open at once, handshakes
     included: over it a new connection's socket is closed before any TLS.
     ``task_status.started`` gets the listeners (read the port from
-    ``listeners[0].socket.getsockname()[1]``). Runs until cancelled."""
-    listeners = await open_listeners(port, host, backlog)
+    ``listeners[0].socket.getsockname()[1]``). ``reuse_port``: listen with SO_REUSEPORT
+    (worker processes sharing the port). Runs until cancelled."""
+    listeners = await open_listeners(port, host, backlog, reuse_port)
 
     async def connection_task(stream: trio.SocketStream) -> None:
         if limit is None:
