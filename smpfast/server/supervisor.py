@@ -30,6 +30,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import trio
+
 from ..config import Config
 from ..limits import raise_open_files_limit
 from .cluster import READY, FrameReader, Hub, encode_frame
@@ -281,6 +283,33 @@ def _exit_description(status: int) -> str:
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
+async def _check_listening(server) -> None:
+    """Open and close every socket the workers will listen on, so that a port in use or an
+    address not on this machine stops the start with one process's error line rather than
+    with every worker failing. Ephemeral ports (0) cannot collide and are left out."""
+    from ..startup_errors import ListenError
+    from ..transport.listen import open_listeners
+
+    s = server.settings
+    wanted = [("SMP", s.bind, p, s.reuse_port) for p in s.ports] + [("SMP", s.bind, p, False) for p in s.own_ports]
+    if s.metrics_port:
+        wanted.append(("metrics", s.metrics_bind, s.metrics_port, False))
+    if server.control is not None and server.control.settings.port:
+        wanted.append(("control", "127.0.0.1", server.control.settings.port, False))
+    if server.web is not None:
+        web = server.web
+        for port in (web.config.http, None if web.shared_port else web.config.https):
+            if port:
+                wanted.append(("web", s.bind, port, False))
+    for what, host, port, reuse in wanted:
+        try:
+            listeners = await open_listeners(port, host, reuse_port=reuse)
+        except OSError as e:
+            raise ListenError(what, host, port, e) from e
+        for listener in listeners:
+            await listener.aclose()
+
+
 def run_workers(config: Config, count: int, *, debug: bool = False, max_version: int | None = None) -> int:
     """Serve ``config`` with ``count`` worker processes until SIGINT/SIGTERM."""
     from .main import build_server, configure_logging, read_stats_backup
@@ -290,6 +319,7 @@ def run_workers(config: Config, count: int, *, debug: bool = False, max_version:
     # Whatever can fail at start-up fails here first, with one process's error line.
     server, address = build_server(config, max_version)
     server.store.close()
+    trio.run(_check_listening, server)
     backup = server.settings.stats_backup_file
     del server
     if backup is not None:
