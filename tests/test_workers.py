@@ -12,7 +12,12 @@ import smpfast.client as sc
 from smpfast.crypto.keys import Alg, generate_private_key
 from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
-from smpfast.server.cluster import Hub, LOST, SUBSCRIBED, KICK, NOTIFICATIONS, NTF_SUBSCRIBED, FrameReader, encode_frame
+from smpfast.protocol.commands import ServiceRole
+from smpfast.protocol.ids_hash import ids_hash
+from smpfast.server.cluster import (ACTIVE, ASSOCIATED, KICK, LOST, NOTIFICATIONS, NTF_SUBSCRIBED, SUBSCRIBED, FrameReader,
+                                    Hub, encode_frame)
+from smpfast.server.stats import ActiveQueues, queue_hash
+from smpfast.testing.throwaway_certs import make_service_chain
 
 STORES = ["memory", "lmdb"]
 
@@ -219,7 +224,109 @@ def test_concurrent_subscriptions_one_winner(smp_server, trio_run):
     trio_run(main)
 
 
+@pytest.mark.parametrize("store", STORES)
+def test_a_service_session_on_the_other_worker_takes_the_queue(smp_server, trio_run, store):
+    """A messaging service's SUB (v19) in one worker associates a queue whose direct
+    subscriber is in the other: that subscriber gets END, the service the messages; a
+    plain SUB back in the first worker ends the association (the service gets END)."""
+    chain = make_service_chain(1, name="directory")
+    service = sc.ServiceCredentials(ServiceRole.MESSAGING, chain.chain, chain.leaf_key)
+
+    async def main():
+        async with smp_server(store, workers=2, max_version=19) as srv:
+            async with sc.connect(srv.worker_address(0)) as owner, \
+                    sc.connect(srv.worker_address(1), service=service) as svc, \
+                    sc.connect(srv.worker_address(0)) as snd:
+                q, key = await _secured_queue(owner)
+                service_id = svc.service.service_id
+                assert await svc.subscribe(q) == service_id
+                assert await _event(owner) == (q.rcv_id, C.END)
+                await snd.send(q.snd_id, b"to the service", key)
+                msg = await _event(svc)
+                assert msg.entity_id == q.rcv_id and sc.decrypt_msg(q, msg.message).body == b"to the service"
+                assert await svc.ack(q, msg.message.msg_id) is None
+                await _no_event(owner)
+                assert await owner.subscribe(q) is None
+                assert await _event(svc) == (q.rcv_id, C.END)
+                assert srv.servers[0].store.service_queue_subs(service_id, "R") == (0, ids_hash([]))
+                await snd.send(q.snd_id, b"to the owner", key)
+                back = await _event(owner)
+                assert sc.decrypt_msg(q, back.message).body == b"to the owner"
+                await _no_event(svc)
+
+    trio_run(main)
+
+
+def test_active_queues_of_every_worker_are_counted_once(smp_server, trio_run):
+    """The day/week/month sets of worker 0 (which answers for all) hold the queues active
+    in either worker, each once."""
+
+    async def main():
+        async with smp_server("lmdb", workers=2) as srv:
+            async with sc.connect(srv.worker_address(0)) as rcv, sc.connect(srv.worker_address(1)) as snd1, \
+                    sc.connect(srv.worker_address(0)) as snd0:
+                queues = [await _secured_queue(rcv) for _ in range(3)]
+                # queue 0 from both workers (twice from worker 1), queue 1 from worker 1, queue 2 from worker 0
+                for (q, key), senders in zip(queues, ((snd1, snd0, snd1), (snd1,), (snd0,))):
+                    for snd in senders:
+                        await snd.send(q.snd_id, b"m", key)
+                        msg = await _event(rcv)
+                        assert await rcv.ack(q, msg.message.msg_id) is None
+                with trio.fail_after(5):
+                    while srv.servers[0].active_queues.gauges()["dayMsgQueues"] < 3:
+                        await trio.sleep(0.02)
+                await trio.sleep(0.1)
+                gauges = srv.servers[0].active_queues.gauges()
+                assert (gauges["dayMsgQueues"], gauges["weekMsgQueues"], gauges["monthMsgQueues"]) == (3, 3, 3)
+                assert srv.servers[0].active_queues.all.day == {queue_hash(q.rcv_id) for q, _ in queues}
+
+    trio_run(main)
+
+
+def test_a_forwarding_worker_sends_each_active_queue_once_a_day():
+    now = [86400.0 * 20000 + 10]
+    sent = []
+    active = ActiveQueues(forward=lambda hashes, ntf: sent.append((hashes, ntf)), clock=lambda: now[0])
+    a, b = b"a" * 24, b"b" * 24
+    active.record(a)
+    active.record(a)
+    active.record(b, notification=True)
+    active.record(a, notification=True)  # newly with notifications
+    active.record(b, notification=True)
+    ha, hb = queue_hash(a), queue_hash(b)
+    assert sent == [([ha], []), ([hb], [hb]), ([ha], [ha])]
+    now[0] += 86400  # the next UTC day: the other worker's day set started again
+    active.record(a)
+    assert sent[-1] == ([ha], [])
+    # the receiving side: the sets of every period, notification flag kept
+    total = ActiveQueues()
+    for hashes, ntf in sent:
+        total.merge(hashes, ntf)
+    assert total.gauges() == {"dayMsgQueues": 2, "weekMsgQueues": 2, "monthMsgQueues": 2,
+                              "dayCountNtf": 2, "weekCountNtf": 2, "monthCountNtf": 2}
+
+
 # --- the hub, sans-IO
+
+
+def test_hub_association_ends_the_direct_subscription_wherever_it_is():
+    hub = Hub()
+    rid = b"r" * 24
+    hub.receive(0, [(SUBSCRIBED, rid)])
+    # worker 1's service session took it: worker 0's subscriber loses it, the hub forgets it
+    assert hub.receive(1, [(ASSOCIATED, rid)]) == {0: [(LOST, rid)]}
+    assert hub.receive(1, [(KICK, rid, b"m")]) == {}
+    # the subscriber was in the service's own worker: nothing to tell anyone
+    hub.receive(1, [(SUBSCRIBED, rid)])
+    assert hub.receive(1, [(ASSOCIATED, rid)]) == {}
+    assert hub.receive(0, [(KICK, rid, b"m")]) == {}
+
+
+def test_hub_sends_active_queues_to_worker_0():
+    hub = Hub()
+    event = (ACTIVE, [5], [])
+    assert hub.receive(1, [event]) == {0: [event]}
+    assert hub.receive(0, [event]) == {}
 
 
 def test_hub_orders_takeovers_and_routes_by_owner():

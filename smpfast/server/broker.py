@@ -1003,6 +1003,8 @@ class Broker:
             if direct is not None and direct != peer.id:
                 self._count("qSubEnd")
                 self._event(direct, rid, C.END)
+            if self._remote:  # a direct subscriber in another worker gets END there
+                self._remote_event((X.ASSOCIATED, rid))
             if current != sid:
                 self._leave_service(peer, RCV, current, rid, C.END)
             self._take_service(peer, RCV, sid, add=(1, queue_id_hash(rid)))

@@ -57,12 +57,17 @@ NTF_DELETED = "X"  # (nid, tell)
 NOTIFICATIONS = "T"  # (nid, service id or None, [(msg id, ts, nonce, encrypted meta)])
 LEFT_SERVICE = "L"  # (party, service id, entity, "END" | "DELD")
 BLOCKED = "B"  # (rid, encoded blocking info)
+ASSOCIATED = "A"  # (rid): a messaging service's session took the queue; its direct subscriber,
+# wherever it is, gets END
+ACTIVE = "a"  # ([queue hashes], [of them with notifications]): queues active today in this
+# worker, for worker 0's day/week/month sets (each hash once a day per worker)
 # worker -> supervisor (not the hub): (index, ports) once the worker listens
 READY = "R"
 # Counters summed over the workers (worker 0 serves the control port and /metrics):
 STATS_WANTED = "q"  # worker -> hub: (); hub -> each other worker: (requester,)
 STATS = "Q"  # worker -> hub: (counters, clients); hub -> requester: (summed counters, clients)
 RETIRED = "F"  # worker -> hub: (counters) of a worker that stops: added to every later sum
+STATS_WORKER = 0  # the worker that answers for all: control port, /metrics, daily line, backup
 # hub -> worker: another worker took the subscription
 LOST = "s"
 NTF_LOST = "n"
@@ -115,6 +120,13 @@ class Hub:
                 owner = owners.get((SUBSCRIBED, event[1]))
                 if owner is not None:
                     send(owner, event)
+            elif tag == ASSOCIATED:
+                owner = owners.pop((SUBSCRIBED, event[1]), None)
+                if owner is not None and owner != worker:
+                    send(owner, (LOST, event[1]))
+            elif tag == ACTIVE:
+                if worker != STATS_WORKER:
+                    send(STATS_WORKER, event)
             elif tag == DELETED:
                 owner = owners.pop((SUBSCRIBED, event[1]), None)
                 if owner is not None and owner != worker:
@@ -418,6 +430,8 @@ class ClusterNode:
                 route(broker.remote_left_service(event[1], event[2], event[3], event[4]).pushes)
             elif tag == BLOCKED:
                 route(broker.remote_blocked(event[1], event[2]).pushes)
+            elif tag == ACTIVE:
+                broker.active_queues.merge(event[1], event[2])
             elif tag == STATS_WANTED:
                 self.delivery.announce((STATS, dict(broker.stats), self.clients(), event[1]))
             elif tag == STATS:

@@ -173,7 +173,13 @@ class Server:
         self.started_at = self.broker.clock()
         self.stats_from = self.started_at  # what the counters count from (a restored period's start)
         # Queues active per day/week/month; the broker records into it where it has the hook.
-        self.active_queues = ActiveQueues()
+        # With several workers, the others forward theirs to the one that answers for all.
+        if worker is not None and worker.index != cluster.STATS_WORKER:
+            self.active_queues = ActiveQueues(
+                forward=lambda hashes, ntf: self.delivery.announce((cluster.ACTIVE, hashes, ntf)),
+                clock=self.broker.clock)
+        else:
+            self.active_queues = ActiveQueues()
         self.broker.active_queues = self.active_queues
         self.stats_log: StatsLog | None = None
         # Several workers: the daily line counts every worker (this view is refreshed
@@ -196,10 +202,10 @@ class Server:
         """Serve until ``stop()``; ``task_status.started`` receives the bound ports."""
         s = self.settings
         self._verify_limiter = trio.CapacityLimiter(verification_threads())
-        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == cluster.STATS_WORKER):
             self.restore_stats(s.stats_backup_file)
         worker = self.worker
-        primary = worker is None or worker.index == 0
+        primary = worker is None or worker.index == cluster.STATS_WORKER
         async with trio.open_nursery() as background:
             if worker is None or worker.committer is None or primary:
                 background.start_soon(self.committer.run)
@@ -236,7 +242,7 @@ class Server:
                 elif worker is not None and s.stats_backup_file is not None:
                     await self.refresh_stats()  # the others stopped first: their final counts
             background.cancel_scope.cancel()
-        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == 0):
+        if s.stats_backup_file is not None and (self.worker is None or self.worker.index == cluster.STATS_WORKER):
             self.save_stats(s.stats_backup_file)
 
     async def _serve_connections(self, task_status: trio.TaskStatus) -> None:
@@ -265,7 +271,7 @@ class Server:
             self.ports = ports[: len(s.ports)]
             self.own_ports = ports[len(s.ports) :]
             self.registry.watch_ports(self.ports)
-            primary = self.worker is None or self.worker.index == 0
+            primary = self.worker is None or self.worker.index == cluster.STATS_WORKER
             # With several workers, worker 0 alone serves the operator's ports.
             if s.metrics_port is not None and primary:
                 try:
@@ -403,7 +409,7 @@ class Server:
                 log.error("cannot write the metrics to %s: %s", s.metrics_file, e)
 
     async def _log_stats_summary(self) -> None:
-        if self.worker is not None and self.worker.index != 0:
+        if self.worker is not None and self.worker.index != cluster.STATS_WORKER:
             return  # worker 0 logs the sums
         while True:
             await trio.sleep(self.settings.stats_summary_interval)

@@ -25,6 +25,7 @@ import binascii
 import datetime
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -139,14 +140,45 @@ class ActiveQueues:
     day, week and month. The broker calls ``record`` where the reference calls
     updatePeriodStats: after a stored SEND and an ACK that removed a message."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[list[int], list[int]], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.all = PeriodSets()
         self.ntf = PeriodSets()
+        # One worker of several (not the one that answers for all): each queue active here
+        # is forwarded once a UTC day to the sets of the worker that does; ``all``/``ntf``
+        # then only remember what was forwarded today.
+        self._forward = forward
+        self._clock = clock
+        self._day = -1
 
     def record(self, recipient_id: bytes, notification: bool = False) -> None:
         h = queue_hash(recipient_id)
+        if self._forward is not None:
+            self._record_forwarded(h, notification)
+            return
         self.all.add(h)
         if notification:
+            self.ntf.add(h)
+
+    def _record_forwarded(self, h: int, notification: bool) -> None:
+        day = int(self._clock() // 86400)
+        if day != self._day:  # a new UTC day: the other worker's day sets started again
+            self._day = day
+            self.all.day = set()
+            self.ntf.day = set()
+        new = h not in self.all.day
+        new_ntf = notification and h not in self.ntf.day
+        if new or new_ntf:
+            self.all.day.add(h)
+            if notification:
+                self.ntf.day.add(h)
+            self._forward([h], [h] if notification else [])
+
+    def merge(self, hashes: Iterable[int], ntf_hashes: Iterable[int]) -> None:
+        """Queues another worker saw active (``forward`` there)."""
+        for h in hashes:
+            self.all.add(h)
+        for h in ntf_hashes:
             self.ntf.add(h)
 
     def gauges(self) -> dict[str, int]:
