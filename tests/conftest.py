@@ -187,7 +187,7 @@ async def _cluster(store, identity, ctx, broker_config, workers: int, settings: 
             server = Server(store, identity, ctx, broker_config,
                             ServerSettings(bind="127.0.0.1", ports=(port,), reuse_port=True, own_ports=(0,),
                                            **settings),
-                            worker=WorkerRole(index, hub.link(index), committer, limit))
+                            worker=WorkerRole(index, hub.link(index), committer, limit, count=workers))
             await inner.start(server.serve)
             port = server.ports[0]
             servers.append(server)

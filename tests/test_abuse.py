@@ -454,9 +454,9 @@ def test_every_authorization_check_refuses_and_changes_nothing(smp_server, abuse
                     wrong = {cell: (got[cell], wanted[cell]) for cell in cells if got[cell] != wanted[cell]}
                     assert not wrong, wrong
                     assert _state(srv, [a, b]) == before
-                    [attacker_conn] = [c for c in srv.server.connections
-                                       if c.peer is not None and c.peer.session_id == attacker.session_id]
-                    assert not srv.server.delivery.subscriptions.has_any(attacker_conn.peer.id)
+                    [(worker, attacker_conn)] = [(w, c) for w in srv.workers for c in w.connections
+                                                 if c.peer is not None and c.peer.session_id == attacker.session_id]
+                    assert not worker.delivery.subscriptions.has_any(attacker_conn.peer.id)
 
                     # the harness's right credentials work: QUE, SUB (+ MSG), NSUB, SEND
                     right = [(a.entity(_party(n)), _command(n), a.key(_party(n))) for n in ("QUE", "SUB", "NSUB")]

@@ -5,6 +5,8 @@ with one process: MSG, END on takeover, DELD, NMSG, quota, blocking."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import trio
 
@@ -14,7 +16,7 @@ from smpfast.protocol import commands as C
 from smpfast.protocol import errors as E
 from smpfast.protocol.commands import ServiceRole
 from smpfast.protocol.ids_hash import ids_hash
-from smpfast.server.cluster import (ACTIVE, ASSOCIATED, KICK, LOST, NOTIFICATIONS, NTF_SUBSCRIBED, SUBSCRIBED, FrameReader,
+from smpfast.server.cluster import (ACTIVE, ANSWER, ASK, ASSOCIATED, RETIRED, KICK, LOST, NOTIFICATIONS, NTF_SUBSCRIBED, SUBSCRIBED, FrameReader,
                                     Hub, encode_frame)
 from smpfast.server.stats import ActiveQueues, queue_hash
 from smpfast.testing.throwaway_certs import make_service_chain
@@ -283,6 +285,38 @@ def test_active_queues_of_every_worker_are_counted_once(smp_server, trio_run):
     trio_run(main)
 
 
+def test_the_control_port_shows_every_workers_clients(smp_server, trio_run):
+    """Worker 0's control port lists the clients, sockets, tasks and subscribers of both
+    workers, each client under a number of its own."""
+    from control_support import ADMIN, control, settings
+
+    async def main():
+        async with smp_server("memory", workers=2, **settings()) as srv:
+            async with sc.connect(srv.worker_address(0)) as a, sc.connect(srv.worker_address(1)) as b:
+                qa = await a.create_queue()
+                qb = await b.create_queue()
+                admin = await control(srv, ADMIN)
+                rows = [r.split(",") for r in (await admin.cmd("clients"))[1:]]
+                assert sorted(r[7] for r in rows) == ["1", "1"] and len({r[0] for r in rows}) == 2
+                sessions = {r[1] for r in rows}
+                assert sessions == {base64.b64encode(c.session_id).decode() for c in (a, b)}
+                sockets = await admin.cmd("sockets")
+                own = [srv.servers[i].own_ports[0] for i in (0, 1)]
+                for port in own:  # one connection on each worker's own port
+                    at = sockets.index(f"Sockets for port {port}:")
+                    assert sockets[at + 1:at + 4] == ["accepted: 1", "closed: 0", "active: 1"]
+                threads = await admin.cmd("threads")
+                ids = [int(line.split(" ", 1)[0]) for line in threads[1:]]
+                assert len(ids) == len(set(ids)) == int(threads[0].removeprefix("Threads: "))
+                socket_threads = await admin.cmd("socket-threads")
+                assert sorted(int(line.split(",")[0]) for line in socket_threads) == sorted(own)
+                info = await admin.cmd("server-info")
+                assert "Clients: 2" in info and "SMP subscriptions: 2" in info and "SMP subscribed clients: 2" in info
+                assert {qa.rcv_id, qb.rcv_id} == set(srv.server.control.target.subscribers()[0])
+
+    trio_run(main)
+
+
 def test_a_forwarding_worker_sends_each_active_queue_once_a_day():
     now = [86400.0 * 20000 + 10]
     sent = []
@@ -320,6 +354,20 @@ def test_hub_association_ends_the_direct_subscription_wherever_it_is():
     hub.receive(1, [(SUBSCRIBED, rid)])
     assert hub.receive(1, [(ASSOCIATED, rid)]) == {}
     assert hub.receive(0, [(KICK, rid, b"m")]) == {}
+
+
+def test_hub_gathers_answers_from_every_other_worker():
+    hub = Hub()
+    hub.workers.update({0, 1, 2})
+    assert hub.receive(0, [(ASK, "stats", 7)]) == {1: [(ASK, "stats", 7, 0)], 2: [(ASK, "stats", 7, 0)]}
+    assert hub.receive(1, [(ANSWER, 7, 0, ("one",))]) == {}
+    assert hub.receive(1, [(ANSWER, 7, 0, ("again",))]) == {}  # answered already: ignored
+    # worker 2 stops before answering: its final counters are in the answer instead
+    assert hub.receive(2, [(RETIRED, {"msgSent": 3})]) == {0: [(ANSWER, 7, {1: ("one",)}, {"msgSent": 3})]}
+    # a worker that dies answers no more; nobody left: answered at once
+    hub.receive(0, [(ASK, "control", 8)])
+    assert hub.worker_gone(1) == {0: [(ANSWER, 8, {}, {"msgSent": 3})]}
+    assert hub.receive(0, [(ASK, "control", 9)]) == {0: [(ANSWER, 9, {}, {"msgSent": 3})]}
 
 
 def test_hub_sends_active_queues_to_worker_0():

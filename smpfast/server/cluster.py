@@ -26,6 +26,7 @@ on a Unix socket between processes, memory channels inside one process for tests
 
 from __future__ import annotations
 
+import itertools
 import logging
 import marshal
 import struct
@@ -63,10 +64,13 @@ ACTIVE = "a"  # ([queue hashes], [of them with notifications]): queues active to
 # worker, for worker 0's day/week/month sets (each hash once a day per worker)
 # worker -> supervisor (not the hub): (index, ports) once the worker listens
 READY = "R"
-# Counters summed over the workers (worker 0 serves the control port and /metrics):
-STATS_WANTED = "q"  # worker -> hub: (); hub -> each other worker: (requester,)
-STATS = "Q"  # worker -> hub: (counters, clients); hub -> requester: (summed counters, clients)
-RETIRED = "F"  # worker -> hub: (counters) of a worker that stops: added to every later sum
+# Questions to every other worker (worker 0 answers the control port and /metrics for all):
+ASK = "q"  # worker -> hub: (kind, tag); hub -> each other worker: (kind, tag, requester)
+ANSWER = "Q"  # worker -> hub: (tag, requester, answer); hub -> requester: (tag, {worker: answer},
+# retired counters)
+RETIRED = "F"  # worker -> hub: (counters) of a worker that stops: in every later answer
+ASK_STATS = "stats"  # answer: (counters, clients)
+ASK_CONTROL = "control"  # answer: the control port's view of the worker (control.py)
 STATS_WORKER = 0  # the worker that answers for all: control port, /metrics, daily line, backup
 # hub -> worker: another worker took the subscription
 LOST = "s"
@@ -86,8 +90,8 @@ class Hub:
         self._held_by_service: dict[bytes, set[bytes]] = {}
         self.events = 0
         self.workers: set[int] = set()  # live workers (the supervisor keeps this)
-        # Statistics requests: requester -> [workers yet to answer, summed counters, clients]
-        self._stats_wanted: dict[int, list] = {}
+        # Open questions: (requester, tag) -> (workers yet to answer, {worker: answer})
+        self._asked: dict[tuple[int, int], tuple[set[int], dict[int, object]]] = {}
         self.retired: dict[str, int] = {}  # counters of workers that stopped
 
     def receive(self, worker: int, events: list[Event]) -> dict[int, list[Event]]:
@@ -152,25 +156,23 @@ class Hub:
             elif tag == RETIRED:
                 for name, n in event[1].items():
                     self.retired[name] = self.retired.get(name, 0) + n
-                self.workers.discard(worker)  # counted in ``retired`` from now on
-                for wanted in self._stats_wanted.values():
-                    wanted[0].discard(worker)
-                self._answer_stats(send)
-            elif tag == STATS_WANTED:
+                for _, answers in self._asked.values():
+                    answers.pop(worker, None)  # counted in ``retired`` from now on
+                self._no_answer_from(worker, send)
+            elif tag == ASK:
+                _, kind, ask_tag = event
                 others = self.workers - {worker}
-                self._stats_wanted[worker] = [others, dict(self.retired), 0]
+                self._asked[(worker, ask_tag)] = (others, {})
                 for other in others:
-                    send(other, (STATS_WANTED, worker))
-                self._answer_stats(send)
-            elif tag == STATS:
-                _, counters, clients, requester = event
-                wanted = self._stats_wanted.get(requester)
-                if wanted is not None and worker in wanted[0]:
-                    wanted[0].discard(worker)
-                    for name, n in counters.items():
-                        wanted[1][name] = wanted[1].get(name, 0) + n
-                    wanted[2] += clients
-                    self._answer_stats(send)
+                    send(other, (ASK, kind, ask_tag, worker))
+                self._answer_asked(send)
+            elif tag == ANSWER:
+                _, ask_tag, requester, answer = event
+                asked = self._asked.get((requester, ask_tag))
+                if asked is not None and worker in asked[0]:
+                    asked[0].discard(worker)
+                    asked[1][worker] = answer
+                    self._answer_asked(send)
             elif tag == CLOSED:
                 _, rids, nids, services = event
                 for key in [(SUBSCRIBED, r) for r in rids] + [(NTF_SUBSCRIBED, n) for n in nids] + [
@@ -184,22 +186,26 @@ class Hub:
 
     def worker_gone(self, worker: int) -> dict[int, list[Event]]:
         """A worker died: its connections, and so its subscriptions, are gone. Returns the
-        statistics answers it no longer holds up."""
-        self.workers.discard(worker)
+        answers it no longer holds up."""
         for key in [k for k, w in self.owners.items() if w == worker]:
             del self.owners[key]
-        self._stats_wanted.pop(worker, None)
+        for key in [k for k in self._asked if k[0] == worker]:
+            del self._asked[key]
         out: dict[int, list[Event]] = {}
-        for wanted in self._stats_wanted.values():
-            wanted[0].discard(worker)
-        self._answer_stats(lambda target, event: out.setdefault(target, []).append(event))
+        self._no_answer_from(worker, lambda target, event: out.setdefault(target, []).append(event))
         return out
 
-    def _answer_stats(self, send: Callable) -> None:
-        for requester, (waiting, counters, clients) in list(self._stats_wanted.items()):
+    def _no_answer_from(self, worker: int, send: Callable) -> None:
+        self.workers.discard(worker)
+        for waiting, _ in self._asked.values():
+            waiting.discard(worker)
+        self._answer_asked(send)
+
+    def _answer_asked(self, send: Callable) -> None:
+        for key, (waiting, answers) in list(self._asked.items()):
             if not waiting:
-                del self._stats_wanted[requester]
-                send(requester, (STATS, counters, clients, requester))
+                del self._asked[key]
+                send(key[0], (ANSWER, key[1], answers, dict(self.retired)))
 
     def expire_held(self, cutoff: float) -> int:
         """Drop held notifications older than ``cutoff`` (the notification TTL)."""
@@ -372,18 +378,37 @@ class ClusterNode:
         self.delivery = delivery
         self.subscriptions: ClusterSubscriptions = delivery.subscriptions  # type: ignore[assignment]
         self.received = 0
-        # The other workers' counters and clients, as last asked (``others_stats``).
-        self.others: tuple[dict[str, int], int] = ({}, 0)
+        # What this worker answers the others' questions with (kind -> answer now).
+        self.answerers: dict[str, Callable[[], object]] = {
+            ASK_STATS: lambda: (dict(broker.stats), self.clients()),
+        }
         self.clients: Callable[[], int] = lambda: 0
-        self._stats_answered = trio.Event()
+        self._tags = itertools.count()
+        self._asked: dict[int, tuple[trio.Event, list]] = {}
+
+    async def ask(self, kind: str, timeout: float = 1.0) -> tuple[dict[int, object], dict[str, int]]:
+        """Every other live worker's answer to ``kind`` (those that answered in time), and
+        the counters of the workers that stopped."""
+        tag = next(self._tags)
+        done, result = self._asked[tag] = (trio.Event(), [{}, {}])
+        self.delivery.announce((ASK, kind, tag))
+        try:
+            with trio.move_on_after(timeout):
+                await done.wait()
+        finally:
+            del self._asked[tag]
+        return result[0], result[1]
 
     async def others_stats(self, timeout: float = 1.0) -> tuple[dict[str, int], int]:
-        """Ask the other workers for their counters and clients (summed by the hub)."""
-        self._stats_answered = trio.Event()
-        self.delivery.announce((STATS_WANTED,))
-        with trio.move_on_after(timeout):
-            await self._stats_answered.wait()
-        return self.others
+        """The other workers' counters (with the stopped ones') and clients, summed."""
+        answers, retired = await self.ask(ASK_STATS, timeout)
+        counters = dict(retired)
+        clients = 0
+        for worker_counters, worker_clients in answers.values():  # type: ignore[misc]
+            for name, n in worker_counters.items():
+                counters[name] = counters.get(name, 0) + n
+            clients += worker_clients
+        return counters, clients
 
     async def receive_from(self, link: "Link") -> None:
         while True:
@@ -432,11 +457,15 @@ class ClusterNode:
                 route(broker.remote_blocked(event[1], event[2]).pushes)
             elif tag == ACTIVE:
                 broker.active_queues.merge(event[1], event[2])
-            elif tag == STATS_WANTED:
-                self.delivery.announce((STATS, dict(broker.stats), self.clients(), event[1]))
-            elif tag == STATS:
-                self.others = (event[1], event[2])
-                self._stats_answered.set()
+            elif tag == ASK:
+                _, kind, ask_tag, requester = event
+                answerer = self.answerers.get(kind)
+                self.delivery.announce((ANSWER, ask_tag, requester, None if answerer is None else answerer()))
+            elif tag == ANSWER:
+                asked = self._asked.get(event[1])
+                if asked is not None:
+                    asked[1][:] = [event[2], event[3]]
+                    asked[0].set()
             else:
                 log.error("unknown cluster event %r", tag)
         if heads:

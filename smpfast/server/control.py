@@ -16,7 +16,7 @@ import resource
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -37,6 +37,7 @@ from .admin import (
     TaskInfo,
     show_store_error,
 )
+from .cluster import ASK_CONTROL
 from .committer import CommitFailed
 
 if TYPE_CHECKING:
@@ -73,9 +74,10 @@ class ConnectionRegistry:
     """Numbers the server's connections and counts them per port (for ``sockets``,
     ``clients`` and ``socket-threads``). Counted from the completed TLS handshake."""
 
-    def __init__(self, clock=time.time) -> None:
+    def __init__(self, clock=time.time, first: int = 1, step: int = 1) -> None:
         self.clock = clock
-        self._numbers = itertools.count(1)
+        # Several workers: worker k numbers k+1, k+1+N, ... so that numbers are unique.
+        self._numbers = itertools.count(first, step)
         self._active: dict["Connection", _Socket] = {}
         self._accepted: dict[int, int] = {}
         self._closed: dict[int, int] = {}
@@ -110,14 +112,40 @@ class ConnectionRegistry:
 # ---------------------------------------------------------------------------- what commands read
 
 
+# The control commands whose answers show every worker's connections or tasks: before one
+# of them, worker 0 asks the others for their views.
+VIEW_COMMANDS = frozenset({b"clients", b"sockets", b"threads", b"socket-threads", b"server-info"})
+
+
 class ServerControl:
-    """The :class:`~smpfast.server.admin.ControlTarget` of a running server."""
+    """The :class:`~smpfast.server.admin.ControlTarget` of a running server. With several
+    workers, worker 0's answers what every worker holds: its own connections and tasks plus
+    the other workers' views, gathered through the hub before each command that shows them."""
 
     def __init__(self, server: "Server") -> None:
         self.server = server
         self.started_at = server.broker.clock()
         self._task_ids: "weakref.WeakKeyDictionary[trio.lowlevel.Task, int]" = weakref.WeakKeyDictionary()
-        self._next_task_id = itertools.count(1)
+        worker = server.worker
+        self._next_task_id = itertools.count(1) if worker is None else itertools.count(worker.index + 1, worker.count)
+        self._others: list[dict] = []  # the other workers' ``view()``, as last gathered
+
+    async def refresh(self) -> None:
+        cluster = self.server.cluster
+        if cluster is not None:
+            answers, _ = await cluster.ask(ASK_CONTROL)
+            self._others = [answers[w] for w in sorted(answers) if answers[w] is not None]  # type: ignore[misc]
+
+    def view(self) -> dict:
+        """This worker's connections and tasks, as plain values (for the hub)."""
+        return {
+            "clients": [astuple(c) for c in self._clients()],
+            "sockets": [astuple(c) for c in self.server.registry.counts()],
+            "tasks": [astuple(t) for t in self._tasks()],
+            "socket_tasks": [(t.port, t.socket_id, None if t.task is None else astuple(t.task))
+                             for t in self._socket_tasks()],
+            "subscribers": self._subscribers(),
+        }
 
     def now(self) -> float:
         return self.server.broker.clock()
@@ -138,6 +166,10 @@ class ServerControl:
         )
 
     def clients(self) -> list[ClientInfo]:
+        out = self._clients() + [ClientInfo(*c) for other in self._others for c in other["clients"]]
+        return sorted(out, key=lambda c: c.client_id)
+
+    def _clients(self) -> list[ClientInfo]:
         out = []
         subscriptions = self.server.delivery.subscriptions
         for connection, number, _port, accepted_at, _task in self.server.registry.active():
@@ -157,10 +189,17 @@ class ServerControl:
                 ntf_subscriptions=len(subscriptions.notifiers_of(peer.id)),
                 outbox=len(connection.outbox),
             ))
-        return sorted(out, key=lambda c: c.client_id)
+        return out
 
     def sockets(self) -> list[SocketCounts]:
-        return self.server.registry.counts()
+        totals: dict[int, list[int]] = {}
+        counts = [astuple(c) for c in self.server.registry.counts()]
+        for port, accepted, closed, active in counts + [c for other in self._others for c in other["sockets"]]:
+            total = totals.setdefault(port, [0, 0, 0])
+            total[0] += accepted
+            total[1] += closed
+            total[2] += active
+        return [SocketCounts(port, *totals[port]) for port in sorted(totals)]
 
     def _task_info(self, task: trio.lowlevel.Task) -> TaskInfo:
         tid = self._task_ids.get(task)
@@ -170,6 +209,9 @@ class ServerControl:
         return TaskInfo(tid, state, task.name)
 
     def tasks(self) -> list[TaskInfo]:
+        return self._tasks() + [TaskInfo(*t) for other in self._others for t in other["tasks"]]
+
+    def _tasks(self) -> list[TaskInfo]:
         out = []
         todo = [trio.lowlevel.current_root_task()]
         while todo:
@@ -182,12 +224,25 @@ class ServerControl:
         return out
 
     def socket_tasks(self) -> list[SocketTask]:
+        others = [SocketTask(port, number, None if task is None else TaskInfo(*task))
+                  for other in self._others for port, number, task in other["socket_tasks"]]
+        return sorted(self._socket_tasks() + others, key=lambda t: (t.port, t.socket_id))
+
+    def _socket_tasks(self) -> list[SocketTask]:
         return [
             SocketTask(port, number, None if task is None else self._task_info(task))
-            for _c, number, port, _at, task in sorted(self.server.registry.active(), key=lambda a: (a[2], a[1]))
+            for _c, number, port, _at, task in self.server.registry.active()
         ]
 
     def subscribers(self) -> tuple[dict[bytes, int], dict[bytes, int]]:
+        smp, ntf = self._subscribers()
+        for other in self._others:
+            other_smp, other_ntf = other["subscribers"]
+            smp.update(other_smp)
+            ntf.update(other_ntf)
+        return smp, ntf
+
+    def _subscribers(self) -> tuple[dict[bytes, int], dict[bytes, int]]:
         numbers = {c.peer.id: n for c, n, _p, _a, _t in self.server.registry.active() if c.peer is not None}
         subscriptions = self.server.delivery.subscriptions
         smp = {rid: numbers[c] for rid, c in subscriptions.subscriber.items() if c in numbers}
@@ -195,7 +250,8 @@ class ServerControl:
         return smp, ntf
 
     def runtime_stats(self) -> list[str]:
-        # The reference prints GHC's RTSStats; these are the Python runtime's facts.
+        # The reference prints GHC's RTSStats; these are the Python runtime's facts (of
+        # worker 0's process only, with several workers).
         usage = resource.getrusage(resource.RUSAGE_SELF)
         gen = [s["collections"] for s in gc.get_stats()]
         return [
@@ -270,6 +326,8 @@ class ControlPort:
                     break
                 line, buffer = buffer[:end], buffer[end + 1 :]
                 await self.server.refresh_stats()  # several workers: their counters too
+                if line.strip().split(b" ", 1)[0] in VIEW_COMMANDS:
+                    await self.target.refresh()  # and their connections and tasks
                 reply = session.handle_line(line)
                 await self._write(stream, reply)
                 if reply.close:

@@ -34,7 +34,7 @@ from .connection import DEFAULT_RESOLVER_CONCURRENCY, OUTBOX_LIMIT, Connection, 
 from . import cluster
 from .cluster import ClusterDelivery, ClusterNode, Link
 from .delivery import LocalDelivery
-from .control import ConnectionRegistry, ControlPort, ControlSettings
+from .control import ConnectionRegistry, ControlPort, ControlSettings, ServerControl
 from .memory import TRIM_CHECK_INTERVAL, release_free_memory, trim_due
 from .resolver import HttpResolver, ResolverSettings
 from .metrics import METRICS_FILE, make_registry, metrics_text, serve_metrics, write_metrics_file
@@ -110,6 +110,7 @@ class WorkerRole:
     # process) or the shared-memory array of every worker's count (processes).
     limit: ConnectionLimit | None = None
     connection_slots: object | None = None
+    count: int = 1  # how many workers there are (numbering connections uniquely)
 
 
 def verification_threads() -> int:
@@ -166,8 +167,12 @@ class Server:
         else:
             self.limit = ConnectionLimit(self.settings.max_connections)
         self._verify_limiter: trio.CapacityLimiter | None = None  # made in serve()
-        self.registry = ConnectionRegistry(self.broker.clock)
+        self.registry = (ConnectionRegistry(self.broker.clock) if worker is None
+                         else ConnectionRegistry(self.broker.clock, worker.index + 1, worker.count))
         self.control = None if self.settings.control is None else ControlPort(self, self.settings.control)
+        if self.cluster is not None:  # every worker shows its connections to worker 0's control port
+            view = (self.control.target if self.control is not None else ServerControl(self)).view
+            self.cluster.answerers[cluster.ASK_CONTROL] = view
         self.ports: list[int] = []
         self.metrics_port: int | None = None
         self.started_at = self.broker.clock()

@@ -94,7 +94,7 @@ class Supervisor:
                 from .worker import worker_main
 
                 code = worker_main(self.config, index, child, debug=self.debug, max_version=self.max_version,
-                                   connection_slots=self.connection_slots)
+                                   connection_slots=self.connection_slots, count=self.count)
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:

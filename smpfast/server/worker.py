@@ -20,11 +20,11 @@ log = logging.getLogger("smpfast.server")
 
 
 def worker_main(config: Config, index: int, hub: socket.socket, *, debug: bool = False,
-                max_version: int | None = None, connection_slots=None) -> int:
+                max_version: int | None = None, connection_slots=None, count: int = 1) -> int:
     """Serve as worker ``index`` until SIGTERM/SIGINT; the exit code."""
     link = SocketLink(hub)
     try:
-        server, _ = build_server(config, max_version, worker=WorkerRole(index, link, connection_slots=connection_slots))
+        server, _ = build_server(config, max_version, worker=WorkerRole(index, link, connection_slots=connection_slots, count=count))
     except Exception as e:
         log.error("worker %d cannot start: %s", index, e)
         return 1
