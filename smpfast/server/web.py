@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import mimetypes
+import os
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -164,7 +165,7 @@ def write_site(static_path: Path, page: str) -> Path:
     try:
         static_path.mkdir(parents=True, exist_ok=True)
         index = static_path / INDEX
-        tmp = static_path / f".{INDEX}.tmp"
+        tmp = static_path / f".{INDEX}.{os.getpid()}.tmp"  # workers write it at once, each its own
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(index)
     except OSError as e:
