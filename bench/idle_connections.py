@@ -43,7 +43,7 @@ from smpfast.protocol.handshake import ClientHandshake  # noqa: E402
 from smpfast.testing.process import ServerProcess, free_port  # noqa: E402
 from smpfast.transport.socket_tls import SocketBlockConnection  # noqa: E402
 from smpfast.transport.tls import CLIENT_ALPN, _new_client_context  # noqa: E402
-from versions import check_tree, init_data_dir, tree_env  # noqa: E402
+from versions import check_tree, init_data_dir, tree_env, tree_workers  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -110,7 +110,7 @@ def measure(tree: Path, steps: list[int], sources: list[str], version: int, proc
         init_data_dir(tree, directory, port)
         ini = directory / "smpfast.ini"
         ini.write_text(re.sub(r"(?m)^max_connections = .*$", "max_connections = 1000000", ini.read_text()))
-        with ServerProcess(directory, env=tree_env(tree), cwd=directory) as server:
+        with ServerProcess(directory, env=tree_env(tree), cwd=directory, workers=tree_workers(tree)) as server:
             time.sleep(1)
             check_tree(server.pid, tree)
             key_hash = parse_address(server.address)[0].key_hash

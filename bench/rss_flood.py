@@ -31,7 +31,7 @@ from smpfast.client.session import parse_address  # noqa: E402
 from smpfast.limits import raise_open_files_limit  # noqa: E402
 from smpfast.protocol.handshake import ClientHandshake  # noqa: E402
 from smpfast.testing.process import ServerProcess, free_port  # noqa: E402
-from versions import check_tree, init_data_dir, tree_env  # noqa: E402
+from versions import check_tree, init_data_dir, tree_env, tree_workers  # noqa: E402
 from smpfast.transport import open_block_connection  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def measure(tree: Path, count: int, settle: float, rounds: int) -> list[dict]:
         directory = Path(d)
         port = free_port()
         init_data_dir(tree, directory, port)
-        with ServerProcess(directory, env=tree_env(tree), cwd=directory) as server:
+        with ServerProcess(directory, env=tree_env(tree), cwd=directory, workers=tree_workers(tree)) as server:
             time.sleep(1)
             check_tree(server.pid, tree)
             idle = rss_mib(server.pid)

@@ -144,7 +144,8 @@ def measure(pairs: int = 32, messages: int = 100, auth: str = "x25519", size: in
             server = ServerProcess(directory, env=env)
         else:
             versions.init_data_dir(tree, Path(directory), free_port())
-            server = ServerProcess(directory, env={**(env or {}), **versions.tree_env(tree)}, cwd=directory)
+            server = ServerProcess(directory, env={**(env or {}), **versions.tree_env(tree)}, cwd=directory,
+                                   workers=versions.tree_workers(tree))
         with server:
             if tree is not None and not (env or {}).get("SMPFAST_PURE"):
                 versions.check_tree(server.pid, tree)

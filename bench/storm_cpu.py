@@ -35,7 +35,8 @@ def measure(tree: Path | None, queues: int, connections: int, batch: int, max_ve
             server = ServerProcess(directory)
         else:
             versions.init_data_dir(tree, directory, free_port())
-            server = ServerProcess(directory, env=versions.tree_env(tree), cwd=directory)
+            server = ServerProcess(directory, env=versions.tree_env(tree), cwd=directory,
+                                   workers=versions.tree_workers(tree))
         report = Path(tmp) / "report.json"
         command = [sys.executable, "-m", "smpfast", "load", "--scenario", "subscribe", "--queues", str(queues),
                    "--connections", str(connections), "--batch", str(batch), "--json", str(report), "--quiet"]

@@ -14,6 +14,14 @@ def tree_env(tree: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(tree)}
 
 
+def tree_workers(tree: Path) -> int:
+    """``ServerProcess(workers=)`` for ``tree``'s server: one process, with or without the
+    ``--workers`` option (trees from before worker processes do not know it)."""
+    from smpfast.testing.process import NO_WORKERS_FLAG
+
+    return 1 if (tree / "smpfast" / "server" / "supervisor.py").exists() else NO_WORKERS_FLAG
+
+
 def init_data_dir(tree: Path, directory: Path, port: int) -> str:
     """``smpfast init`` of ``tree`` on loopback, no password; returns the address."""
     directory.mkdir(parents=True, exist_ok=True)

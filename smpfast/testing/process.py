@@ -69,6 +69,9 @@ def _cpu_seconds(pid: int, reaped: bool = False) -> float:
     return used / ticks
 
 
+NO_WORKERS_FLAG = 0  # ServerProcess(workers=): start it without --workers
+
+
 class ServerProcess:
     """``smpfast start --dir DIR`` in a child process.
 
@@ -76,7 +79,8 @@ class ServerProcess:
     ``stop()`` sends SIGTERM and returns the exit code; ``kill()`` sends SIGKILL.
     ``cpu_seconds()`` is the child's user + system CPU time so far (Linux /proc), its worker
     processes' included. ``workers``: ``--workers N`` (default: the environment's
-    ``SMPFAST_TEST_WORKERS``, else 1, one process); ``worker_pids()`` are the live workers
+    ``SMPFAST_TEST_WORKERS``, else 1, one process; ``NO_WORKERS_FLAG``: no such option, for
+    another tree's server from before worker processes); ``worker_pids()`` are the live workers
     (with N > 1), in the order of their index as the supervisor logged them.
     ``cwd``: the child's working directory (default: ours). ``python -m`` puts it first on
     the import path, ahead of PYTHONPATH, so to run another source tree's smpfast through
@@ -104,7 +108,9 @@ class ServerProcess:
         self.log_path = self.directory / "server.log"
         self._log = open(self.log_path, "w")
         if self.max_version is None:
-            command = smpfast_command("start", "--dir", str(self.directory), "--workers", str(self.workers))
+            command = smpfast_command("start", "--dir", str(self.directory))
+            if self.workers != NO_WORKERS_FLAG:
+                command += ["--workers", str(self.workers)]
         else:
             command = [sys.executable, "-m", "smpfast.testing.serve", str(self.directory), str(self.max_version),
                        str(self.workers)]
