@@ -360,14 +360,33 @@ def test_hub_gathers_answers_from_every_other_worker():
     hub = Hub()
     hub.workers.update({0, 1, 2})
     assert hub.receive(0, [(ASK, "stats", 7)]) == {1: [(ASK, "stats", 7, 0)], 2: [(ASK, "stats", 7, 0)]}
-    assert hub.receive(1, [(ANSWER, 7, 0, ("one",))]) == {}
-    assert hub.receive(1, [(ANSWER, 7, 0, ("again",))]) == {}  # answered already: ignored
+    one = ({"msgSent": 1}, 0)
+    assert hub.receive(1, [(ANSWER, 7, 0, one)]) == {}
+    assert hub.receive(1, [(ANSWER, 7, 0, ({"msgSent": 9}, 0))]) == {}  # answered already: ignored
     # worker 2 stops before answering: its final counters are in the answer instead
-    assert hub.receive(2, [(RETIRED, {"msgSent": 3})]) == {0: [(ANSWER, 7, {1: ("one",)}, {"msgSent": 3})]}
-    # a worker that dies answers no more; nobody left: answered at once
+    assert hub.receive(2, [(RETIRED, {"msgSent": 3})]) == {0: [(ANSWER, 7, {1: one}, {"msgSent": 3})]}
+    # a worker that dies answers no more (its last counters stay); nobody left: answered at once
     hub.receive(0, [(ASK, "control", 8)])
-    assert hub.worker_gone(1) == {0: [(ANSWER, 8, {}, {"msgSent": 3})]}
-    assert hub.receive(0, [(ASK, "control", 9)]) == {0: [(ANSWER, 9, {}, {"msgSent": 3})]}
+    assert hub.worker_gone(1) == {0: [(ANSWER, 8, {}, {"msgSent": 4})]}
+    assert hub.receive(0, [(ASK, "control", 9)]) == {0: [(ANSWER, 9, {}, {"msgSent": 4})]}
+
+
+def test_hub_keeps_a_dead_workers_last_counters():
+    hub = Hub()
+    hub.workers.update({0, 1, 2})
+    hub.receive(0, [(ASK, "stats", 1)])
+    hub.receive(1, [(ANSWER, 1, 0, ({"msgSent": 5}, 2))])
+    hub.receive(2, [(ANSWER, 1, 0, ({"msgSent": 1}, 0))])
+    # worker 1 dies while a second question waits for it: its last answer is kept once
+    hub.receive(0, [(ASK, "stats", 2)])
+    hub.receive(1, [(ANSWER, 2, 0, ({"msgSent": 6}, 2))])
+    assert hub.worker_gone(1) == {}
+    assert hub.retired == {"msgSent": 6}
+    out = hub.receive(2, [(ANSWER, 2, 0, ({"msgSent": 1}, 0))])
+    assert out == {0: [(ANSWER, 2, {2: ({"msgSent": 1}, 0)}, {"msgSent": 6})]}
+    # a stopping worker's final counts replace its last answer
+    hub.receive(2, [(RETIRED, {"msgSent": 4})])
+    assert hub.retired == {"msgSent": 10}
 
 
 def test_hub_sends_active_queues_to_worker_0():

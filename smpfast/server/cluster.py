@@ -90,8 +90,11 @@ class Hub:
         self._held_by_service: dict[bytes, set[bytes]] = {}
         self.events = 0
         self.workers: set[int] = set()  # live workers (the supervisor keeps this)
-        # Open questions: (requester, tag) -> (workers yet to answer, {worker: answer})
-        self._asked: dict[tuple[int, int], tuple[set[int], dict[int, object]]] = {}
+        # Open questions: (requester, tag) -> (workers yet to answer, {worker: answer}, kind)
+        self._asked: dict[tuple[int, int], tuple[set[int], dict[int, object], str]] = {}
+        # Each worker's counters as it last answered: a worker that dies keeps those in
+        # ``retired`` (what it counted since is lost with it).
+        self.last_counters: dict[int, dict[str, int]] = {}
         self.retired: dict[str, int] = {}  # counters of workers that stopped
 
     def receive(self, worker: int, events: list[Event]) -> dict[int, list[Event]]:
@@ -154,15 +157,12 @@ class Hub:
                 if owner is not None and owner != worker:
                     send(owner, event)
             elif tag == RETIRED:
-                for name, n in event[1].items():
-                    self.retired[name] = self.retired.get(name, 0) + n
-                for _, answers in self._asked.values():
-                    answers.pop(worker, None)  # counted in ``retired`` from now on
-                self._no_answer_from(worker, send)
+                self.last_counters.pop(worker, None)  # its final counts instead
+                self._retire(worker, event[1], send)
             elif tag == ASK:
                 _, kind, ask_tag = event
                 others = self.workers - {worker}
-                self._asked[(worker, ask_tag)] = (others, {})
+                self._asked[(worker, ask_tag)] = (others, {}, kind)
                 for other in others:
                     send(other, (ASK, kind, ask_tag, worker))
                 self._answer_asked(send)
@@ -172,6 +172,8 @@ class Hub:
                 if asked is not None and worker in asked[0]:
                     asked[0].discard(worker)
                     asked[1][worker] = answer
+                    if asked[2] == ASK_STATS:
+                        self.last_counters[worker] = answer[0]  # type: ignore[index]
                     self._answer_asked(send)
             elif tag == CLOSED:
                 _, rids, nids, services = event
@@ -192,17 +194,22 @@ class Hub:
         for key in [k for k in self._asked if k[0] == worker]:
             del self._asked[key]
         out: dict[int, list[Event]] = {}
-        self._no_answer_from(worker, lambda target, event: out.setdefault(target, []).append(event))
+        self._retire(worker, self.last_counters.pop(worker, {}),
+                     lambda target, event: out.setdefault(target, []).append(event))
         return out
 
-    def _no_answer_from(self, worker: int, send: Callable) -> None:
+    def _retire(self, worker: int, counters: dict[str, int], send: Callable) -> None:
+        """``worker`` answers no more; ``counters`` go into every later answer."""
+        for name, n in counters.items():
+            self.retired[name] = self.retired.get(name, 0) + n
         self.workers.discard(worker)
-        for waiting, _ in self._asked.values():
+        for waiting, answers, _ in self._asked.values():
             waiting.discard(worker)
+            answers.pop(worker, None)  # counted in ``retired`` from now on
         self._answer_asked(send)
 
     def _answer_asked(self, send: Callable) -> None:
-        for key, (waiting, answers) in list(self._asked.items()):
+        for key, (waiting, answers, _) in list(self._asked.items()):
             if not waiting:
                 del self._asked[key]
                 send(key[0], (ANSWER, key[1], answers, dict(self.retired)))
