@@ -18,7 +18,7 @@ from smpfast.protocol.commands import ServiceRole
 from smpfast.protocol.ids_hash import ids_hash
 from smpfast.server.cluster import (ACTIVE, ANSWER, ASK, ASSOCIATED, RETIRED, KICK, LOST, NOTIFICATIONS, NTF_SUBSCRIBED, SUBSCRIBED, FrameReader,
                                     Hub, encode_frame)
-from smpfast.server.stats import ActiveQueues, queue_hash
+from smpfast.server.stats import ActiveQueues, ForwardedActiveQueues, queue_hash
 from smpfast.testing.throwaway_certs import make_service_chain
 
 STORES = ["memory", "lmdb"]
@@ -320,7 +320,7 @@ def test_the_control_port_shows_every_workers_clients(smp_server, trio_run):
 def test_a_forwarding_worker_sends_each_active_queue_once_a_day():
     now = [86400.0 * 20000 + 10]
     sent = []
-    active = ActiveQueues(forward=lambda hashes, ntf: sent.append((hashes, ntf)), clock=lambda: now[0])
+    active = ForwardedActiveQueues(lambda hashes, ntf: sent.append((hashes, ntf)), clock=lambda: now[0])
     a, b = b"a" * 24, b"b" * 24
     active.record(a)
     active.record(a)

@@ -42,6 +42,7 @@ from .stats import (
     STATS_BACKUP_FILE,
     STATS_FILE,
     ActiveQueues,
+    ForwardedActiveQueues,
     StatsBackup,
     StatsBackupError,
     StatsLog,
@@ -180,9 +181,8 @@ class Server:
         # Queues active per day/week/month; the broker records into it where it has the hook.
         # With several workers, the others forward theirs to the one that answers for all.
         if worker is not None and worker.index != cluster.STATS_WORKER:
-            self.active_queues = ActiveQueues(
-                forward=lambda hashes, ntf: self.delivery.announce((cluster.ACTIVE, hashes, ntf)),
-                clock=self.broker.clock)
+            self.active_queues = ForwardedActiveQueues(
+                lambda hashes, ntf: self.delivery.announce((cluster.ACTIVE, hashes, ntf)), self.broker.clock)
         else:
             self.active_queues = ActiveQueues()
         self.broker.active_queues = self.active_queues

@@ -140,39 +140,15 @@ class ActiveQueues:
     day, week and month. The broker calls ``record`` where the reference calls
     updatePeriodStats: after a stored SEND and an ACK that removed a message."""
 
-    def __init__(self, forward: Callable[[list[int], list[int]], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self) -> None:
         self.all = PeriodSets()
         self.ntf = PeriodSets()
-        # One worker of several (not the one that answers for all): each queue active here
-        # is forwarded once a UTC day to the sets of the worker that does; ``all``/``ntf``
-        # then only remember what was forwarded today.
-        self._forward = forward
-        self._clock = clock
-        self._day = -1
 
     def record(self, recipient_id: bytes, notification: bool = False) -> None:
         h = queue_hash(recipient_id)
-        if self._forward is not None:
-            self._record_forwarded(h, notification)
-            return
         self.all.add(h)
         if notification:
             self.ntf.add(h)
-
-    def _record_forwarded(self, h: int, notification: bool) -> None:
-        day = int(self._clock() // 86400)
-        if day != self._day:  # a new UTC day: the other worker's day sets started again
-            self._day = day
-            self.all.day = set()
-            self.ntf.day = set()
-        new = h not in self.all.day
-        new_ntf = notification and h not in self.ntf.day
-        if new or new_ntf:
-            self.all.day.add(h)
-            if notification:
-                self.ntf.day.add(h)
-            self._forward([h], [h] if notification else [])
 
     def merge(self, hashes: Iterable[int], ntf_hashes: Iterable[int]) -> None:
         """Queues another worker saw active (``forward`` there)."""
@@ -193,6 +169,34 @@ class ActiveQueues:
         for names, sets in zip(PERIOD_COLUMNS, (self.all, self.ntf)):
             out.update(zip(names, sets.take_counts(day)))
         return out
+
+
+class ForwardedActiveQueues(ActiveQueues):
+    """The active queues of one worker of several that does not answer for all: each queue
+    active here goes to ``forward`` once a UTC day (to the sets of the worker that does);
+    the day sets only remember what was forwarded today."""
+
+    def __init__(self, forward: Callable[[list[int], list[int]], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._forward = forward
+        self._clock = clock
+        self._day = -1
+
+    def record(self, recipient_id: bytes, notification: bool = False) -> None:
+        h = queue_hash(recipient_id)
+        day = int(self._clock() // 86400)
+        if day != self._day:  # a new UTC day: the other worker's day sets started again
+            self._day = day
+            self.all.day = set()
+            self.ntf.day = set()
+        new = h not in self.all.day
+        new_ntf = notification and h not in self.ntf.day
+        if new or new_ntf:
+            self.all.day.add(h)
+            if notification:
+                self.ntf.day.add(h)
+            self._forward([h], [h] if notification else [])
 
 
 def _utc_day(t: float) -> datetime.date:
