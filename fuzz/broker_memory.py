@@ -1,7 +1,8 @@
 """Target: the sans-IO broker over the memory store, with three fake connections.
 
-The input is a program: a header (store/broker settings and the three clients' versions)
-then steps, each a block of one client (transmissions built from the input with real keys
+The input is a program: a header (store/broker settings and the three clients' profiles:
+version 6..20 and whether the client is a messaging, notifier or proxy service, presenting
+its certificate from the version the reference's client does) then steps, each a block of one client (transmissions built from the input with real keys
 and signatures, ids taken from earlier answers, or raw bytes), a clock step, the server's
 periodic work, a reconnect, or a block whose verification straddles another client's block.
 The clock and ``random_bytes`` (seeded by the input, with deliberate id collisions) are
@@ -14,7 +15,11 @@ clients' subscriptions, likewise for notifier subscriptions); a queue holds at m
 entries plus the quota marker; a subscription's one unacknowledged message is the last MSG
 its connection was sent, and a connection with an unacknowledged message is pushed no
 other; the store's sender/notifier/link indexes point to queues that carry those ids, and
-every stored queue is one some client was answered IDS for.
+every stored queue is one some client was answered IDS for. Services: the subscriber of a
+service is a connected session of that service and role; a relation to a queue that is not
+its subscriber's is a messaging service's delivery of one of the service's queues; the
+store's per-service count and IdsHash equal those recomputed from the queue records. RSLV
+goes to a resolver that knows two names when the header enables ``[NAMES]``.
 
 Only the broker's public surface is used, with its effects applied by
 ``smpfast.testing.broker.BrokerHarness`` as the server's connections apply them.
@@ -41,9 +46,16 @@ with atheris.instrument_imports(include=["smpfast"]):
     from smpfast.crypto import auth as cauth
     from smpfast.crypto.keys import Alg, PrivateKey
     from smpfast.protocol import commands as C
+    from smpfast.protocol import errors as E
     from smpfast.protocol import versions as V
     from smpfast.protocol.address import QueueMode
+    from smpfast.protocol.commands import ServiceRole
+    from smpfast.protocol.handshake import client_sends_service
+    from smpfast.protocol.ids_hash import ids_hash
+    from smpfast.protocol.names import NameRecord, SimplexDomain
+    from smpfast.protocol.session import ServiceIdentity
     from smpfast.server.broker import Broker, BrokerConfig, Peer, encode_answers
+    from smpfast.server.delivery import NTF, RCV
     from smpfast.testing.broker import BrokerHarness
     from smpfast.store import MemoryStore
     from smpfast.store.errors import DuplicateIdError, QueueNotFound
@@ -97,6 +109,11 @@ def _x25519_auth(index: int, session_private: bytes, corr: bytes, authorized: by
     return cauth.authenticator(KEYS[index], session_public, corr, authorized)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _service_sign(authorized: bytes) -> bytes:
+    return cauth.service_signature(SERVICE_KEY, authorized)
+
+
 def _key(alg: Alg, label: str, size: int = 32) -> PrivateKey:
     return PrivateKey(alg, hashlib.sha512(label.encode()).digest()[:size])
 
@@ -105,12 +122,36 @@ def _key(alg: Alg, label: str, size: int = 32) -> PrivateKey:
 KEYS = (_key(Alg.ED25519, "a"), _key(Alg.ED25519, "b"), _key(Alg.X25519, "c"), _key(Alg.ED448, "d", 57))
 DH_KEYS = (_key(Alg.X25519, "dh0").public.der, _key(Alg.X25519, "dh1").public.der,
            bytes.fromhex("302a300506032b656e032100") + bytes(32))  # a low-order point
+SERVICE_KEY = _key(Alg.ED25519, "service")  # every service session's session key
+# A client profile's top three bits: a plain client (half of them) or a service session
+SERVICE_ROLES = (None, None, None, None, ServiceRole.MESSAGING, ServiceRole.MESSAGING,
+                 ServiceRole.NOTIFIER, ServiceRole.PROXY)
+PARTY_ROLES = {RCV: ServiceRole.MESSAGING, NTF: ServiceRole.NOTIFIER}
+VERSIONS = V.MAX_VERSION - V.MIN_VERSION + 1
+# RSLV's names: the resolver knows the first, fails on the second, finds none of the others
+NAMES = (b"alice.simplex", b"broken.simplex", b"bob.simplex", b"Alice.Simplex", b"a.b.testing",
+         b"example.com", b"bad..simplex", b"-x.simplex", b"", b"alice.simplex trailing")
+ALICE = NameRecord("Alice", nickname="al", simplex_contact=("https://simplex.chat/contact#abc",),
+                   eth="0x" + "ab" * 20, owner="0x" + "01" * 20, resolver="0x" + "02" * 20)
 START = 1_700_000_000.0
 BLOCK = V.BLOCK_SIZE
 TAGS = (b"NEW", b"SUB", b"KEY", b"SKEY", b"SEND", b"ACK", b"GET", b"OFF", b"DEL", b"QUE", b"NKEY",
         b"NDEL", b"NSUB", b"PING", b"LSET", b"LKEY", b"LGET", b"LDEL", b"RKEY", b"SUBS", b"NSUBS",
-        b"PRXY", b"PFWD", b"RFWD", b"IDS", b"OK")
-ROLE = {"NEW": "", "PING": "", "SEND": "s", "SKEY": "s", "NSUB": "n", "LKEY": "l", "LGET": "l"}
+        b"PRXY", b"PFWD", b"RFWD", b"IDS", b"OK", b"RSLV", b"SUBS", b"NSUBS", b"SUB")
+# The entity each tag takes: "" none, r/s/n/l a queue's recipient/sender/notifier/link id,
+# v the session's own service id
+ROLE = {"NEW": "", "PING": "", "RSLV": "", "SEND": "s", "SKEY": "s", "NSUB": "n", "LKEY": "l", "LGET": "l",
+        "SUBS": "v", "NSUBS": "v"}
+SERVICE_AUTH_TAGS = (b"NEW", b"SUB", b"NSUB")  # C.uses_service_auth, by tag
+
+
+def resolve(domain: SimplexDomain):
+    """The shell's resolver, as the broker sees it: an answer per name."""
+    if domain.full_name == "alice.simplex":
+        return ALICE
+    if domain.full_name == "broken.simplex":
+        return E.NameResolutionError("RESOLVER", "HTTP 502")
+    return E.NameResolutionError("NOT_FOUND")
 
 
 class _Errors(logging.Handler):
@@ -156,11 +197,14 @@ class World:
             expire_on_send=bool(settings & 4),
             message_ttl=None if settings & 8 else 3600 * (1 + (settings >> 4 & 3)),
             create_password=b"pw" if settings & 0x80 else None,
+            names_enabled=bool(settings & 0x40),
         )
         self.store = MemoryStore()
         self.broker = Broker(self.store, self.config, clock=lambda: self.now, random_bytes=random_bytes)
-        self.harness = BrokerHarness(self.broker)
-        self.clients = [self._connect(V.MIN_VERSION + c.byte() % 13, i) for i in range(3)]
+        self.harness = BrokerHarness(self.broker, resolve=resolve)
+        self.services: dict[ServiceRole, ServiceIdentity] = {}  # one service per role
+        self.profiles = [c.byte() for _ in range(3)]
+        self.clients = [self._connect(i) for i in range(3)]
         self.ids: dict[bytes, tuple[str, bytes]] = {}  # id -> (role r/s/n/l, recipient id)
         self.keys: dict[bytes, int] = {}  # id -> index in KEYS of the key that authorizes it
         self.rids: set[bytes] = set()  # every queue some client was answered IDS for
@@ -170,9 +214,22 @@ class World:
         self.sender_keys: dict[bytes, bytes] = {}  # rid -> sender key once set (never changes)
         self.stale = False  # a block had several commands on one queue (the known issue)
 
-    def _connect(self, version: int, i: int) -> Peer:
+    def _connect(self, i: int) -> Peer:
+        profile = self.profiles[i]
+        version = V.MIN_VERSION + profile % VERSIONS
         private = hashlib.sha256(bytes([i, version])).digest() if version >= V.AUTH_CMDS else None
-        return self.harness.connect(version, bytes([i + 1]) * 32, private)
+        role = SERVICE_ROLES[profile >> 5]
+        service = self._service(role) if role is not None and client_sends_service(role, version) else None
+        return self.harness.connect(version, bytes([i + 1]) * 32, private, service)
+
+    def _service(self, role: ServiceRole) -> ServiceIdentity:
+        """The role's one service (clients of one role take it over from each other)."""
+        known = self.services.get(role)
+        if known is None:
+            cert_hash = hashlib.sha256(b"service " + role.value.encode()).digest()
+            service_id, _ = self.broker.get_create_service(role.value, (b"cert",), cert_hash)
+            known = self.services[role] = ServiceIdentity(service_id, role, cert_hash, SERVICE_KEY.public.raw)
+        return known
 
     # ---- building blocks ----
 
@@ -229,6 +286,17 @@ class World:
             rid = self.ids.get(entity, ("", b""))[1]
             msg_id = self.last_msg.get((ci, rid), b"") if k < 200 else c.short()
             return C.Ack(msg_id).encode(v), ("ACK",)
+        if tag in (b"SUBS", b"NSUBS") and k < 224:
+            party = RCV if tag == b"SUBS" else NTF
+            if k < 128:  # what the service knows it has
+                count, digest = self.store.service_queue_subs(entity, party)
+            else:
+                count, digest = k - 160, c.take(16) if k & 1 else bytes(16)
+            cls = C.Subs if tag == b"SUBS" else C.Nsubs
+            return cls(count, digest).encode(v), (tag.decode(),)
+        if tag == b"RSLV" and k < 224:
+            name = NAMES[k % len(NAMES)] if k < 200 else c.short()
+            return b"RSLV " + name, ("RSLV",)
         if tag == b"LSET":
             lid = self._pick(c, "l") if k & 1 else c.take(24)
             data = C.QueueLinkData(c.short() * (1 + (k >> 1 & 7)), c.short() * (1 + (k >> 4) * 4))
@@ -246,13 +314,25 @@ class World:
             self.corr += 1
             corr = self.corr.to_bytes(3, "big") if c.byte() < 240 else c.short()
             role = ROLE.get(tag.decode(), "r")
-            entity = self._pick(c, role) if role else (b"" if c.byte() < 240 else self._pick(c, "r"))
+            if role == "v":
+                own = client.service.service_id if client.service is not None else b""
+                entity = own if c.byte() < 224 else self._pick(c, "r")
+            else:
+                entity = self._pick(c, role) if role else (b"" if c.byte() < 240 else self._pick(c, "r"))
             command, note = self._command(c, ci, tag, corr, entity)
             if entity in self.ids:
                 targets.append(self.ids[entity][1])
-            authorized = cauth.t_for_auth(client.session_id, corr, entity, command)
-            auth = self._auth(c, client, entity, corr, authorized)
-            sig = bytes(64) if client.service_auth and auth and c.byte() >= 250 else None
+            t_for_auth = cauth.t_for_auth(client.session_id, corr, entity, command)
+            service = client.service if tag in SERVICE_AUTH_TAGS else None
+            authorized = t_for_auth if service is None else cauth.service_authorized(service.cert_hash, t_for_auth)
+            if role == "v" and c.byte() < 200:  # SUBS/NSUBS: signed with the service's session key
+                auth = _service_sign(authorized)
+            else:
+                auth = self._auth(c, client, entity, corr, authorized)
+            if service is not None and auth:  # the service signature, now and then a bad one
+                sig = _service_sign(t_for_auth) if c.byte() < 250 else bytes(64)
+            else:
+                sig = bytes(64) if client.service_auth and auth and c.byte() >= 250 else None
             transmissions.append(core.encode_transmission(
                 auth, corr, entity, command, client.session_id, client.implied_session, client.service_auth, sig))
             self.pending[(ci, corr)] = (entity, *note)
@@ -359,10 +439,20 @@ class World:
             check(sub is not None and not sub.prohibited, "subscriber without subscription", rid)
         for nid, subscriber in subs.ntf_subscriber.items():
             check(subscriber in live and nid in subs.notifiers_of(subscriber), "notifier subscriber", nid)
+        for (party, service_id), subscriber in subs.service_subscriber.items():
+            check(subscriber in live, "service subscriber is no connected client", party)
+            service = self.clients[live[subscriber]].service
+            check(service is not None and service.service_id == service_id and service.role is PARTY_ROLES[party],
+                  "service subscriber is not a session of that service", party)
         for ci, client in enumerate(self.clients):
             for rid, sub in subs.queues_of(client.id).items():
-                if not sub.prohibited:
-                    check(subs.subscriber.get(rid) == client.id, "two subscribers of one queue", ci, rid)
+                if not sub.prohibited and subs.subscriber.get(rid) != client.id:
+                    # only a messaging service's delivery of one of its queues
+                    svc, q = client.service, store.get_queue(rid)
+                    check(svc is not None and subs.service_subscriber.get((RCV, svc.service_id)) == client.id
+                          and (self.stale or (q is not None and q.rcv_service_id == svc.service_id)),
+                          "two subscribers of one queue", ci, rid)
+                elif not sub.prohibited:
                     check(self.stale or store.get_queue(rid) is not None, "subscribed to no queue", ci, rid)
                 if sub.delivered is not None:
                     check(self.last_msg.get((ci, rid)) == sub.delivered, "delivered is not the last MSG", ci, rid)
@@ -370,11 +460,16 @@ class World:
                 check(subs.ntf_subscriber.get(nid) == client.id, "two notifier subscribers", ci, nid)
         alive = 0
         notifiers = 0
+        associated: dict[tuple[bytes, str], list[bytes]] = {}  # (service, party) -> queue ids
         for rid in self.rids:
             q = store.get_queue(rid)
             if q is None:
                 continue
             alive += 1
+            if q.rcv_service_id is not None:
+                associated.setdefault((q.rcv_service_id, RCV), []).append(rid)
+            if q.notifier is not None and q.notifier.ntf_service_id is not None:
+                associated.setdefault((q.notifier.ntf_service_id, NTF), []).append(q.notifier.notifier_id)
             if q.sender_key is not None and not self.stale:
                 known = self.sender_keys.setdefault(rid, q.sender_key)
                 check(known == q.sender_key, "a queue's sender key changed", rid)
@@ -389,6 +484,9 @@ class World:
                 found = store.queue_by_link(q.link_id)
                 check(found is not None and found.recipient_id == rid, "link index", rid)
         check(store.queue_count() == alive, "a stored queue nobody was answered IDS for")
+        for key in associated.keys() | {(s.service_id, p) for s in self.services.values() for p in (RCV, NTF)}:
+            ids = associated.get(key, [])
+            check(store.service_queue_subs(*key) == (len(ids), ids_hash(ids)), "service count and hash", key)
         check(store.notifier_count() == notifiers, "notifier count")
         for ident, (role, _) in self.ids.items():
             lookup = {"s": store.queue_by_sender, "n": store.queue_by_notifier, "l": store.queue_by_link}.get(role)
@@ -433,7 +531,7 @@ class World:
             self.harness.apply(client, self.broker.finish_block(client, prepared, results, reload=True))
         else:  # reconnect
             self.harness.disconnect(client)
-            self.clients[ci] = self._connect(client.version, ci)
+            self.clients[ci] = self._connect(ci)
             for key in [k for k in self.last_msg if k[0] == ci]:
                 del self.last_msg[key]
         answered = self.collect(before, senders)
