@@ -1,5 +1,6 @@
 """Broker issues found by fuzz/broker_memory.py: several commands on one queue in one block,
-and LSET with another queue's link id.
+LSET with another queue's link id, and (the reference's behaviour, kept) a SUB's message
+arriving after the answer of an ACK that acknowledged it in the same block.
 
 The reference executes a block's commands one after the other, each on the queue's current
 record (secureQueue and suspendQueue read the queue's TVar): a second KEY with another key
@@ -84,3 +85,26 @@ def test_lset_with_another_queues_link_id_is_auth(caplog):
     assert s.broker.store.queue_by_link(link).recipient_id == s.rid
     assert answers == [(b"l2", other, C.Err(E.AUTH))]
     assert not caplog.records
+
+
+def test_ack_with_an_empty_id_after_sub_in_one_block_acknowledges_what_the_sub_delivered():
+    """The reference sends the messages a block's SUBs deliver after all the block's
+    answers, though each is delivered at its SUB: an ACK with an empty message id later in
+    the block acknowledges that message (unseen by the client) and is answered the next one;
+    the SUB's message still follows. Found by the fuzz target, whose model of "the last MSG
+    sent" assumed the order of arrival."""
+    s = Session()
+    [(_, _, ids)] = s.block((b"new", b"", C.New(RECIPIENT.public.der, DH.public.der, None, False)))
+    for body in (b"one", b"two"):
+        t = core.encode_transmission(b"", b"s" + body, ids.snd_id, C.Send(C.MsgFlags(False), body).encode(VERSION),
+                                     SESSION, True, False)
+        [(_, [(_, _, ok)])] = s.broker.process_block(s.client, core.encode_batch([t], 16384)).replies
+        assert ok == C.OK
+    answers = s.block((b"sub", ids.rcv_id, C.SUB), (b"ack", ids.rcv_id, C.Ack(b"")))
+    assert [(corr, type(m)) for corr, _, m in answers] == [(b"sub", C.Sok), (b"ack", C.Msg), (b"", C.Msg)]
+    first, second = answers[2][2], answers[1][2]
+    assert first.msg_id != second.msg_id
+    sub = s.broker.subscriptions.get(s.client.id, ids.rcv_id)
+    assert sub.delivered == second.msg_id  # the ACK's answer is the unacknowledged one
+    head = s.broker.store.peek_message(ids.rcv_id)
+    assert head is not None and head.msg_id == second.msg_id  # the SUB's message is gone
