@@ -1,4 +1,4 @@
-"""Target: the command and broker-message codecs at every version 6..18.
+"""Target: the command and broker-message codecs at every version 6..20.
 
 Each input is parsed both as a client command and as a broker message. Only the codec's
 own errors (ParseError and its subclass UnknownTag) may escape; whatever parses must
@@ -8,7 +8,7 @@ END below v10, ERR BLOCKED as AUTH below v12 and without its notice below v18, a
 NETWORK error sent bare) lose information on purpose: for those the re-parsed value may
 differ, but its encoding must still be the same bytes.
 
-Input layout: ``version`` byte (6 + byte % 13), ``flags`` byte (bit 0: has authorization,
+Input layout: ``version`` byte (6 + byte % 15: versions 6..20), ``flags`` byte (bit 0: has authorization,
 bit 1: has entity id, for the credential checks; bit 2: also parse the bytes as the
 proxy's inner RFWD/RRES payloads), then the command bytes (tag and parameters, as in a
 transmission).
