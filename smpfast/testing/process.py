@@ -46,7 +46,7 @@ def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return []
 
 
@@ -55,7 +55,8 @@ def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # Reaped between open() and read(): the kernel answers ESRCH.
         return False
 
 
@@ -148,7 +149,7 @@ class ServerProcess:
         for pid in _children(self.pid):
             try:
                 total += _cpu_seconds(pid)
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 pass  # exited meanwhile: counted once reaped
         return total
 
