@@ -360,25 +360,26 @@ class World:
         counts = []
         for ci, client in enumerate(self.clients):
             pushed: set[bytes] = set()
-            answered: dict[bytes, bytes] = {}  # entity -> the last MSG a command was answered
+            answered: dict[bytes, bytes] = {}  # entity -> the MSG its last-run command was answered
             n = 0
             for answers in self._drain(client):
                 self._wire_check(client, answers)
                 for corr, entity, msg in answers:
                     n += 1
                     self._learn(ci, corr, entity, msg)
-                    if isinstance(msg, C.Msg) and corr:
-                        answered[entity] = msg.msg_id
+                    if isinstance(msg, C.Msg) and corr and entity not in answered:
+                        answered[entity] = msg.msg_id  # a block runs last to first
                     if isinstance(msg, C.Msg) and not corr and ci not in senders:
                         # a push: only to a subscription with nothing unacknowledged, once
                         check(before.get((ci, entity)) is None and entity not in pushed,
                               "MSG pushed over an unacknowledged one", ci, entity)
                         pushed.add(entity)
             if ci in senders:
-                # The messages a block's SUBs deliver follow all its answers, as the
-                # reference sends them, though each was delivered at its SUB: an ACK with
-                # an empty id later in the block acknowledges it and is answered the next
-                # one, which is the delivered message then, whatever arrives after it.
+                # A block runs from its last command to its first, and the messages its
+                # SUBs deliver follow all its answers (as the reference does both), though
+                # each was delivered at its SUB: an ACK with an empty id before the SUB in
+                # the block runs after it, acknowledges that message and is answered the
+                # next one, which is the delivered message then, whatever arrives after it.
                 for entity, msg_id in answered.items():
                     self.last_msg[(ci, entity)] = msg_id
             counts.append(n)

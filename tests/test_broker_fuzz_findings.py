@@ -1,11 +1,14 @@
 """Broker issues found by fuzz/broker_memory.py: several commands on one queue in one block,
-LSET with another queue's link id, and (the reference's behaviour, kept) a SUB's message
-arriving after the answer of an ACK that acknowledged it in the same block.
+LSET with another queue's link id, and a SUB's message arriving after the answer of an ACK
+that acknowledged it in the same block.
 
-The reference executes a block's commands one after the other, each on the queue's current
-record (secureQueue and suspendQueue read the queue's TVar): a second KEY with another key
-is ERR AUTH, and OFF or KEY after DEL in the same block is ERR AUTH. The broker does the
-same: the commands of a block on one queue share its record.
+The reference runs a block's verified commands one by one on the queue's current record
+(secureQueue and suspendQueue read the queue's TVar), and it runs them from the block's last
+command to its first (a right fold with effects over the batch), sending the answers in
+block order and then the messages SUBs delivered. So of two KEYs with different keys the
+last one in the block secures the queue and the first is ERR AUTH; a command before DEL in
+the block runs after it (ERR AUTH). The broker does the same: the commands of a block on one
+queue share its record, last first.
 
 LSET with a link id that another queue holds used to answer ERR INTERNAL with the store's
 DuplicateIdError traceback. The reference's stores disagree here (the STM store answers OK
@@ -59,20 +62,29 @@ class Session:
         return [answer for _, batch in effects.replies for answer in batch]
 
 
-def test_second_key_in_one_block_is_refused():
+def test_of_two_keys_in_one_block_the_last_secures_the_queue():
     s = Session()
     answers = s.block((b"k1", s.rid, C.Key(SENDER_A.public.der)), (b"k2", s.rid, C.Key(SENDER_B.public.der)))
-    assert [(corr, msg) for corr, _, msg in answers] == [(b"k1", C.OK), (b"k2", C.Err(E.AUTH))]
-    assert s.broker.store.get_queue(s.rid).sender_key == SENDER_A.public.der
+    assert [(corr, msg) for corr, _, msg in answers] == [(b"k1", C.Err(E.AUTH)), (b"k2", C.OK)]
+    assert s.broker.store.get_queue(s.rid).sender_key == SENDER_B.public.der
 
 
 @pytest.mark.parametrize("command", [C.Off(), C.Key(SENDER_A.public.der)], ids=["OFF", "KEY"])
-def test_command_after_del_in_one_block_is_auth(command, caplog):
+def test_command_before_del_in_one_block_runs_after_it_and_is_auth(command, caplog):
     s = Session()
     with caplog.at_level(logging.ERROR, logger="smpfast"):
-        answers = s.block((b"del", s.rid, C.Del()), (b"cmd", s.rid, command))
-    assert [(corr, msg) for corr, _, msg in answers] == [(b"del", C.OK), (b"cmd", C.Err(E.AUTH))]
+        answers = s.block((b"cmd", s.rid, command), (b"del", s.rid, C.Del()))
+    assert [(corr, msg) for corr, _, msg in answers] == [(b"cmd", C.Err(E.AUTH)), (b"del", C.OK)]
+    assert s.broker.store.get_queue(s.rid) is None
     assert not caplog.records  # a client's mistake is no server error
+
+
+@pytest.mark.parametrize("command", [C.Off(), C.Key(SENDER_A.public.der)], ids=["OFF", "KEY"])
+def test_command_after_del_in_one_block_runs_before_it(command):
+    s = Session()
+    answers = s.block((b"del", s.rid, C.Del()), (b"cmd", s.rid, command))
+    assert [(corr, msg) for corr, _, msg in answers] == [(b"del", C.OK), (b"cmd", C.OK)]
+    assert s.broker.store.get_queue(s.rid) is None
 
 
 def test_lset_with_another_queues_link_id_is_auth(caplog):
@@ -87,24 +99,39 @@ def test_lset_with_another_queues_link_id_is_auth(caplog):
     assert not caplog.records
 
 
-def test_ack_with_an_empty_id_after_sub_in_one_block_acknowledges_what_the_sub_delivered():
-    """The reference sends the messages a block's SUBs deliver after all the block's
-    answers, though each is delivered at its SUB: an ACK with an empty message id later in
-    the block acknowledges that message (unseen by the client) and is answered the next one;
-    the SUB's message still follows. Found by the fuzz target, whose model of "the last MSG
-    sent" assumed the order of arrival."""
-    s = Session()
+def _queue_with_two_messages(s: Session) -> bytes:
     [(_, _, ids)] = s.block((b"new", b"", C.New(RECIPIENT.public.der, DH.public.der, None, False)))
     for body in (b"one", b"two"):
         t = core.encode_transmission(b"", b"s" + body, ids.snd_id, C.Send(C.MsgFlags(False), body).encode(VERSION),
                                      SESSION, True, False)
         [(_, [(_, _, ok)])] = s.broker.process_block(s.client, core.encode_batch([t], 16384)).replies
         assert ok == C.OK
-    answers = s.block((b"sub", ids.rcv_id, C.SUB), (b"ack", ids.rcv_id, C.Ack(b"")))
-    assert [(corr, type(m)) for corr, _, m in answers] == [(b"sub", C.Sok), (b"ack", C.Msg), (b"", C.Msg)]
-    first, second = answers[2][2], answers[1][2]
-    assert first.msg_id != second.msg_id
-    sub = s.broker.subscriptions.get(s.client.id, ids.rcv_id)
-    assert sub.delivered == second.msg_id  # the ACK's answer is the unacknowledged one
-    head = s.broker.store.peek_message(ids.rcv_id)
-    assert head is not None and head.msg_id == second.msg_id  # the SUB's message is gone
+    return ids.rcv_id
+
+
+def test_ack_after_sub_in_one_block_runs_first():
+    """[SUB, ACK ""] on a queue the connection has not subscribed: ACK runs first (no
+    message delivered: ERR NO_MSG), then SUB delivers the head after the answers."""
+    s = Session()
+    rid = _queue_with_two_messages(s)
+    answers = s.block((b"sub", rid, C.SUB), (b"ack", rid, C.Ack(b"")))
+    assert [(corr, type(m)) for corr, _, m in answers] == [(b"sub", C.Sok), (b"ack", C.Err), (b"", C.Msg)]
+    assert answers[1][2] == C.Err(E.NO_MSG)
+    assert s.broker.subscriptions.get(s.client.id, rid).delivered == answers[2][2].msg_id
+
+
+def test_ack_with_an_empty_id_before_sub_acknowledges_what_the_sub_delivered():
+    """[ACK "", SUB] on a subscribed queue: SUB runs first and delivers the head again; the
+    ACK with an empty id then acknowledges it (unseen by the client) and is answered the
+    next message, the one delivered now; the SUB's message still follows the answers.
+    Found by the fuzz target, whose model of "the last MSG sent" assumed arrival order."""
+    s = Session()
+    rid = _queue_with_two_messages(s)
+    [_, (_, _, first)] = s.block((b"sub", rid, C.SUB))
+    answers = s.block((b"ack", rid, C.Ack(b"")), (b"sub", rid, C.SUB))
+    assert [(corr, type(m)) for corr, _, m in answers] == [(b"ack", C.Msg), (b"sub", C.Sok), (b"", C.Msg)]
+    second, again = answers[0][2], answers[2][2]
+    assert again.msg_id == first.msg_id != second.msg_id
+    assert s.broker.subscriptions.get(s.client.id, rid).delivered == second.msg_id
+    head = s.broker.store.peek_message(rid)
+    assert head is not None and head.msg_id == second.msg_id  # the first message is gone

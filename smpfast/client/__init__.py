@@ -63,7 +63,9 @@ Raw requests (every request gets a fresh 24-byte random corrId, unless ``corr_id
         All transmissions packed into as few blocks as possible (at most 255 and 16365
         bytes per block, padded to 16368 under block encryption), sent with one write;
         replies in request order, whatever order the server answered in. Nothing is
-        raised for ERR or unusable replies (``BadResponse(error)``).
+        raised for ERR or unusable replies (``BadResponse(error)``). The server runs a
+        block's commands last to first, so commands whose order matters on one queue
+        go in separate batches.
     Both raise ClientClosed if the connection is or becomes closed (all pending requests
     fail then), TransmissionTooLarge for a transmission over 16363 bytes. Cancelling a
     request is safe (a late response then becomes an event).

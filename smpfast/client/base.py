@@ -238,7 +238,11 @@ class ClientBase:
         socket write, and return their replies in request order (responses may arrive in
         any order: they are matched by corrId). ``Err`` and ``BadResponse`` are returned,
         not raised. Raises ClientClosed, TransmissionTooLarge. ``corr_ids``: one per request
-        (none pending already), else random 24-byte ones."""
+        (none pending already), else random 24-byte ones.
+
+        A server runs one block's commands from the last to the first (the reference does,
+        and so does smpfast): requests whose effects depend on their order, such as two
+        SENDs to one queue, belong in separate calls."""
         self._check_open()
         n = len(requests)
         if n == 0:

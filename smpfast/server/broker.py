@@ -448,7 +448,8 @@ class Broker:
                     failed[owner] = prepared.failures[i] if prepared.failures else E.AUTH
         verified: list[_Pending] = []
         # Commands of one block on one queue share one record, so each sees what the ones
-        # before it changed (the reference runs them one by one on the queue's current state).
+        # run before it changed (the reference runs them one by one on the queue's current
+        # state, from the block's last command to its first).
         records: dict[bytes, QueueRecord] = {}
         for i, item in enumerate(prepared.pending):
             failure = failed.get(i)
@@ -488,7 +489,13 @@ class Broker:
         try:
             with self.store.unit():
                 fresh: dict[bytes, QueueRecord | None] | None = {} if self.store.shared_writers else None
-                for item in verified:
+                # The reference folds a block's commands from the right: the last runs
+                # first. Answers, and the messages SUBs deliver, still go in block order.
+                outputs: list[tuple[list[Answer], list[Answer]]] = []
+                for item in reversed(verified):
+                    out: list[Answer] = []
+                    delivered: list[Answer] = []
+                    outputs.append((out, delivered))
                     if fresh is not None and item.queue is not None:
                         # Other processes write the store too: the record is read again
                         # under the writer lock, shared by the block's commands on it.
@@ -496,14 +503,17 @@ class Broker:
                         if rid not in fresh:
                             fresh[rid] = self.store.get_queue(rid)
                         if fresh[rid] is None:  # deleted meanwhile
-                            responses.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                            out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
                             continue
                         item.queue = fresh[rid]
                     try:
-                        self._execute(peer, item, responses, events)
+                        self._execute(peer, item, out, delivered)
                     except StoreUsageError:
                         log.exception("store precondition failed")
-                        responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+                        out.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+                for out, delivered in reversed(outputs):
+                    responses.extend(out)
+                    events.extend(delivered)
         except StoreError as e:
             # The unit is undone: none of the block's answers may stand, and its
             # in-memory changes (delivery state, pushes to others) go with it.

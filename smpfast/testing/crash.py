@@ -351,20 +351,26 @@ class Driver:
             self.harness.add(handle)
 
     async def _send_batch(self, snd: SMPClient, handles: Sequence[QueueHandle], rng: random.Random) -> None:
-        requests, ops = [], []
-        for h in handles:
-            for _ in range(rng.randint(1, min(4, MAX_UNACKED - h.unacked))):
+        """A few SENDs to each of a few queues, each batch holding one SEND per queue: a
+        server runs a block last to first, so two SENDs to one queue in one block would be
+        stored in the reverse of the order they were issued in."""
+        counts = {id(h): rng.randint(1, min(4, MAX_UNACKED - h.unacked)) for h in handles}
+        for turn in range(max(counts.values(), default=0)):
+            requests, ops = [], []
+            for h in handles:
+                if counts[id(h)] <= turn:
+                    continue
                 body, op = new_send(self.ledger, h, rng, signed=h.key == "yes")
                 requests.append((h.queue.snd_id, C.Send(C.MsgFlags(False), body), h.sender_key if op.signed else None))
                 ops.append((h, op))
                 h.unacked += 1
-        replies = await snd.batch(requests)
-        for (h, op), reply in zip(ops, replies):
-            if isinstance(reply, C.Ok):
-                self.ledger.acknowledge(op)
-            else:
-                self.ledger.reject(op, _error_text(reply))
-                h.unacked -= 1
+            replies = await snd.batch(requests)
+            for (h, op), reply in zip(ops, replies):
+                if isinstance(reply, C.Ok):
+                    self.ledger.acknowledge(op)
+                else:
+                    self.ledger.reject(op, _error_text(reply))
+                    h.unacked -= 1
 
     async def _probe(self, snd: SMPClient, h: QueueHandle, rng: random.Random) -> None:
         """A SEND that must be refused: to an OFF'd or deleted queue, or unsigned to a KEY'd one."""
