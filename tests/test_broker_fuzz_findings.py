@@ -135,3 +135,15 @@ def test_ack_with_an_empty_id_before_sub_acknowledges_what_the_sub_delivered():
     assert s.broker.subscriptions.get(s.client.id, rid).delivered == second.msg_id
     head = s.broker.store.peek_message(rid)
     assert head is not None and head.msg_id == second.msg_id  # the first message is gone
+
+
+def test_answers_and_messages_of_a_block_keep_its_order_though_it_runs_last_first():
+    """Three SUBs and two GETs in one block: the answers arrive in block order and the three
+    SUBs' messages after them, also in block order, though the commands ran last to first."""
+    s = Session()
+    rids = [_queue_with_two_messages(s) for _ in range(5)]
+    answers = s.block((b"s0", rids[0], C.SUB), (b"g3", rids[3], C.Get()), (b"s1", rids[1], C.SUB),
+                      (b"g4", rids[4], C.Get()), (b"s2", rids[2], C.SUB))
+    assert [(corr, entity, type(m)) for corr, entity, m in answers] == [
+        (b"s0", rids[0], C.Sok), (b"g3", rids[3], C.Msg), (b"s1", rids[1], C.Sok), (b"g4", rids[4], C.Msg),
+        (b"s2", rids[2], C.Sok), (b"", rids[0], C.Msg), (b"", rids[1], C.Msg), (b"", rids[2], C.Msg)]

@@ -490,12 +490,13 @@ class Broker:
             with self.store.unit():
                 fresh: dict[bytes, QueueRecord | None] | None = {} if self.store.shared_writers else None
                 # The reference folds a block's commands from the right: the last runs
-                # first. Answers, and the messages SUBs deliver, still go in block order.
-                outputs: list[tuple[list[Answer], list[Answer]]] = []
+                # first. Answers, and the messages SUBs deliver, still go in block order,
+                # so where each command's output starts is kept to put them back in it
+                # (not for the common one-command block).
+                starts: list[tuple[int, int]] | None = [] if len(verified) > 1 else None
                 for item in reversed(verified):
-                    out: list[Answer] = []
-                    delivered: list[Answer] = []
-                    outputs.append((out, delivered))
+                    if starts is not None:
+                        starts.append((len(responses), len(events)))
                     if fresh is not None and item.queue is not None:
                         # Other processes write the store too: the record is read again
                         # under the writer lock, shared by the block's commands on it.
@@ -503,17 +504,17 @@ class Broker:
                         if rid not in fresh:
                             fresh[rid] = self.store.get_queue(rid)
                         if fresh[rid] is None:  # deleted meanwhile
-                            out.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
+                            responses.append((item.corr_id, item.entity_id, C.Err(E.AUTH)))
                             continue
                         item.queue = fresh[rid]
                     try:
-                        self._execute(peer, item, out, delivered)
+                        self._execute(peer, item, responses, events)
                     except StoreUsageError:
                         log.exception("store precondition failed")
-                        out.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
-                for out, delivered in reversed(outputs):
-                    responses.extend(out)
-                    events.extend(delivered)
+                        responses.append((item.corr_id, item.entity_id, C.Err(E.INTERNAL)))
+                if starts is not None:
+                    responses = _in_block_order(responses, [r for r, _ in starts])
+                    events = _in_block_order(events, [e for _, e in starts])
         except StoreError as e:
             # The unit is undone: none of the block's answers may stand, and its
             # in-memory changes (delivery state, pushes to others) go with it.
@@ -1638,6 +1639,16 @@ _FORWARDED_COMMANDS = tuple(C.FORWARDED_COMMANDS)
 _AUTH_COUNTERS: dict[type, str] = {
     C.Send: "msgSentAuth", C.Sub: "qSubAuth", C.Nsub: "ntfSubAuth", C.Get: "msgGetAuth",
 }
+
+
+def _in_block_order(outputs: list[Answer], starts: list[int]) -> list[Answer]:
+    """The outputs of a block's commands run from the last to the first (the k-th run's
+    begin at ``starts[k]``), rearranged into the block's order."""
+    ends = starts[1:] + [len(outputs)]
+    ordered: list[Answer] = []
+    for start, end in zip(reversed(starts), reversed(ends)):
+        ordered.extend(outputs[start:end])
+    return ordered
 
 
 def _is_contact(q: QueueRecord) -> bool:
