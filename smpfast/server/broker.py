@@ -670,7 +670,9 @@ class Broker:
             check = self._service_checks(peer, cmd, service_sig)
             return E.CMD_PROHIBITED if check is None else check
         if item.queue is None and not isinstance(cmd, C.New):
-            # No queue: a dummy verification and AUTH, before any service check.
+            # No queue: a dummy verification and AUTH, before any service check. The checks
+            # still run, their result unused, so that a miss costs what a found queue does.
+            self._service_checks(peer, cmd, service_sig)
             return cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity)
         check = self._service_checks(peer, cmd, service_sig)
         if check is not None:
