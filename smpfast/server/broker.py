@@ -669,12 +669,11 @@ class Broker:
         else:
             check = self._service_checks(peer, cmd, service_sig)
             return E.CMD_PROHIBITED if check is None else check
-        if item.queue is None and not isinstance(cmd, C.New):
-            # No queue: a dummy verification and AUTH, before any service check. The checks
-            # still run, their result unused, so that a miss costs what a found queue does.
-            self._service_checks(peer, cmd, service_sig)
-            return cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity)
+        # Run for a missing queue too (unheeded), so that a miss costs what a found queue does.
         check = self._service_checks(peer, cmd, service_sig)
+        if item.queue is None and not isinstance(cmd, C.New):
+            # No queue: a dummy verification and AUTH, which wins over a service check's error.
+            return cauth.AuthRequest(None, auth, t_for_auth, corr_id, entity)
         if check is not None:
             return check
         if service_sig is None:
